@@ -1,0 +1,29 @@
+# The two commands a new user needs: `make demo` and `make test`. Both set up what they use first.
+PYTHON ?= /usr/bin/python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.picluster-setup
+
+.PHONY: demo test setup lint bench clean
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	PYTHON=$(PYTHON) scripts/setup.sh
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+test: $(STAMP)
+	$(PY) -m ruff check nodeagent controller tests bench scripts
+	$(PY) -m ruff format --check nodeagent controller tests bench scripts
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check nodeagent controller tests bench scripts
+
+bench: $(STAMP)
+	$(PY) bench/agent_idle.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .hypothesis build *.egg-info

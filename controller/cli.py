@@ -1,0 +1,185 @@
+"""``piclusterctl``: argument parsing, printing and exit codes only; the work is in fleet, select and dispatch.
+
+Exit codes: 0 success (every node passed), 1 a node failed or the broker is unreachable, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+from rich.progress import BarColumn, Progress, TextColumn
+
+from controller import hpl_plan, report
+from controller.dispatch import NodeRun, new_job_id, submit_and_follow
+from controller.fleet import Fleet, NodeView, subscriptions
+from controller.select import SelectionError, select
+from controller.session import BrokerUnreachable, Session
+from nodeagent import __version__
+from nodeagent.config import Broker
+from nodeagent.protocol import JobSpec, Topics
+from nodeagent.protocol.topics import ProtocolError
+
+DEFAULT_BROKER = "mqtt://localhost:1883"
+
+
+class UsageError(Exception):
+    """Bad arguments: exit 2 with one line."""
+
+
+def _common(parser: argparse.ArgumentParser, default: Any) -> None:
+    """Global options, accepted before or after the subcommand."""
+    parser.add_argument(
+        "--broker", metavar="URL", default=default, help=f"broker (default: PICLUSTER_BROKER or {DEFAULT_BROKER})"
+    )
+    parser.add_argument(
+        "--cluster", metavar="NAME", default=default, help="cluster name (default: PICLUSTER_CLUSTER or 'default')"
+    )
+    parser.add_argument("--json", action="store_true", default=default, help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="piclusterctl", description="Operate a picluster fleet over MQTT.")
+    parser.add_argument("--version", action="version", version=f"piclusterctl {__version__}")
+    _common(parser, None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    nodes = sub.add_parser("nodes", help="list every node seen, with its latest telemetry")
+    _common(nodes, argparse.SUPPRESS)
+    run = sub.add_parser("run", help="run a job on a set of nodes")
+    run_sub = run.add_subparsers(dest="kind", required=True)
+    hpl = run_sub.add_parser("hpl", help="HPL (Linpack) on each selected node")
+    _common(hpl, argparse.SUPPRESS)
+    hpl.add_argument("--nodes", required=True, metavar="NODESET", help="all, node[1-4], node1,node3 ...")
+    hpl.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override the plan; keys: {', '.join(hpl_plan.PARAM_KEYS)}",
+    )
+    hpl.add_argument("--timeout", type=float, default=3600.0, metavar="S", help="seconds per node (default 3600)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        broker = Broker.parse(args.broker or os.environ.get("PICLUSTER_BROKER") or DEFAULT_BROKER)
+        topics = Topics(args.cluster or os.environ.get("PICLUSTER_CLUSTER") or "default")
+        if args.command == "nodes":
+            return cmd_nodes(broker, topics, as_json=bool(args.json))
+        return cmd_run_hpl(broker, topics, args)
+    except (UsageError, SelectionError, ProtocolError, ValueError) as exc:
+        print(f"piclusterctl: {exc}", file=sys.stderr)
+        return 2
+    except BrokerUnreachable as exc:
+        print(f"piclusterctl: {exc}", file=sys.stderr)
+        return 1
+
+
+def snapshot(broker: Broker, topics: Topics, session: Session | None = None) -> Fleet:
+    """The fleet from retained messages, through an open session or a short one of its own."""
+    if session is not None:
+        return Fleet(topics).feed(session.snapshot())
+    with Session(broker, topics.cluster, subscriptions=subscriptions(topics)) as own:
+        return Fleet(topics).feed(own.snapshot())
+
+
+def cmd_nodes(broker: Broker, topics: Topics, *, as_json: bool) -> int:
+    fleet = snapshot(broker, topics)
+    now = time.time()
+    if as_json:
+        report.print_json([v.to_dict(now) for v in fleet.sorted()])
+    elif not fleet.nodes:
+        print(f"no nodes have announced themselves in cluster {topics.cluster!r} on {broker}", file=sys.stderr)
+    else:
+        report.console().print(report.nodes_table(fleet.sorted(), now))
+    return 0
+
+
+def plan_hpl(views: list[NodeView], overrides: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """N, NB, P and Q for every node, from its own facts and the operator's overrides."""
+    plans = {}
+    for view in views:
+        f = view.facts
+        if f is None:
+            raise UsageError(f"node {view.name} has published no facts yet; wait for its agent to connect")
+        params = hpl_plan.plan_node(cores=f.cores, memory_mb=f.memory_mb, cpu=f.cpu, sim=f.sim, overrides=overrides)
+        plans[view.name] = {"n": params.n, "nb": params.nb, "p": params.p, "q": params.q}
+    return plans
+
+
+def cmd_run_hpl(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
+    overrides = hpl_plan.parse_params(args.param)
+    if args.timeout <= 0:
+        raise UsageError("--timeout: expected a number of seconds above 0")
+    subs = (*subscriptions(topics), topics.all_nodes("events"))
+    with Session(broker, topics.cluster, subscriptions=subs) as session:
+        fleet = snapshot(broker, topics, session)
+        selected = select(args.nodes, fleet.nodes)
+        online = [n for n in selected if fleet.nodes[n].online]
+        plans = plan_hpl([fleet.nodes[n] for n in online], overrides)
+        offline = [NodeRun(n, state="offline", reason="the node is offline") for n in selected if n not in online]
+        job = JobSpec(id=new_job_id("hpl"), kind="hpl", node_params=plans, timeout_s=args.timeout)
+        err = report.console(stderr=True)
+        if not args.json:
+            err.print(f"job {job.id}: HPL on {len(online)} node(s)" + (f", {len(offline)} offline" if offline else ""))
+        runs: dict[str, NodeRun] = {}
+        if online:
+            with _progress(args.json) as progress:
+                runs = submit_and_follow(session, job, online, on_change=_show(progress, err, online))
+    results = [*(runs[n] for n in online), *offline]
+    if args.json:
+        report.print_json(
+            {
+                "job": job.id,
+                "kind": "hpl",
+                "passed": all(r.passed for r in results),
+                "nodes": [r.to_dict() for r in results],
+                "total_gflops": sum(r.result.get("gflops", 0.0) for r in results if r.passed and r.result),
+            }
+        )
+    else:
+        table, total = report.hpl_results_table(results)
+        out = report.console()
+        out.print(table)
+        out.print(f"total: {total:.2f} Gflops from {sum(r.passed for r in results)}/{len(results)} node(s) passed")
+    return 0 if results and all(r.passed for r in results) else 1
+
+
+def _progress(quiet: bool) -> AbstractContextManager[Progress | None]:
+    if quiet or not sys.stderr.isatty():
+        return nullcontext(None)
+    return Progress(
+        TextColumn("{task.description:<40}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        console=report.console(stderr=True),
+        transient=True,
+    )
+
+
+def _show(progress: Progress | None, err: Any, nodes: list[str]) -> Any:
+    """A change handler: a live bar per node on a terminal, one line per change otherwise."""
+    tasks = {n: progress.add_task(n, total=1.0) for n in nodes} if progress else {}
+
+    def on_change(run: NodeRun) -> None:
+        if progress is None:
+            err.print(report.run_line(run))
+            return
+        progress.update(
+            tasks[run.node], completed=run.progress or 0.0, description=f"{run.node} {run.state} {run.phase}".strip()
+        )
+        if run.ended:
+            progress.console.print(report.run_line(run))
+
+    return on_change
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Submit one job to a selection of nodes and follow every node to an end: never a hang.
+
+A node ends when its agent says so (finished, failed, rejected, cancelled), when its will says it went offline,
+when it does not answer the submission in time, or when the job's own time runs out.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.session import Received, Session
+from nodeagent.errors import ProtocolError
+from nodeagent.protocol import OFFLINE, Command, Event, JobSpec, Topics, decode, encode
+
+ACCEPT_TIMEOUT_S = 15.0
+# The agent enforces the job's timeout itself; the controller waits this much longer for the verdict.
+VERDICT_GRACE_S = 30.0
+
+ENDED = frozenset({"finished", "failed", "rejected", "cancelled", "offline", "no-answer", "timeout"})
+
+
+@dataclass
+class NodeRun:
+    """One node's part of a job, as the controller has seen it so far."""
+
+    node: str
+    state: str = "submitted"
+    plan: dict[str, Any] = field(default_factory=dict)
+    progress: float | None = None
+    phase: str = ""
+    result: dict[str, Any] | None = None
+    reason: str = ""
+    last_seq: int = 0
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED
+
+    @property
+    def passed(self) -> bool:
+        return self.state == "finished" and bool(self.result and self.result.get("passed"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "state": self.state,
+            "passed": self.passed,
+            "plan": self.plan,
+            "result": self.result,
+            "reason": self.reason,
+        }
+
+
+def new_job_id(kind: str, now: float | None = None) -> str:
+    """Sortable and unique: ``hpl-20261123-142501-3fa2``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now if now is not None else time.time()))
+    return f"{kind}-{stamp}-{secrets.token_hex(2)}"
+
+
+class Follower:
+    """Pure bookkeeping of one job's events per node (no I/O, time passed in)."""
+
+    def __init__(
+        self,
+        topics: Topics,
+        job_id: str,
+        nodes: Iterable[str],
+        *,
+        started: float,
+        timeout_s: float,
+        accept_timeout_s: float = ACCEPT_TIMEOUT_S,
+    ) -> None:
+        self.topics = topics
+        self.job_id = job_id
+        self.runs = {n: NodeRun(n) for n in nodes}
+        self.started = started
+        self.accept_deadline = started + accept_timeout_s
+        self.deadline = started + timeout_s + VERDICT_GRACE_S
+
+    @property
+    def done(self) -> bool:
+        return all(r.ended for r in self.runs.values())
+
+    def apply(self, msg: Received) -> NodeRun | None:
+        """Update from one message; return the run it changed, if any."""
+        parsed = self.topics.parse(msg.topic)
+        if parsed is None or parsed[0] not in self.runs:
+            return None
+        run = self.runs[parsed[0]]
+        if run.ended:
+            return None
+        if parsed[1] == "status" and msg.payload.decode(errors="replace") == OFFLINE:
+            run.state, run.reason = (
+                "offline",
+                "the node went offline during the job (its agent stopped or lost "
+                "the broker); check it with: piclusterctl nodes",
+            )
+            return run
+        if parsed[1] != "events":
+            return None
+        try:
+            event = decode(msg.payload, Event)
+        except ProtocolError:
+            return None
+        if event.job != self.job_id or event.seq <= run.last_seq:
+            return None  # another job's event, or a QoS 1 duplicate
+        run.last_seq = event.seq
+        return self._event(run, event)
+
+    def _event(self, run: NodeRun, event: Event) -> NodeRun | None:
+        if event.kind == "accepted":
+            run.state = "accepted"
+            run.plan = dict(event.data.get("plan") or {})
+        elif event.kind == "started":
+            run.state = "running"
+        elif event.kind == "progress":
+            run.state = "running"
+            run.progress, run.phase = event.progress, event.phase
+        elif event.kind == "finished":
+            run.state, run.result = "finished", dict(event.result or {})
+            run.progress = 1.0
+        elif event.kind in ("failed", "rejected", "cancelled"):
+            run.state, run.reason = event.kind, event.reason
+        else:
+            return None
+        return run
+
+    def expire(self, now: float) -> list[NodeRun]:
+        """Time-based endings: no answer to the submission, or no verdict before the deadline."""
+        changed = []
+        for run in self.runs.values():
+            if run.ended:
+                continue
+            if run.state == "submitted" and now > self.accept_deadline:
+                run.state = "no-answer"
+                run.reason = f"the agent did not answer within {self.accept_deadline - self.started:g} s"
+                changed.append(run)
+            elif now > self.deadline:
+                run.state, run.reason = "timeout", "no result before the job's timeout"
+                changed.append(run)
+        return changed
+
+
+def submit_and_follow(
+    session: Session,
+    job: JobSpec,
+    nodes: list[str],
+    *,
+    on_change: Callable[[NodeRun], None] = lambda run: None,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, NodeRun]:
+    """Publish ``job`` once for all ``nodes`` and follow it to the end. Ctrl-C cancels it on every node."""
+    follower = Follower(session.topics, job.id, nodes, started=clock(), timeout_s=job.timeout_s)
+    cmd = Command(id=job.id, cmd="run", nodes=tuple(nodes), job=job, sender=session.client_id, t=time.time())
+    session.publish(session.topics.cluster_cmd(), encode(cmd))
+    try:
+        while not follower.done:
+            msg = session.get(0.25)
+            if msg is not None and (run := follower.apply(msg)) is not None:
+                on_change(run)
+            for run in follower.expire(clock()):
+                on_change(run)
+                if run.state == "timeout":
+                    cancel(session, job.id, [run.node])
+    except KeyboardInterrupt:
+        live = [r.node for r in follower.runs.values() if not r.ended]
+        cancel(session, job.id, live)
+        for node in live:
+            follower.runs[node].state, follower.runs[node].reason = "cancelled", "interrupted by the operator"
+    return follower.runs
+
+
+def cancel(session: Session, job_id: str, nodes: list[str]) -> None:
+    if nodes:
+        cmd = Command(
+            id=f"{job_id}.cancel",
+            cmd="cancel",
+            nodes=tuple(nodes),
+            job_id=job_id,
+            sender=session.client_id,
+            t=time.time(),
+        )
+        session.publish(session.topics.cluster_cmd(), encode(cmd))

@@ -1,0 +1,103 @@
+"""The fleet as retained messages show it: every node's status, facts and latest telemetry.
+
+No node is polled: a viewer subscribes, takes the broker's retained snapshot, and is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from controller.session import Received
+from nodeagent.errors import ProtocolError
+from nodeagent.protocol import OFFLINE, ONLINE, NodeFacts, Telemetry, Topics, decode
+
+log = logging.getLogger("picluster.ctl")
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """One node as last seen."""
+
+    name: str
+    status: str = "unknown"  # online | offline | unknown (no status retained)
+    facts: NodeFacts | None = None
+    telemetry: Telemetry | None = None
+
+    @property
+    def online(self) -> bool:
+        return self.status == ONLINE
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        t = self.telemetry
+        f = self.facts
+        return {
+            "node": self.name,
+            "status": self.status,
+            "board": f.board if f else None,
+            "model": f.model if f else None,
+            "cores": f.cores if f else None,
+            "memory_mb": f.memory_mb if f else None,
+            "agent_version": f.agent_version if f else None,
+            "sim": f.sim if f else None,
+            "temp_c": t.temp_c if t else None,
+            "freq_mhz": t.freq_mhz if t else None,
+            "throttle": list(t.throttle) if t else [],
+            "load1": t.load1 if t else None,
+            "mem_avail_mb": t.mem_avail_mb if t else None,
+            "job": t.job if t else None,
+            "telemetry_age_s": round(now - t.t, 1) if t else None,
+            "errors": list(t.errors) if t else [],
+        }
+
+
+def subscriptions(topics: Topics) -> tuple[str, ...]:
+    return tuple(topics.all_nodes(leaf) for leaf in ("status", "facts", "telemetry"))
+
+
+class Fleet:
+    """Accumulates node views from messages; feed it a snapshot, then live messages."""
+
+    def __init__(self, topics: Topics) -> None:
+        self.topics = topics
+        self.nodes: dict[str, NodeView] = {}
+
+    def feed(self, messages: Iterable[Received]) -> Fleet:
+        for msg in messages:
+            self.update(msg)
+        return self
+
+    def update(self, msg: Received) -> tuple[str, str] | None:
+        """Apply one message; returns (node, leaf) when it was a fleet message."""
+        parsed = self.topics.parse(msg.topic)
+        if parsed is None or parsed[1] not in ("status", "facts", "telemetry"):
+            return parsed
+        node, leaf = parsed
+        view = self.nodes.get(node, NodeView(node))
+        try:
+            if leaf == "status":
+                text = msg.payload.decode(errors="replace")
+                if not msg.payload:  # an empty retained payload clears the node (forgotten)
+                    self.nodes.pop(node, None)
+                    return parsed
+                view = replace(view, status=text if text in (ONLINE, OFFLINE) else "unknown")
+            elif leaf == "facts":
+                view = replace(view, facts=decode(msg.payload, NodeFacts))
+            else:
+                view = replace(view, telemetry=decode(msg.payload, Telemetry))
+        except ProtocolError as exc:
+            log.warning("ignoring a malformed %s message from %s: %s", leaf, node, exc)
+            return parsed
+        self.nodes[node] = view
+        return parsed
+
+    def sorted(self) -> list[NodeView]:
+        return [self.nodes[n] for n in sorted(self.nodes, key=_natural)]
+
+
+def _natural(name: str) -> tuple[Any, ...]:
+    """node2 before node10."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))

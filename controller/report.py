@@ -1,0 +1,89 @@
+"""Tables and lines for the operator (rich), and the JSON twins for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from controller.dispatch import NodeRun
+from controller.fleet import NodeView
+
+
+def console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    # Off a terminal rich would wrap at 80 columns; a log or a pipe wants whole rows.
+    return Console(file=stream, width=None if stream.isatty() else 200, highlight=False)
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def nodes_table(views: Iterable[NodeView], now: float) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for col in ("NODE", "STATE", "BOARD", "TEMP", "FREQ", "THROTTLE", "LOAD", "MEM FREE", "AGENT", "JOB"):
+        table.add_column(col, justify="right" if col in ("TEMP", "FREQ", "LOAD", "MEM FREE") else "left")
+    for v in views:
+        d = v.to_dict(now)
+        throttle = ",".join(n for n in d["throttle"] if not n.endswith("_occurred")) or "-"
+        stale = d["telemetry_age_s"] is not None and d["telemetry_age_s"] > 10
+        table.add_row(
+            v.name,
+            v.status + (" (stale)" if stale and v.online else ""),
+            d["board"] or "-",
+            _num(d["temp_c"], ".1f") + ("°C" if d["temp_c"] is not None else ""),
+            _num(d["freq_mhz"], ".0f") + (" MHz" if d["freq_mhz"] is not None else ""),
+            throttle,
+            _num(d["load1"], ".2f"),
+            _num(d["mem_avail_mb"], "d") + (" MB" if d["mem_avail_mb"] is not None else ""),
+            d["agent_version"] or "-",
+            d["job"] or "-",
+        )
+    return table
+
+
+def hpl_results_table(runs: Iterable[NodeRun]) -> tuple[Table, float]:
+    """One row per node and the total Gflops of the nodes that passed."""
+    table = Table(box=None, pad_edge=False)
+    for col in ("NODE", "RESULT", "GFLOPS", "N", "NB", "PxQ", "TIME", "RESIDUAL", "NOTE"):
+        table.add_column(col, justify="right" if col in ("GFLOPS", "N", "NB", "TIME", "RESIDUAL") else "left")
+    total = 0.0
+    for run in runs:
+        r = run.result or {}
+        verdict = "PASSED" if run.passed else ("FAILED" if run.state == "finished" else run.state.upper())
+        if run.passed:
+            total += float(r.get("gflops", 0.0))
+        table.add_row(
+            run.node,
+            verdict,
+            _num(r.get("gflops"), ".2f"),
+            str(r.get("n", run.plan.get("n", "-"))),
+            str(r.get("nb", run.plan.get("nb", "-"))),
+            f"{r.get('p', run.plan.get('p', '-'))}x{r.get('q', run.plan.get('q', '-'))}",
+            _num(r.get("time_s"), ".2f") + ("s" if r.get("time_s") is not None else ""),
+            _num(r.get("residual"), ".3e"),
+            run.reason,
+        )
+    return table, total
+
+
+def run_line(run: NodeRun) -> str:
+    """One progress line for a non-terminal log."""
+    if run.state == "accepted" and run.plan:
+        p = run.plan
+        return f"{run.node}: accepted (N={p.get('n')} NB={p.get('nb')} P×Q={p.get('p')}x{p.get('q')})"
+    if run.state == "running" and run.progress is not None:
+        return f"{run.node}: running {run.progress:4.0%} {run.phase}".rstrip()
+    if run.reason:
+        return f"{run.node}: {run.state}: {run.reason}"
+    return f"{run.node}: {run.state}"
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")

@@ -1,0 +1,80 @@
+"""The controller's MQTT session: one Link whose messages land on a queue the CLI thread reads."""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from nodeagent.config import Broker
+from nodeagent.link import Link
+from nodeagent.protocol import Topics
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+class BrokerUnreachable(Exception):
+    """The broker did not accept a connection in time."""
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+    retained: bool
+
+
+class Session:
+    """A short-lived controller connection. Use as a context manager."""
+
+    def __init__(self, broker: Broker, cluster: str, *, subscriptions: tuple[str, ...] = ()) -> None:
+        self.topics = Topics(cluster)
+        host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname().split(".")[0])[:32]
+        self.client_id = f"piclusterctl-{host}-{os.getpid()}"
+        self.inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
+        self.link = Link(self.client_id, broker, on_message=lambda t, p, r: self.inbox.put(Received(t, p, r)))
+        for topic in (*subscriptions, self.topics.sync(self.client_id)):
+            self.link.subscribe(topic, qos=1)
+
+    def __enter__(self) -> Session:
+        self.link.start()
+        if not self.link.wait_connected(CONNECT_TIMEOUT_S):
+            self.link.stop()
+            raise BrokerUnreachable(
+                f"cannot reach the broker at {self.link.broker} within {CONNECT_TIMEOUT_S:g} s: is it running? "
+                "Set --broker URL or PICLUSTER_BROKER"
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.link.stop()
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+        self.link.publish(topic, payload, qos=qos)
+
+    def snapshot(self, timeout_s: float = 2.0) -> Iterator[Received]:
+        """Every retained message for the subscriptions, ending at our sync marker (or ``timeout_s``)."""
+        marker = os.urandom(8)
+        sync = self.topics.sync(self.client_id)
+        self.link.publish(sync, marker, qos=0)
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = self.inbox.get(timeout=left)
+            except queue.Empty:
+                return
+            if msg.topic == sync:
+                if msg.payload == marker:
+                    return
+                continue
+            yield msg
+
+    def get(self, timeout_s: float) -> Received | None:
+        """The next message, or None after ``timeout_s`` with none."""
+        try:
+            return self.inbox.get(timeout=max(0.0, timeout_s))
+        except queue.Empty:
+            return None

@@ -1,0 +1,220 @@
+"""The agent's loop: sample -> publish, and commands -> runner -> events. One thread owns the logic.
+
+paho's network thread and the job thread only put items on ``inbox`` or publish; everything that decides runs
+here, in ``step()`` (once a tick) and ``dispatch()`` (per queued item). A failure in handling one message is
+logged and answered, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from nodeagent import __version__
+from nodeagent.config import AgentConfig, read_password
+from nodeagent.errors import JobRejected, ProtocolError
+from nodeagent.hw.base import Backend, Sample
+from nodeagent.jobs.runner import Runner
+from nodeagent.link import Credentials, Link, Will
+from nodeagent.protocol import (
+    OFFLINE,
+    ONLINE,
+    Command,
+    Event,
+    NodeFacts,
+    Telemetry,
+    Topics,
+    decode,
+    encode,
+    reply_address,
+)
+
+log = logging.getLogger("picluster.agent")
+
+Clock = Callable[[], float]
+
+
+class Agent:
+    """One node's agent. Build it, then ``run(stop)`` until ``stop`` is set."""
+
+    def __init__(self, cfg: AgentConfig, backend: Backend, *, clock: Clock = time.time) -> None:
+        self.cfg = cfg
+        self.node = cfg.node_id
+        self.topics = Topics(cfg.agent.cluster)
+        self.backend = backend
+        self.clock = clock
+        self.inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.sim = backend.name == "sim"
+        self.node_facts = backend.facts()
+        self.runner = Runner(cfg.jobs, cfg.work_dir, cores=self.node_facts.cores, sim=self.sim, emit=self.emit)
+        self._seq_lock = threading.Lock()
+        self._event_seq = 0
+        self._tick_seq = 0
+        self.last_sample: Sample | None = None
+        self.link = Link(
+            cfg.mqtt.client_id or f"picluster-agent-{self.node}",
+            cfg.broker,
+            credentials=Credentials(
+                cfg.mqtt.username,
+                read_password(cfg.mqtt, cfg.source),
+                cfg.mqtt.ca_file,
+                cfg.mqtt.cert_file,
+                cfg.mqtt.key_file,
+            ),
+            will=Will(self.topics.status(self.node), OFFLINE),
+            keepalive_s=cfg.mqtt.keepalive_s,
+            reconnect_min_s=cfg.mqtt.reconnect_min_s,
+            reconnect_max_s=cfg.mqtt.reconnect_max_s,
+            on_connect=lambda session_present: self.inbox.put(("connected",)),
+            on_message=lambda topic, payload, retained: self.inbox.put(("message", topic, payload, retained)),
+        )
+        self.link.subscribe(self.topics.node_cmd(self.node), qos=1)
+        self.link.subscribe(self.topics.cluster_cmd(), qos=1)
+
+    # --- the loop --------------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Tick every ``agent.tick_s`` and handle queued items in between, until ``stop`` is set."""
+        log.info(
+            "event=agent_start node=%s cluster=%s backend=%s broker=%s version=%s",
+            self.node,
+            self.cfg.agent.cluster,
+            self.backend.name,
+            self.cfg.broker,
+            __version__,
+        )
+        self.link.start()
+        tick_s = self.cfg.agent.tick_s
+        next_tick = time.monotonic()
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if now >= next_tick:
+                    self.step()
+                    # Skip ticks we were too busy for instead of bursting to catch up.
+                    next_tick += tick_s * max(1, int((now - next_tick) // tick_s) + 1)
+                    continue
+                try:
+                    item = self.inbox.get(timeout=min(next_tick - now, 0.5))
+                except queue.Empty:
+                    continue
+                self.dispatch(item)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.runner.shutdown()
+        self.link.stop(goodbye=Will(self.topics.status(self.node), OFFLINE))
+        self.backend.close()
+        log.info("event=agent_stop node=%s", self.node)
+
+    def step(self) -> Telemetry:
+        """One tick: read the hardware and publish telemetry (retained, so viewers see the latest at once)."""
+        now = self.clock()
+        sample = self.backend.read(now)
+        self.last_sample = sample
+        self._tick_seq += 1
+        telemetry = Telemetry(
+            node=self.node,
+            seq=self._tick_seq,
+            t=sample.t,
+            temp_c=sample.temp_c,
+            freq_mhz=sample.freq_mhz,
+            governor=sample.governor,
+            throttled=sample.throttled,
+            throttle=sample.throttle_names,
+            load1=sample.load1,
+            mem_total_mb=sample.mem_total_mb,
+            mem_avail_mb=sample.mem_avail_mb,
+            fan_duty_pct=sample.fan_duty_pct,
+            fan_rpm=sample.fan_rpm,
+            job=self.runner.current,
+            errors=sample.errors,
+        )
+        self.link.publish(self.topics.telemetry(self.node), encode(telemetry), qos=0, retain=True)
+        return telemetry
+
+    def dispatch(self, item: tuple[Any, ...]) -> None:
+        """Handle one queued item; nothing raised here may stop the loop."""
+        try:
+            if item[0] == "connected":
+                self.announce()
+            elif item[0] == "message":
+                self.handle_message(item[1], item[2], item[3])
+        except Exception:
+            log.exception("event=dispatch_error item=%s", item[0])
+
+    # --- broker side -----------------------------------------------------------------------------------------
+    def announce(self) -> None:
+        """After every (re)connect: online and facts, both retained."""
+        f = self.node_facts
+        facts = NodeFacts(
+            node=self.node,
+            agent_version=__version__,
+            board=f.board,
+            model=f.model,
+            serial=f.serial,
+            cores=f.cores,
+            memory_mb=f.memory_mb,
+            cpu=f.cpu,
+            hostname=f.hostname,
+            slot=f.slot,
+            sim=self.sim,
+            capabilities=self.runner.capabilities(),
+            t=self.clock(),
+        )
+        self.link.publish(self.topics.facts(self.node), encode(facts), qos=1, retain=True)
+        self.link.publish(self.topics.status(self.node), ONLINE, qos=1, retain=True)
+
+    def handle_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        if retained:
+            # A retained command would replay on every reconnect; commands are one-shot by contract.
+            log.warning("event=retained_command_ignored topic=%s fix='publish commands without the retain flag'", topic)
+            return
+        try:
+            cmd = decode(payload, Command)
+        except ProtocolError as exc:
+            job = reply_address(payload)
+            log.warning(
+                "event=bad_message topic=%s field=%s reason=%r job=%s", topic, exc.field, exc.reason, job or "-"
+            )
+            if job:
+                self.emit("rejected", job, reason=f"invalid command: {exc.reason}", field=exc.field)
+            return
+        if topic == self.topics.cluster_cmd() and self.node not in cmd.nodes:
+            return
+        if cmd.cmd == "run":
+            self.start_job(cmd)
+        elif cmd.cmd == "cancel" and not self.runner.cancel(cmd.job_id):
+            self.emit("log", cmd.job_id, message=f"cancel: job {cmd.job_id} is not running on {self.node}")
+
+    def start_job(self, cmd: Command) -> None:
+        job = cmd.job
+        assert job is not None  # decode() guarantees it for run
+        try:
+            self.runner.submit(
+                job, job.params_for(self.node), accepted=lambda plan: self.emit("accepted", job.id, data={"plan": plan})
+            )
+        except JobRejected as exc:
+            log.info("event=job_rejected job=%s reason=%r", job.id, exc.reason)
+            self.emit("rejected", job.id, reason=exc.reason, field=exc.field)
+
+    def emit(self, kind: str, job: str = "", **fields: Any) -> None:
+        """Publish one event (QoS 1). Thread-safe: the job thread calls it too."""
+        with self._seq_lock:
+            self._event_seq += 1
+            event = Event(
+                node=self.node,
+                seq=self._event_seq,
+                t=self.clock(),
+                kind=kind,
+                job=job,  # type: ignore[arg-type]
+                **fields,
+            )
+            self.link.publish(self.topics.events(self.node), encode(event), qos=1)
+        log.info(
+            "event=job_%s job=%s%s", kind, job or "-", f" reason={fields['reason']!r}" if fields.get("reason") else ""
+        )

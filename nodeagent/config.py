@@ -1,0 +1,240 @@
+"""Agent configuration: TOML -> frozen dataclasses, strict.
+
+Precedence, highest first: command-line flags, environment (``PICLUSTER_BROKER``, ``PICLUSTER_BACKEND``), the
+file (default ``/etc/picluster/agent.toml``), the defaults below. Every error reads
+``/etc/picluster/agent.toml: mqtt.keepalive_s: expected a whole number, got '30s'``; unknown keys are errors with
+a did-you-mean. docs/configuration.md documents the same keys and defaults (a test compares them).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from nodeagent.errors import ConfigError
+from nodeagent.hw.sim import SimConfig
+from nodeagent.protocol.topics import NAME_RE
+from nodeagent.typecheck import FieldError, build, unknown_key
+
+DEFAULT_PATH = Path("/etc/picluster/agent.toml")
+
+
+@dataclass(frozen=True)
+class Broker:
+    """Where the broker is: parsed from ``mqtt://host:port``, ``mqtts://host``, ``host:port`` or ``host``."""
+
+    host: str
+    port: int
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> Broker:
+        text = url.strip()
+        if "://" not in text:
+            text = "mqtt://" + text
+        parts = urlsplit(text)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise ValueError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
+        tls = parts.scheme in ("mqtts", "ssl")
+        try:
+            port = parts.port or (8883 if tls else 1883)
+        except ValueError:
+            raise ValueError(f"broker URL {url!r}: the port is not a number from 1 to 65535") from None
+        if not parts.hostname:
+            raise ValueError(f"broker URL {url!r}: no host name")
+        return cls(parts.hostname, port, tls)
+
+    def __str__(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def _broker(value: str) -> str | None:
+    try:
+        Broker.parse(value)
+    except ValueError as exc:
+        return f"expected a broker URL such as mqtt://broker.local:1883 ({exc})"
+    return None
+
+
+def _above_zero(value: float) -> str | None:
+    return None if value > 0 else f"expected a number above 0, got {value!r}"
+
+
+def _name_or_empty(value: str) -> str | None:
+    if value == "" or NAME_RE.match(value):
+        return None
+    return f"expected 1-64 letters, digits, '-' or '_', got {value!r}"
+
+
+@dataclass(frozen=True)
+class AgentSection:
+    """[agent]: who this node is and how often it ticks."""
+
+    node_id: str = ""  # empty: the host name
+    cluster: str = "default"
+    tick_s: float = 1.0
+    state_dir: str = "/var/lib/picluster"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True)
+class MqttSection:
+    """[mqtt]: the broker session."""
+
+    broker: str = "mqtt://localhost:1883"
+    username: str = ""
+    password: str = ""
+    password_file: str = ""  # read at start-up; keeps the secret out of a world-readable config
+    client_id: str = ""  # empty: picluster-agent-<node_id>
+    keepalive_s: int = 30
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class HardwareSection:
+    """[hardware]: which backend reads the sensors, and where sysfs is."""
+
+    backend: Literal["auto", "real", "sim"] = "auto"
+    root: str = "/"  # a recorded tree replays by pointing this at it
+    board: str = "auto"  # compute-blade, nanocluster, cm5-io-board, pi5, generic, or auto
+    throttle_path: str = ""  # get_throttled sysfs file; empty: searched under the firmware node
+
+
+@dataclass(frozen=True)
+class JobsSection:
+    """[jobs]: what may run here, as whom, with which binaries."""
+
+    kinds: tuple[str, ...] = ("hpl",)
+    user: str = "picluster"  # jobs run as this user when the agent runs as root
+    work_dir: str = ""  # empty: <state_dir>/jobs
+    hpcc: str = "hpcc"
+    xhpl: str = ""  # set to an xhpl binary to run plain HPL instead of hpcc
+    mpirun: str = "mpirun"
+    mpirun_args: tuple[str, ...] = ("--bind-to", "none")
+    progress_interval_s: float = 2.0
+    max_output_kb: int = 1024
+    keep_jobs: int = 20  # finished job directories kept on disk
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """The whole agent configuration. ``source`` names the file it came from (for messages)."""
+
+    agent: AgentSection = field(default_factory=AgentSection)
+    mqtt: MqttSection = field(default_factory=MqttSection)
+    hardware: HardwareSection = field(default_factory=HardwareSection)
+    sim: SimConfig = field(default_factory=SimConfig)
+    jobs: JobsSection = field(default_factory=JobsSection)
+    source: str = "(defaults)"
+
+    @property
+    def node_id(self) -> str:
+        return self.agent.node_id or default_node_id()
+
+    @property
+    def broker(self) -> Broker:
+        return Broker.parse(self.mqtt.broker)
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.jobs.work_dir or os.path.join(self.agent.state_dir, "jobs"))
+
+
+_VALIDATORS: dict[type, dict[str, Any]] = {
+    AgentSection: {"tick_s": _above_zero, "node_id": _name_or_empty, "cluster": _name_or_empty},
+    MqttSection: {"broker": _broker, "keepalive_s": _above_zero, "reconnect_min_s": _above_zero},
+    JobsSection: {"progress_interval_s": _above_zero, "max_output_kb": _above_zero},
+}
+
+
+def default_node_id() -> str:
+    """The host name, cut at the first dot and made topic-safe."""
+    name = socket.gethostname().split(".")[0]
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:64]
+    return safe or "node"
+
+
+_SECTIONS: dict[str, type] = {
+    "agent": AgentSection,
+    "mqtt": MqttSection,
+    "hardware": HardwareSection,
+    "sim": SimConfig,
+    "jobs": JobsSection,
+}
+
+
+def from_mapping(data: Mapping[str, Any], source: str = "(defaults)") -> AgentConfig:
+    """Build a config from a parsed TOML mapping; raise ConfigError naming ``source``, the key and the fix."""
+    try:
+        kwargs = {}
+        for key, value in data.items():
+            if key not in _SECTIONS:
+                raise unknown_key(key, list(_SECTIONS))
+            if not isinstance(value, Mapping):
+                raise FieldError(key, f"expected a table [{key}], got {type(value).__name__}")
+            kwargs[key] = build(_SECTIONS[key], value, key, strict=True, validators=_VALIDATORS.get(_SECTIONS[key]))
+        cfg = AgentConfig(**kwargs, source=source)
+        if cfg.mqtt.reconnect_max_s < cfg.mqtt.reconnect_min_s:
+            raise FieldError("mqtt.reconnect_max_s", "expected a number at least mqtt.reconnect_min_s")
+    except FieldError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return cfg
+
+
+def load(
+    path: str | Path | None = None,
+    *,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> AgentConfig:
+    """Load the config file (``None``: the default path if it exists, else defaults), then env and overrides.
+
+    ``overrides`` is ``{"section": {"key": value}}`` from command-line flags; they win over everything.
+    """
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    source = "(defaults)"
+    file = Path(path) if path is not None else (DEFAULT_PATH if DEFAULT_PATH.exists() else None)
+    if file is not None:
+        source = str(file)
+        try:
+            with open(file, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{file}: no such file; pass --config PATH or create it (see docs/configuration.md)"
+            ) from None
+        except PermissionError:
+            raise ConfigError(f"{file}: permission denied; the agent's user must be able to read it") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    layered = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+    if env.get("PICLUSTER_BROKER"):
+        layered.setdefault("mqtt", {})["broker"] = env["PICLUSTER_BROKER"]
+        source = f"{source} + PICLUSTER_BROKER" if file else "PICLUSTER_BROKER"
+    if env.get("PICLUSTER_BACKEND"):
+        layered.setdefault("hardware", {})["backend"] = env["PICLUSTER_BACKEND"]
+    for section, values in (overrides or {}).items():
+        if isinstance(layered.get(section, {}), Mapping):
+            layered.setdefault(section, {}).update(values)
+    return from_mapping(layered, source)
+
+
+def read_password(cfg: MqttSection, source: str) -> str:
+    """The MQTT password: inline, or the first line of ``password_file``."""
+    if not cfg.password_file:
+        return cfg.password
+    try:
+        return Path(cfg.password_file).read_text().splitlines()[0].strip()
+    except (OSError, IndexError) as exc:
+        raise ConfigError(f"{source}: mqtt.password_file: cannot read {cfg.password_file} ({exc})") from None

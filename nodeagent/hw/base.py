@@ -1,0 +1,94 @@
+"""The boundary between the agent and the kernel: one ``Backend`` gives the node's facts and a ``Sample`` per tick.
+
+A backend must override ``facts()`` and ``read()``; it may override ``apply()`` (drive a fan, cap a frequency)
+and ``close()`` (hand devices back to the kernel). ``RealBackend`` reads sysfs under a configurable root, so a
+recorded tree of a real CM5 replays in tests; ``SimBackend`` models a node thermally from the real CPU load of
+its jobs. Both return the same types, and one contract test suite runs over both.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+# get_throttled bits (vcgencmd / firmware sysfs), in bit order. Names are what telemetry and the CLI show.
+THROTTLE_BITS: dict[int, str] = {
+    0: "under_voltage",
+    1: "freq_capped",
+    2: "throttled",
+    3: "soft_temp_limit",
+    16: "under_voltage_occurred",
+    17: "freq_capped_occurred",
+    18: "throttled_occurred",
+    19: "soft_temp_limit_occurred",
+}
+THROTTLE_NOW_MASK = 0xF
+THROTTLE_KNOWN_MASK = sum(1 << b for b in THROTTLE_BITS)
+
+
+def decode_throttled(bits: int) -> tuple[str, ...]:
+    """Names of the set get_throttled bits, lowest bit first; an unknown bit shows as ``bit<N>``."""
+    names = []
+    for bit in range(32):
+        if bits >> bit & 1:
+            names.append(THROTTLE_BITS.get(bit, f"bit{bit}"))
+    return tuple(names)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a node is: published retained once per connection, used by the controller to plan jobs."""
+
+    board: str  # profile name: compute-blade, nanocluster, cm5-io-board, pi5, generic, sim
+    model: str  # device-tree model string, e.g. "Raspberry Pi Compute Module 5 Rev 1.0"
+    serial: str
+    cores: int
+    memory_mb: int
+    cpu: str = ""  # e.g. "Cortex-A76"
+    hostname: str = ""
+    slot: int | None = None  # chassis slot (NanoCluster 1-7) when known
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One reading of every fast sensor. ``None`` means the sensor is absent or could not be read this tick;
+    ``errors`` says which reads failed and why, so the policy can treat an unreadable temperature as critical."""
+
+    t: float  # wall-clock time of the sample, seconds since the epoch
+    temp_c: float | None = None  # SoC temperature
+    freq_mhz: float | None = None  # current CPU frequency (policy0)
+    governor: str | None = None
+    throttled: int | None = None  # raw get_throttled bits
+    load1: float | None = None  # 1-minute load average
+    mem_total_mb: int | None = None
+    mem_avail_mb: int | None = None
+    fan_duty_pct: float | None = None
+    fan_rpm: int | None = None
+    errors: tuple[str, ...] = field(default=())
+
+    @property
+    def throttle_names(self) -> tuple[str, ...]:
+        return decode_throttled(self.throttled) if self.throttled is not None else ()
+
+
+class Backend(ABC):
+    """Source of facts and samples for one node (gpiozero's pin-factory pattern)."""
+
+    name: str = "abstract"
+
+    @abstractmethod
+    def facts(self) -> Facts:
+        """Describe the node; called once at start-up and cached by the agent."""
+
+    @abstractmethod
+    def read(self, now: float) -> Sample:
+        """Read every fast sensor. Never raises for an unreadable sensor: it goes into ``Sample.errors``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold no devices
+        """Release devices (give the fan back to the kernel)."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

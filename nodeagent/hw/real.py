@@ -1,0 +1,123 @@
+"""The backend for a real node: sysfs and procfs under a root (``/`` on a node, a recorded tree in tests).
+
+Every device is looked up once, at construction; a tick opens a handful of fixed files and nothing else
+(no globbing, no subprocess). A sensor that fails this tick leaves its field ``None`` and adds one line to
+``Sample.errors``: ``temperature: /sys/class/thermal/thermal_zone0/temp: Permission denied``. A sensor this
+machine does not have at all (get_throttled on a PC) is logged once as a warning at construction and named in
+the first sample's errors; after that it is simply ``None``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from nodeagent.hw.base import Backend, Facts, Sample
+from nodeagent.hw.cpufreq import CpuFreq
+from nodeagent.hw.root import SysfsRoot
+from nodeagent.hw.system import LoadAverage, Memory, check_board, read_facts
+from nodeagent.hw.thermal import SocTemperature
+from nodeagent.hw.throttle import GET_THROTTLED_GLOB, UNDER_VOLTAGE_OCCURRED, Throttle
+
+log = logging.getLogger(__name__)
+
+# The sensor names that start each ``Sample.errors`` line; the simulator uses the same names.
+SENSORS: tuple[str, ...] = (
+    "temperature",
+    "freq",
+    "governor",
+    "throttle",
+    "under_voltage",
+    "load",
+    "memory",
+    "fan",
+)
+
+T = TypeVar("T")
+
+
+def attempt(sensor: str, read: Callable[[], T], errors: list[str]) -> T | None:
+    """``read()``, or None with ``"<sensor>: <why>"`` appended to ``errors``: one bad sensor never stops a tick."""
+    try:
+        return read()
+    except OSError as e:  # HardwareError included: its message already names the path and the cause
+        errors.append(f"{sensor}: {e}")
+    except Exception as e:  # a reader bug must not take the agent's safety loop down with it
+        errors.append(f"{sensor}: unexpected {type(e).__name__}: {e}")
+    return None
+
+
+class RealBackend(Backend):
+    """Reads a node's sensors from sysfs/procfs under ``root``.
+
+    ``board`` is the board profile (``auto`` detects it, see ``detect_board``); ``throttle_path`` names the
+    get_throttled file when the default glob does not find it. Both come from the configuration.
+    """
+
+    name = "real"
+
+    def __init__(self, root: SysfsRoot | str | Path = "/", *, board: str = "auto", throttle_path: str = "") -> None:
+        self.root = root if isinstance(root, SysfsRoot) else SysfsRoot(root)
+        self._board = check_board(board)  # a misspelt board fails at start-up, not at the first facts()
+        self._facts: Facts | None = None
+        self._temp = SocTemperature(self.root)
+        self._cpufreq = CpuFreq(self.root)
+        self._throttle = Throttle(self.root, path=throttle_path)
+        self._memory = Memory(self.root)
+        self._load = LoadAverage(self.root)
+        self._absent = self._report_absent()
+
+    def _report_absent(self) -> tuple[str, ...]:
+        """Warn once about each sensor this machine lacks; the lines also go into the first sample's errors."""
+        absent = []
+        if not self._temp.present:
+            absent.append(f"temperature: absent (looked for {self._temp.looked_for})")
+        if not self._cpufreq.present:
+            absent.append(f"freq: absent (no {self._cpufreq.dir})")
+        if not self._throttle.present:
+            absent.append(f"throttle: absent (no /{GET_THROTTLED_GLOB} and no hwmon 'rpi_volt')")
+        for line in absent:
+            log.warning("hw sensor absent root=%s detail=%r", self.root.root, line)
+        return tuple(absent)
+
+    def facts(self) -> Facts:
+        """Model, serial, cores, memory and board, read once and then remembered."""
+        if self._facts is None:
+            self._facts = read_facts(self.root, board=self._board)
+        return self._facts
+
+    def read(self, now: float) -> Sample:
+        """One reading of every sensor; never raises (failures are in ``Sample.errors``)."""
+        errors = list(self._absent)
+        self._absent = ()
+        temp_c = attempt("temperature", self._temp.read_c, errors) if self._temp.present else None
+        freq_mhz = governor = None
+        if self._cpufreq.present:
+            freq_mhz = attempt("freq", self._cpufreq.read_mhz, errors)
+            governor = attempt("governor", self._cpufreq.read_governor, errors)
+        memory = attempt("memory", self._memory.read_mb, errors)
+        return Sample(
+            t=now,
+            temp_c=temp_c,
+            freq_mhz=freq_mhz,
+            governor=governor,
+            throttled=self._read_throttled(errors),
+            load1=attempt("load", self._load.read_load1, errors),
+            mem_total_mb=memory[0] if memory else None,
+            mem_avail_mb=memory[1] if memory else None,
+            errors=tuple(errors),
+        )
+
+    def _read_throttled(self, errors: list[str]) -> int | None:
+        """get_throttled with the rpi_volt alarm ORed into bit 16; the alarm alone where get_throttled is absent."""
+        throttle = self._throttle
+        bits: int | None = 0  # no get_throttled file: only the alarm can set a bit
+        if throttle.has_firmware:
+            bits = attempt("throttle", throttle.read_bits, errors)
+        elif not throttle.has_alarm:
+            return None
+        if bits is not None and throttle.has_alarm and attempt("under_voltage", throttle.read_under_voltage, errors):
+            bits |= UNDER_VOLTAGE_OCCURRED
+        return bits

@@ -1,0 +1,63 @@
+"""What a job kind provides to the runner: validate and prepare, report progress, read the result.
+
+A kind never starts processes itself and never sees a shell: it returns an argv list, and the runner executes
+it as the jobs user, in its own process group, with a timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from nodeagent.config import JobsSection
+from nodeagent.protocol.messages import Scalar
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Everything a kind may use: its own work directory, the node's size, the jobs config."""
+
+    job_id: str
+    work_dir: Path
+    cores: int
+    sim: bool
+    cfg: JobsSection
+    run_as_root: bool = False  # only in --sim mode without a jobs user: Open MPI must be told
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A job ready to run: the argv (no shell), extra environment, and what to show the operator."""
+
+    argv: tuple[str, ...]
+    requires: tuple[str, ...] = ()  # binaries that must exist (argv[0] is always checked)
+    env: Mapping[str, str] = field(default_factory=dict)
+    plan: Mapping[str, Any] = field(default_factory=dict)
+    heavy: bool = True  # heavy jobs hold the node: one at a time
+
+
+@dataclass(frozen=True)
+class Progress:
+    fraction: float | None
+    phase: str
+
+
+class JobKind(Protocol):
+    """Interface of one job kind (hpl, stress, ...)."""
+
+    name: str
+
+    def prepare(self, params: Mapping[str, Scalar], ctx: JobContext) -> Prepared:
+        """Validate ``params`` (raise JobRejected naming the field) and write input files into ctx.work_dir."""
+        ...
+
+    def progress(self, ctx: JobContext, output_tail: str) -> Progress | None:
+        """Where the running job is, from its files or recent output; None when unknown. Must be cheap."""
+        ...
+
+    def result(self, ctx: JobContext, prepared: Prepared, output: str, returncode: int) -> dict[str, Any]:
+        """The result of a finished process (``prepared`` is what ``prepare`` returned); raise JobFailed saying
+        what went wrong and how to fix it."""
+        ...

@@ -1,0 +1,98 @@
+"""The ``hpl`` job kind: HPL through Debian's hpcc (default) or a plain xhpl, under mpirun on this node."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from nodeagent.errors import JobFailed, JobRejected
+from nodeagent.jobs.kind import JobContext, Prepared, Progress
+from nodeagent.jobs.kinds.hpl import (
+    HplParams,
+    check_matches,
+    hpcc_progress,
+    parse_hpcc_output,
+    parse_xhpl_output,
+    render_input,
+)
+from nodeagent.protocol.messages import Scalar
+
+HPCC_OUT = "hpccoutf.txt"
+
+
+def _int_param(params: Mapping[str, Scalar], key: str) -> int:
+    if key not in params:
+        raise JobRejected(
+            f"missing HPL parameter {key!r} (piclusterctl computes n, nb, p and q from the node's "
+            "facts; other clients must send them)",
+            f"params.{key}",
+        )
+    value = params[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise JobRejected(f"HPL parameter {key!r} must be a whole number, got {value!r}", f"params.{key}")
+    return value
+
+
+def params_from(params: Mapping[str, Scalar]) -> HplParams:
+    """The validated N/NB/P/Q of a job request."""
+    hpl = HplParams(*(_int_param(params, k) for k in ("n", "nb", "p", "q")))
+    hpl.validate()
+    return hpl
+
+
+class HplKind:
+    """Single-node HPL. The input file is written for exactly the asked sizes, and the result is checked
+    against them, because hpcc silently falls back to its own defaults when it dislikes its input."""
+
+    name = "hpl"
+
+    def prepare(self, params: Mapping[str, Scalar], ctx: JobContext) -> Prepared:
+        hpl = params_from(params)
+        use_xhpl = bool(ctx.cfg.xhpl)
+        text = render_input(hpl)
+        (ctx.work_dir / ("HPL.dat" if use_xhpl else "hpccinf.txt")).write_text(text)
+        argv = [ctx.cfg.mpirun, *ctx.cfg.mpirun_args]
+        if hpl.ranks > (os.cpu_count() or 1):
+            argv.append("--oversubscribe")  # more ranks than this machine has cores (simulated nodes share one)
+        argv += ["-np", str(hpl.ranks), "-x", "OPENBLAS_NUM_THREADS", ctx.cfg.xhpl or ctx.cfg.hpcc]
+        env = {"OPENBLAS_NUM_THREADS": "1"}  # one BLAS thread per MPI rank, or ranks fight over cores
+        if ctx.run_as_root:
+            env |= {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+        plan = {
+            "n": hpl.n,
+            "nb": hpl.nb,
+            "p": hpl.p,
+            "q": hpl.q,
+            "ranks": hpl.ranks,
+            "binary": "xhpl" if use_xhpl else "hpcc",
+        }
+        return Prepared(argv=tuple(argv), requires=(ctx.cfg.xhpl or ctx.cfg.hpcc,), env=env, plan=plan)
+
+    def progress(self, ctx: JobContext, output_tail: str) -> Progress | None:
+        if ctx.cfg.xhpl:
+            return None
+        text = _read(ctx.work_dir / HPCC_OUT)
+        if not text:
+            return None
+        done, total, name = hpcc_progress(text)
+        return Progress(done / total if total else None, name)
+
+    def result(self, ctx: JobContext, prepared: Prepared, output: str, returncode: int) -> dict[str, Any]:
+        if returncode != 0:
+            last = next((ln.strip() for ln in reversed(output.splitlines()) if ln.strip()), "(no output)")
+            raise JobFailed(f"mpirun exited with status {returncode}: {last}")
+        asked = HplParams(*(int(prepared.plan[k]) for k in ("n", "nb", "p", "q")))
+        result = parse_xhpl_output(output) if ctx.cfg.xhpl else parse_hpcc_output(_read(ctx.work_dir / HPCC_OUT))
+        check_matches(asked, result)
+        return result.to_dict()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise JobFailed(f"cannot read {path}: {exc.strerror}") from None

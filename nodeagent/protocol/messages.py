@@ -1,0 +1,223 @@
+"""Message types of the wire contract: frozen dataclasses, encoded as msgpack maps with ``v`` and ``type``.
+
+Decoding validates every field it knows and ignores the ones it does not, so a newer peer can add fields.
+A message that fails validation raises ProtocolError naming the field; the agent answers it with a
+``rejected`` event where it carries a job id (see ``reply_address``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, TypeVar
+
+from nodeagent.errors import ProtocolError
+from nodeagent.protocol import codec
+from nodeagent.protocol.topics import NAME_RE
+from nodeagent.protocol.version import PROTOCOL_VERSION
+from nodeagent.typecheck import FieldError, build
+
+# Job ids become directory names on the node, so no slashes and no leading dot.
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}$")
+
+EventKind = Literal["accepted", "rejected", "started", "progress", "log", "finished", "failed", "cancelled", "alert"]
+TERMINAL_EVENTS = frozenset({"rejected", "finished", "failed", "cancelled"})
+Scalar = int | float | str | bool
+
+
+def _job_id(value: str) -> str | None:
+    return None if JOB_ID_RE.match(value) else f"expected 1-80 letters, digits, '.', '-' or '_', got {value!r}"
+
+
+def _job_id_or_empty(value: str) -> str | None:
+    return None if value == "" else _job_id(value)
+
+
+def _node_name(value: str) -> str | None:
+    return None if NAME_RE.match(value) else f"expected a node name (letters, digits, '-', '_'), got {value!r}"
+
+
+def _node_names(values: tuple[str, ...]) -> str | None:
+    bad = [v for v in values if not NAME_RE.match(v)]
+    return f"invalid node names {bad!r}" if bad else None
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else f"expected a number above 0, got {value!r}"
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """What a node is (retained on ``facts``): the controller plans jobs from it."""
+
+    TYPE: ClassVar[str] = "facts"
+    node: str
+    agent_version: str
+    board: str
+    model: str
+    serial: str
+    cores: int
+    memory_mb: int
+    cpu: str = ""
+    hostname: str = ""
+    slot: int | None = None
+    sim: bool = False
+    capabilities: tuple[str, ...] = ()  # job kinds this node will run
+    t: float = 0.0
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """One tick of fast sensors (retained on ``telemetry``, so a new viewer sees the latest at once)."""
+
+    TYPE: ClassVar[str] = "telemetry"
+    node: str
+    seq: int
+    t: float
+    temp_c: float | None = None
+    freq_mhz: float | None = None
+    governor: str | None = None
+    throttled: int | None = None
+    throttle: tuple[str, ...] = ()
+    load1: float | None = None
+    mem_total_mb: int | None = None
+    mem_avail_mb: int | None = None
+    fan_duty_pct: float | None = None
+    fan_rpm: int | None = None
+    job: str | None = None
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job as submitted: ``params`` apply to every node, ``node_params[node]`` override them per node."""
+
+    id: str
+    kind: str
+    params: dict[str, Scalar] = field(default_factory=dict)
+    node_params: dict[str, dict[str, Scalar]] = field(default_factory=dict)
+    timeout_s: float = 3600.0
+    force: bool = False
+
+    def params_for(self, node: str) -> dict[str, Scalar]:
+        return {**self.params, **self.node_params.get(node, {})}
+
+
+@dataclass(frozen=True)
+class Command:
+    """An instruction to one node (node ``cmd`` topic) or to the nodes listed in ``nodes`` (cluster ``cmd``)."""
+
+    TYPE: ClassVar[str] = "command"
+    id: str
+    cmd: Literal["run", "cancel"]
+    nodes: tuple[str, ...] = ()
+    job: JobSpec | None = None  # for run
+    job_id: str = ""  # for cancel
+    sender: str = ""
+    t: float = 0.0
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened on a node, in order (``seq``), QoS 1 on ``events``.
+
+    Job lifecycle: accepted | rejected -> started -> progress* -> finished | failed | cancelled.
+    """
+
+    TYPE: ClassVar[str] = "event"
+    node: str
+    seq: int
+    t: float
+    kind: EventKind
+    job: str = ""
+    reason: str = ""  # rejected, failed: why, in words for the operator
+    field: str = ""  # rejected: which field of the request was at fault
+    progress: float | None = None  # 0..1
+    phase: str = ""
+    message: str = ""
+    result: dict[str, Any] | None = None  # finished: the kind's result
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        return self.kind in TERMINAL_EVENTS
+
+
+Message = NodeFacts | Telemetry | Command | Event
+M = TypeVar("M", NodeFacts, Telemetry, Command, Event)
+
+_VALIDATORS: dict[type, dict[str, Any]] = {
+    NodeFacts: {"node": _node_name},
+    Telemetry: {"node": _node_name},
+    Command: {"id": _job_id, "nodes": _node_names, "job_id": _job_id_or_empty},
+    Event: {"node": _node_name, "job": _job_id_or_empty},
+}
+
+
+def to_wire(msg: Message) -> dict[str, Any]:
+    """The mapping that goes on the wire: the fields plus ``v`` and ``type``."""
+    body = dataclasses.asdict(msg)
+    return {"v": PROTOCOL_VERSION, "type": msg.TYPE, **body}
+
+
+def encode(msg: Message) -> bytes:
+    return codec.packb(to_wire(msg))
+
+
+def decode(payload: bytes, cls: type[M]) -> M:
+    """Decode and validate one message of type ``cls``; raise ProtocolError(reason, field) if it is not one."""
+    data = codec.unpackb(payload)
+    return from_wire(data, cls)
+
+
+def from_wire(data: Any, cls: type[M]) -> M:
+    if not isinstance(data, Mapping):
+        raise ProtocolError(f"expected a map, got {type(data).__name__}")
+    version = data.get("v")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {version!r} is not {PROTOCOL_VERSION}; upgrade the older side", "v")
+    if data.get("type") != cls.TYPE:
+        raise ProtocolError(f"expected a {cls.TYPE} message, got {data.get('type')!r}", "type")
+    body = {k: v for k, v in data.items() if k not in ("v", "type")}
+    try:
+        msg = build(cls, body, strict=False, validators=_VALIDATORS.get(cls))
+        if isinstance(msg, Command):
+            _check_command(msg)
+        return msg
+    except FieldError as exc:
+        raise ProtocolError(exc.message, exc.path) from None
+
+
+def _check_command(cmd: Command) -> None:
+    if cmd.cmd == "run":
+        if cmd.job is None:
+            raise FieldError("job", "missing; a run command needs a job")
+        problem = _job_id(cmd.job.id) or None
+        if problem:
+            raise FieldError("job.id", problem)
+        if cmd.job.id != cmd.id:
+            raise FieldError("job.id", f"must equal the command id {cmd.id!r}")
+        if _positive(cmd.job.timeout_s):
+            raise FieldError("job.timeout_s", _positive(cmd.job.timeout_s) or "")
+    elif cmd.cmd == "cancel" and not cmd.job_id:
+        raise FieldError("job_id", "missing; a cancel command needs the job id")
+
+
+def reply_address(payload: bytes) -> str:
+    """Best effort: the job id a malformed command was about, so its rejection can reach the sender."""
+    try:
+        data = codec.unpackb(payload)
+    except ProtocolError:
+        return ""
+    if not isinstance(data, Mapping):
+        return ""
+    for candidate in (
+        data.get("id"),
+        (data.get("job") or {}).get("id") if isinstance(data.get("job"), Mapping) else None,
+        data.get("job_id"),
+    ):
+        if isinstance(candidate, str) and JOB_ID_RE.match(candidate):
+            return candidate
+    return ""

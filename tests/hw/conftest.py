@@ -1,0 +1,23 @@
+"""Fixtures for the hardware tests."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.hw.trees import DATA
+
+
+@pytest.fixture
+def tree_copy(tmp_path: Path) -> Callable[[str], Path]:
+    """A function returning a private, writable copy of a recorded tree (symlinks kept as symlinks)."""
+
+    def copy(name: str) -> Path:
+        dest = tmp_path / name
+        shutil.copytree(DATA / name, dest, symlinks=True)
+        return dest
+
+    return copy
