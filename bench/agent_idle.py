@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(what: str, ready: Any, started: Started, timeout_s: float = READY_TIMEOUT_S) -> None:
+def wait_for(what: str, ready: Callable[[], bool], started: Started, timeout_s: float = READY_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout_s
     while not ready():
         started.check_alive()
@@ -234,6 +235,7 @@ def machine_info(python: str, env: dict[str, str], tools: dict[str, str]) -> dic
         "mosquitto": run_text([tools["mosquitto"], "-h"]).splitlines()[0],
         "node_exporter": run_text([tools["node_exporter"], "--version"]).splitlines()[0],
         "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
     }
 
 
@@ -281,7 +283,7 @@ def start_all(
     if tools["mosquitto_sub"]:
         wait_for("agent telemetry", lambda: bool(read_sub(sub_out)), started)
     wait_for("node_exporter", lambda: try_scrape(ne_url), started)
-    return {"agent_argv": agent_argv, "ne_url": ne_url, "sub_out": sub_out, "mqtt_port": mqtt_port}
+    return {"agent_argv": agent_argv, "ne_url": ne_url, "sub_out": sub_out}
 
 
 def measure(args: argparse.Namespace, started: Started, ne_url: str) -> dict[str, Any]:
@@ -332,44 +334,42 @@ def summarize(raw: dict[str, Any], messages: list[tuple[float, int]] | None, tic
     def ticks(a: Mark, b: Mark) -> float:  # real messages when we could count them, else the wall clock's count
         return count_in(messages, a.wall, b.wall) if messages is not None else (b.wall - a.wall) / tick_s
 
-    agent_win = [per_event_ms(b.agent_clock_s - a.agent_clock_s, ticks(a, b)) for a, b in windows(marks)]
-    ne_win = [per_event_ms(b.ne_clock_s - a.ne_clock_s, b.scrapes - a.scrapes) for a, b in windows(marks)]
-    n_ticks, n_scrapes = ticks(first, last), last.scrapes
-    agent = {
-        "rss_median_mib": statistics.median(raw["agent_rss_kib"]) / 1024,
-        "rss_max_mib": max(raw["agent_rss_kib"]) / 1024,
-        "events": n_ticks,
-        "cpu_stat_ms_per_event": per_event_ms(last.agent_stat_s - first.agent_stat_s, n_ticks),
-        "cpu_clock_ms_per_event": per_event_ms(last.agent_clock_s - first.agent_clock_s, n_ticks),
-        "window_ms_per_event": agent_win,
-        "bytes_per_event": statistics.median(n for _, n in messages) if messages else None,
-    }
-    ne = {
-        "rss_median_mib": statistics.median(raw["ne_rss_kib"]) / 1024,
-        "rss_max_mib": max(raw["ne_rss_kib"]) / 1024,
-        "events": n_scrapes,
-        "cpu_stat_ms_per_event": per_event_ms(last.ne_stat_s - first.ne_stat_s, n_scrapes),
-        "cpu_clock_ms_per_event": per_event_ms(last.ne_clock_s - first.ne_clock_s, n_scrapes),
-        "window_ms_per_event": ne_win,
-        "bytes_per_event": statistics.median(raw["scrape_bytes"]),
-    }
-    for side in (agent, ne):
-        valid = [v for v in side["window_ms_per_event"] if v is not None]
-        side["window_median_ms"] = statistics.median(valid) if valid else None
-        side["window_max_ms"] = max(valid) if valid else None
-    ratios = {
-        key: _ratio(agent[key], ne[key])
-        for key in (
-            "rss_median_mib",
-            "rss_max_mib",
-            "cpu_stat_ms_per_event",
-            "cpu_clock_ms_per_event",
-            "window_median_ms",
-            "window_max_ms",
-            "bytes_per_event",
-        )
-    }
+    agent = _side(
+        raw["agent_rss_kib"],
+        last.agent_stat_s - first.agent_stat_s,
+        last.agent_clock_s - first.agent_clock_s,
+        ticks(first, last),
+        [per_event_ms(b.agent_clock_s - a.agent_clock_s, ticks(a, b)) for a, b in windows(marks)],
+        [n for _, n in messages or []],
+    )
+    ne = _side(
+        raw["ne_rss_kib"],
+        last.ne_stat_s - first.ne_stat_s,
+        last.ne_clock_s - first.ne_clock_s,
+        last.scrapes,
+        [per_event_ms(b.ne_clock_s - a.ne_clock_s, b.scrapes - a.scrapes) for a, b in windows(marks)],
+        raw["scrape_bytes"],
+    )
+    ratios = {key: _ratio(agent[key], ne[key]) for _, key, _ in ROWS if key != "events"}
     return {"window_s": last.wall - first.wall, "agent": agent, "node_exporter": ne, "ratio": ratios}
+
+
+def _side(
+    rss: list[int], stat_s: float, clock_s: float, events: float, window_ms: list[float | None], sizes: list[int]
+) -> dict[str, Any]:
+    """One process's figures: RSS in MiB, CPU per tick (or scrape) in ms, bytes per tick (or scrape)."""
+    valid = [v for v in window_ms if v is not None]
+    return {
+        "rss_median_mib": statistics.median(rss) / 1024,
+        "rss_max_mib": max(rss) / 1024,
+        "events": events,
+        "cpu_stat_ms_per_event": per_event_ms(stat_s, events),
+        "cpu_clock_ms_per_event": per_event_ms(clock_s, events),
+        "window_ms_per_event": window_ms,
+        "window_median_ms": statistics.median(valid) if valid else None,
+        "window_max_ms": max(valid) if valid else None,
+        "bytes_per_event": statistics.median(sizes) if sizes else None,
+    }
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -403,7 +403,8 @@ def render(report: dict[str, Any]) -> str:
         f"command: `{report['command']}`",
         f"date: {m['date_utc']}; window {fig['window_s']:.1f} s after a {report['warmup_s']:.0f} s warm-up, "
         f"tick {report['tick_s']} s",
-        f"machine: {m['nproc']} cores, {m['cpu_model']}, Linux {m['kernel']}",
+        f"machine: {m['nproc']} cores, {m['cpu_model']}, Linux {m['kernel']}; load average "
+        f"{' '.join(m['loadavg_before'])} before, {' '.join(m['loadavg_after'])} after",
         f"agent: Python {m['agent_python_version']} ({m['agent_python']}), paho-mqtt {m['paho_mqtt']}, "
         f"msgpack {m['msgpack']}; --sim",
         f"peer: {m['node_exporter']}; broker: {m['mosquitto']}",
@@ -446,11 +447,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.seconds < SUB_WINDOW_S or args.tick_s <= 0 or not 0 <= args.warmup_s <= 10:
         parser.error("need --seconds >= 10, --tick-s > 0 and 0 <= --warmup-s <= 10")
+    # The agent starts in the repository root: resolve a relative --python (.venv/bin/python) from here.
+    args.python = os.path.abspath(shutil.which(args.python) or args.python)
     return args
 
 
 def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+    raise KeyboardInterrupt("time limit (--seconds + 30 s) reached" if signum == signal.SIGALRM else "SIGTERM")
 
 
 def bench(args: argparse.Namespace, started: Started, tmp: Path) -> dict[str, Any]:
@@ -459,6 +462,7 @@ def bench(args: argparse.Namespace, started: Started, tmp: Path) -> dict[str, An
     machine = machine_info(args.python, env, tools)
     run = start_all(args, tools, tmp, env, started)
     raw = measure(args, started, run["ne_url"])
+    machine["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     messages = read_sub(run["sub_out"]) if tools["mosquitto_sub"] else None
     tick_source = (
         f"live messages on {TELEMETRY_TOPIC} (mosquitto_sub)"
@@ -495,11 +499,11 @@ def main(argv: list[str] | None = None) -> int:
                 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
                 started.stop_all()
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    except BenchError as exc:
+    except (BenchError, OSError) as exc:
         print(f"agent_idle: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        print(f"agent_idle: interrupted ({exc or 'Ctrl-C'}); everything it started is stopped", file=sys.stderr)
+        print(f"agent_idle: stopped early ({str(exc) or 'Ctrl-C'}); everything it started is stopped", file=sys.stderr)
         return 130
     print(render(report))
     if args.json:

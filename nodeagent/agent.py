@@ -74,6 +74,7 @@ class Agent:
         )
         self.link.subscribe(self.topics.node_cmd(self.node), qos=1)
         self.link.subscribe(self.topics.cluster_cmd(), qos=1)
+        self._orphans = self.runner.reap_orphans()
 
     # --- the loop --------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -168,6 +169,14 @@ class Agent:
         )
         self.link.publish(self.topics.facts(self.node), encode(facts), qos=1, retain=True)
         self.link.publish(self.topics.status(self.node), ONLINE, qos=1, retain=True)
+        for job in self._orphans:
+            self.emit(
+                "failed",
+                job,
+                reason="the agent stopped unexpectedly while this job ran; its processes "
+                "were killed when the agent restarted",
+            )
+        self._orphans = []
 
     def handle_message(self, topic: str, payload: bytes, retained: bool) -> None:
         if retained:

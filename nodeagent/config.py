@@ -186,7 +186,7 @@ def from_mapping(data: Mapping[str, Any], source: str = "(defaults)") -> AgentCo
         cfg = AgentConfig(**kwargs, source=source)
         if cfg.mqtt.reconnect_max_s < cfg.mqtt.reconnect_min_s:
             raise FieldError("mqtt.reconnect_max_s", "expected a number at least mqtt.reconnect_min_s")
-    except FieldError as exc:
+    except (FieldError, ConfigError) as exc:  # SimConfig checks its own ranges and raises ConfigError
         raise ConfigError(f"{source}: {exc}") from None
     return cfg
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import grp
 import logging
 import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -69,6 +71,26 @@ class Runner:
         self._current: _Running | None = None
         self._cpu_prev: tuple[float, float] | None = None  # (wall time, cpu seconds) of the job's group
 
+    def reap_orphans(self) -> list[str]:
+        """Kill processes of jobs a previous agent left running (it crashed or was killed) and return those job
+        ids, so the agent can report them failed. A job process is one whose working directory is a job
+        directory; under systemd the unit's cgroup usually got there first."""
+        root = os.path.realpath(self.work_dir)
+        jobs: set[str] = set()
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                cwd = os.readlink(f"/proc/{entry.name}/cwd")
+            except OSError:
+                continue
+            if os.path.dirname(cwd) == root:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+                jobs.add(os.path.basename(cwd))
+                log.warning("event=orphan_killed pid=%s job=%s", entry.name, os.path.basename(cwd))
+        return sorted(jobs)
+
     # --- queries ---------------------------------------------------------------------------------------------
     @property
     def current(self) -> str | None:
@@ -110,6 +132,7 @@ class Runner:
             self._check_binary(binary)
         if user:
             _chown_tree(job_dir, user)
+            _check_traversable(job_dir, user)
         running = _Running(job, ctx, kind, prepared)
         with self._lock:
             self._current = running
@@ -125,7 +148,9 @@ class Runner:
             if running is None or running.spec.id != job_id:
                 return False
             running.cancel_reason = reason
-        self._kill(running)
+            started = running.proc is not None
+        if started:
+            self._kill(running)
         return True
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
@@ -139,14 +164,14 @@ class Runner:
                 running.thread.join(timeout_s)
 
     def busy_cores(self, now: float) -> float:
-        """How many cores the running job kept busy since the last call (CPU time of its process group)."""
+        """How many cores the running job kept busy since the last call (CPU time of its session)."""
         with self._lock:
             running = self._current
         proc = running.proc if running else None
         if proc is None:
             self._cpu_prev = None
             return 0.0
-        cpu = _group_cpu_seconds(proc.pid)
+        cpu = _session_cpu_seconds(proc.pid)
         prev, self._cpu_prev = self._cpu_prev, (now, cpu)
         if prev is None or now <= prev[0]:
             return 0.0
@@ -162,19 +187,24 @@ class Runner:
         try:
             env = {**os.environ, **running.prepared.env}
             with open(out_path, "wb") as out:
-                running.proc = subprocess.Popen(
+                proc = subprocess.Popen(
                     running.prepared.argv,
                     cwd=ctx.work_dir,
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
-                    start_new_session=True,  # own process group: freeze, cancel and kill reach all of MPI
+                    start_new_session=True,  # own session: cancel, kill and CPU accounting reach every rank
                     **_user_kwargs(user),
                 )
+                with self._lock:
+                    running.proc = proc
+                    cancelled_early = bool(running.cancel_reason)
+                if cancelled_early:  # cancel() came before the process existed
+                    self._kill(running)
                 running.started = time.monotonic()
                 self._emit("started", spec.id, data={"argv": list(running.prepared.argv), "pid": running.proc.pid})
-                reader = threading.Thread(target=_pump, args=(running.proc, out, tail, limit), daemon=True)
+                reader = threading.Thread(target=_pump, args=(proc, out, tail, limit), daemon=True)
                 reader.start()
                 self._watch(running, tail)
                 reader.join(5)
@@ -183,7 +213,7 @@ class Runner:
             if running.cancel_reason:
                 self._emit("cancelled", spec.id, reason=running.cancel_reason)
                 return
-            result = running.kind.result(ctx, running.prepared, output, running.proc.returncode)
+            result = running.kind.result(ctx, running.prepared, output, proc.returncode)
             result.setdefault("elapsed_s", round(time.monotonic() - running.started, 3))
             self._emit("finished", spec.id, result=result)
         except JobFailed as exc:
@@ -229,18 +259,14 @@ class Runner:
 
     # --- helpers ---------------------------------------------------------------------------------------------
     def _kill(self, running: _Running) -> None:
+        """SIGTERM the job's session (mpirun forwards it to the ranks), SIGKILL whatever is left after a grace."""
         proc = running.proc
         if proc is None or proc.poll() is not None:
             return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
+        _signal_session(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(KILL_GRACE_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        _signal_session(proc.pid, signal.SIGKILL)
 
     def _job_user(self) -> str:
         """The user jobs run as: the configured one when we are root; never root outside --sim."""
@@ -299,15 +325,39 @@ def _user_kwargs(user: str) -> dict[str, Any]:
     return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
 
 
+def _check_traversable(path: Path, user: str) -> None:
+    """The jobs user must be able to enter its job directory, or MPI fails with a cryptic cwd error."""
+    pw = pwd.getpwnam(user)
+    groups = {pw.pw_gid, *(g.gr_gid for g in grp.getgrall() if user in g.gr_mem)}
+    for parent in [path, *path.parents]:
+        st = parent.stat()
+        if st.st_uid == pw.pw_uid:
+            ok = st.st_mode & stat.S_IXUSR
+        elif st.st_gid in groups:
+            ok = st.st_mode & stat.S_IXGRP
+        else:
+            ok = st.st_mode & stat.S_IXOTH
+        if not ok:
+            raise JobRejected(
+                f"jobs user {user!r} cannot enter {parent}: make it traversable (chmod o+x {parent}) "
+                "or move agent.state_dir",
+                "jobs.user",
+            )
+
+
 def _chown_tree(path: Path, user: str) -> None:
     pw = pwd.getpwnam(user)
     for p in [path, *path.rglob("*")]:
         os.chown(p, pw.pw_uid, pw.pw_gid)
 
 
-def _group_cpu_seconds(pgid: int) -> float:
-    """User+system CPU seconds of every live process in a process group (one pass over /proc)."""
-    total = 0
+def _session_procs(sid: int) -> list[tuple[int, int]]:
+    """(pid, utime+stime ticks) of every live process in session ``sid``, in one pass over /proc.
+
+    Sessions, not process groups: Open MPI puts each rank in a process group of its own, but every process the
+    job starts stays in the session the runner created for it.
+    """
+    procs = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -317,6 +367,16 @@ def _group_cpu_seconds(pgid: int) -> float:
         except OSError:
             continue
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if int(fields[2]) == pgid:  # field 5 (pgrp), counted after the ")" of comm
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLK_TCK
+        if int(fields[3]) == sid:  # field 6 (session), counted after the ")" of comm
+            procs.append((int(entry.name), int(fields[11]) + int(fields[12])))  # utime, stime
+    return procs
+
+
+def _signal_session(sid: int, sig: int) -> None:
+    for pid, _ in _session_procs(sid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _session_cpu_seconds(sid: int) -> float:
+    return sum(ticks for _, ticks in _session_procs(sid)) / CLK_TCK

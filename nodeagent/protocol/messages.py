@@ -179,7 +179,7 @@ def from_wire(data: Any, cls: type[M]) -> M:
     if version != PROTOCOL_VERSION:
         raise ProtocolError(f"protocol version {version!r} is not {PROTOCOL_VERSION}; upgrade the older side", "v")
     if data.get("type") != cls.TYPE:
-        raise ProtocolError(f"expected a {cls.TYPE} message, got {data.get('type')!r}", "type")
+        raise ProtocolError(f"expected a message of type {cls.TYPE!r}, got {data.get('type')!r}", "type")
     body = {k: v for k, v in data.items() if k not in ("v", "type")}
     try:
         msg = build(cls, body, strict=False, validators=_VALIDATORS.get(cls))

@@ -368,11 +368,12 @@ def hpcc_progress(text: str) -> tuple[int, int, str]:
     return len(finished), len(HPCC_SECTIONS), current
 
 
-def check_matches(asked: HplParams, result: HplResult) -> None:
+def check_matches(asked: HplParams, result: HplResult, program: str = "hpcc") -> None:
     """Raise :class:`JobFailed` if the run solved another problem than the one asked for.
 
     hpcc does this silently: when ``hpccinf.txt`` cannot be read, is malformed, or asks for a grid larger than the
-    MPI ranks started, it runs its built-in defaults and still reports success.
+    MPI ranks started, it runs its built-in defaults and still reports success. xhpl stops on bad input instead,
+    so for it a mismatch means the wrong HPL.dat was read.
     """
     fields = (("N", asked.n, result.n), ("NB", asked.nb, result.nb), ("P", asked.p, result.p), ("Q", asked.q, result.q))
     differ = [name for name, want, got in fields if want != got]
@@ -380,8 +381,10 @@ def check_matches(asked: HplParams, result: HplResult) -> None:
         return
     ran = " ".join(f"{name}={got}" for name, _, got in fields)
     wanted = " ".join(f"{name}={want}" for name, want, _ in fields)
-    raise JobFailed(
-        f"hpcc ran {ran} but the job asked for {wanted} ({', '.join(differ)} differ): hpcc ignored hpccinf.txt "
-        f"(unreadable or malformed, or its P x Q grid needs more than the MPI ranks started) "
-        f"and fell back to its defaults"
+    why = (
+        "hpcc ignored hpccinf.txt (unreadable or malformed, or its P x Q grid needs more than the MPI ranks started) "
+        "and fell back to its defaults"
+        if program == "hpcc"
+        else "xhpl read another HPL.dat than the one written for the job"
     )
+    raise JobFailed(f"{program} ran {ran} but the job asked for {wanted} ({', '.join(differ)} differ): {why}")

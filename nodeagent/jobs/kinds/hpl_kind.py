@@ -81,12 +81,23 @@ class HplKind:
 
     def result(self, ctx: JobContext, prepared: Prepared, output: str, returncode: int) -> dict[str, Any]:
         if returncode != 0:
-            last = next((ln.strip() for ln in reversed(output.splitlines()) if ln.strip()), "(no output)")
-            raise JobFailed(f"mpirun exited with status {returncode}: {last}")
+            raise JobFailed(f"mpirun exited with status {returncode}: {_last_words(output)}")
         asked = HplParams(*(int(prepared.plan[k]) for k in ("n", "nb", "p", "q")))
         result = parse_xhpl_output(output) if ctx.cfg.xhpl else parse_hpcc_output(_read(ctx.work_dir / HPCC_OUT))
-        check_matches(asked, result)
+        check_matches(asked, result, "xhpl" if ctx.cfg.xhpl else "hpcc")
         return result.to_dict()
+
+
+def _last_words(output: str) -> str:
+    """The last block of text in the output: Open MPI frames each message between lines of dashes."""
+    block: list[str] = []
+    last: list[str] = []
+    for line in output.splitlines():
+        if any(c.isalnum() for c in line):
+            block.append(line.strip())
+        elif block:
+            last, block = block, []
+    return " ".join(block or last)[:300] or "(no output)"
 
 
 def _read(path: Path) -> str:

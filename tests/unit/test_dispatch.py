@@ -1,0 +1,98 @@
+"""The controller's bookkeeping of one job: every node reaches an end, whatever the nodes do or fail to do."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controller.dispatch import ENDED, Follower, NodeRun
+from controller.select import SelectionError, fold, select
+from controller.session import Received
+from nodeagent.protocol import Event, Topics, encode
+
+T = Topics("c")
+
+
+def ev(node: str, seq: int, kind: str, job: str = "j1", **fields: object) -> Received:
+    return Received(T.events(node), encode(Event(node=node, seq=seq, t=0.0, kind=kind, job=job, **fields)), False)
+
+
+def follower(*nodes: str) -> Follower:
+    return Follower(T, "j1", nodes, started=100.0, timeout_s=60.0, accept_timeout_s=15.0)
+
+
+def test_a_full_lifecycle() -> None:
+    f = follower("a")
+    f.apply(ev("a", 1, "accepted", data={"plan": {"n": 100}}))
+    assert f.runs["a"].plan == {"n": 100} and not f.done
+    f.apply(ev("a", 2, "started"))
+    f.apply(ev("a", 3, "progress", progress=0.5, phase="HPL"))
+    assert (f.runs["a"].state, f.runs["a"].progress, f.runs["a"].phase) == ("running", 0.5, "HPL")
+    f.apply(ev("a", 4, "finished", result={"gflops": 1.0, "passed": True}))
+    assert f.done and f.runs["a"].passed
+
+
+def test_duplicates_other_jobs_and_garbage_change_nothing() -> None:
+    f = follower("a")
+    f.apply(ev("a", 5, "accepted"))
+    assert f.apply(ev("a", 5, "failed", reason="dup")) is None  # same seq: a QoS 1 redelivery
+    assert f.apply(ev("a", 6, "failed", job="other")) is None
+    assert f.apply(Received(T.events("a"), b"\xc1", False)) is None
+    assert f.apply(ev("zzz", 7, "failed")) is None  # not selected
+    assert f.runs["a"].state == "accepted"
+
+
+def test_offline_no_answer_and_timeout() -> None:
+    f = follower("a", "b", "c")
+    f.apply(Received(T.status("a"), b"offline", False))
+    assert f.runs["a"].state == "offline" and "went offline" in f.runs["a"].reason
+    f.apply(ev("b", 1, "accepted"))
+    assert [r.node for r in f.expire(110.0)] == []
+    assert [r.node for r in f.expire(116.0)] == ["c"] and f.runs["c"].state == "no-answer"
+    assert [r.node for r in f.expire(100.0 + 60 + 31)] == ["b"] and f.runs["b"].state == "timeout"
+    assert f.done
+
+
+def test_an_ended_node_stays_ended() -> None:
+    f = follower("a")
+    f.apply(ev("a", 1, "rejected", reason="busy"))
+    f.apply(ev("a", 2, "finished", result={"passed": True}))
+    f.apply(Received(T.status("a"), b"offline", False))
+    assert f.runs["a"].state == "rejected" and f.runs["a"].reason == "busy"
+
+
+kinds = st.sampled_from(["accepted", "started", "progress", "finished", "failed", "rejected", "cancelled", "log"])
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), kinds, st.booleans()), max_size=30), st.floats(0, 1000))
+def test_every_node_ends_by_the_deadline_whatever_arrives(script: list, late: float) -> None:
+    f = follower("a", "b")
+    for seq, (node, kind, offline) in enumerate(script, start=1):
+        f.apply(Received(T.status(node), b"offline", False) if offline else ev(node, seq, kind))
+    f.expire(100.0 + 60 + 30 + 1 + late)
+    assert f.done and all(r.state in ENDED for r in f.runs.values())
+
+
+def test_passed_needs_a_passed_result() -> None:
+    assert NodeRun("a", state="finished", result={"passed": True}).passed
+    assert not NodeRun("a", state="finished", result={"passed": False}).passed
+    assert not NodeRun("a", state="failed").passed
+
+
+def test_select() -> None:
+    known = ["node10", "node2", "node1", "gpu1"]
+    assert select("all", known) == ["gpu1", "node1", "node2", "node10"]
+    assert select("node[1-2]", known) == ["node1", "node2"]
+    assert select("node[1-10]!node[3-9]", ["node1", "node2", "node10"]) == ["node1", "node2", "node10"]
+    for pattern, words in [("node[1-3]", "unknown node(s) node3"), ("n[1-", "missing bracket"), ("", "is empty")]:
+        try:
+            select(pattern, known)
+        except SelectionError as exc:
+            assert words in str(exc)
+        else:
+            raise AssertionError(pattern)
+    try:
+        select("all", [])
+    except SelectionError as exc:
+        assert "same --cluster" in str(exc)
+    assert fold(["n1", "n2", "n3", "x"]) == "n[1-3],x"
