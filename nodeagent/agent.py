@@ -18,7 +18,7 @@ from nodeagent import __version__
 from nodeagent.config import AgentConfig, read_password
 from nodeagent.errors import JobRejected, ProtocolError
 from nodeagent.hw.base import Backend, Sample
-from nodeagent.jobs.runner import Runner
+from nodeagent.jobs.runner import DuplicateJob, Runner
 from nodeagent.link import Credentials, Link, Will
 from nodeagent.protocol import (
     OFFLINE,
@@ -207,6 +207,8 @@ class Agent:
             self.runner.submit(
                 job, job.params_for(self.node), accepted=lambda plan: self.emit("accepted", job.id, data={"plan": plan})
             )
+        except DuplicateJob:
+            log.info("event=duplicate_job_ignored job=%s", job.id)
         except JobRejected as exc:
             log.info("event=job_rejected job=%s reason=%r", job.id, exc.reason)
             self.emit("rejected", job.id, reason=exc.reason, field=exc.field)

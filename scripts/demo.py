@@ -5,6 +5,7 @@ Every process started here is stopped by its PID on the way out, whatever happen
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -34,6 +35,18 @@ def wait_port(port: int, timeout_s: float = 5.0) -> None:
         except OSError:
             time.sleep(0.02)
     raise SystemExit(f"demo: mosquitto did not start listening on port {port}")
+
+
+def wait_online(ctl: list[str], count: int, timeout_s: float = 30.0) -> None:
+    """Until `piclusterctl nodes` shows every agent online with its facts."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        out = subprocess.run([*ctl, "nodes", "--json"], capture_output=True, text=True, check=False).stdout
+        nodes = json.loads(out or "[]")
+        if sum(1 for n in nodes if n["status"] == "online" and n["cores"]) >= count:
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"demo: the agents did not come online within {timeout_s:g} s; their logs are kept")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -91,7 +104,7 @@ def main() -> int:
                     )
                 )
         ctl = [sys.executable, "-m", "controller.cli", "--broker", url, "--cluster", CLUSTER]
-        time.sleep(1.5)  # let every agent connect and publish its facts
+        wait_online(ctl, len(NODES))
         subprocess.run([*ctl, "nodes"], check=False)
         print()
         result = subprocess.run([*ctl, "run", "hpl", "--nodes", "all"], check=False)

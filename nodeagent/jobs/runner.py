@@ -36,6 +36,10 @@ KILL_GRACE_S = 5.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+class DuplicateJob(JobRejected):
+    """A job id this node has seen: a broker redelivery, answered with silence (the first copy is answered)."""
+
+
 @dataclass
 class _Running:
     spec: JobSpec
@@ -110,14 +114,16 @@ class Runner:
         kind = self._kinds.get(job.kind)
         if kind is None:
             raise JobRejected(f"job kind {job.kind!r} is not known to this agent version", "job.kind")
+        job_dir = self.work_dir / job.id
+        if job_dir.exists():  # before the busy check: a redelivery of the running job is a duplicate, not a clash
+            raise DuplicateJob(f"job {job.id} was already received by this node; job ids run at most once", "job.id")
         with self._lock:
             if self._current is not None:
                 raise JobRejected(f"node is busy with job {self._current.spec.id}; try again when it ends", "job")
-        job_dir = self.work_dir / job.id
         try:
             job_dir.mkdir(parents=True, exist_ok=False)
         except FileExistsError:
-            raise JobRejected(
+            raise DuplicateJob(
                 f"job {job.id} was already received by this node; job ids run at most once", "job.id"
             ) from None
         except OSError as exc:

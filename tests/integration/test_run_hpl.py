@@ -133,3 +133,19 @@ def _alive(pid: int) -> bool:
             return fh.read().split(") ")[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_redelivered_job_runs_once_and_is_not_rejected(agents: AgentFactory, broker: Mosquitto, cluster: str) -> None:
+    agents.start("node1")
+    wait_online(broker, cluster, "node1")
+    job = JobSpec(id="j-twice", kind="hpl", params={"n": 600, "nb": 64, "p": 1, "q": 1})
+    cmd = encode(Command(id="j-twice", cmd="run", nodes=("node1",), job=job))
+    with Watcher(broker.url, cluster) as w:
+        w.publish(w.topics.cluster_cmd(), cmd)
+        w.publish(w.topics.node_cmd("node1"), cmd)  # the same job again, as a broker redelivery would bring it
+        w.wait("the job to finish", lambda: any(e.kind == "finished" for e in w.events("node1", "j-twice")), 60)
+        w.publish(w.topics.cluster_cmd(), cmd)  # and once more after it ended
+        w.wait("telemetry after the repeat", lambda: w.telemetry_count("node1") > 4)
+    kinds = [e.kind for e in w.events("node1", "j-twice")]
+    assert kinds.count("accepted") == 1 and kinds.count("started") == 1 and kinds.count("finished") == 1
+    assert "rejected" not in kinds
