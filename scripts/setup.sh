@@ -8,7 +8,7 @@ VENV=.venv
 
 # What the agent, the tests and the benchmarks use. python3-systemd is compiled: never build it with pip.
 APT_PACKAGES=(
-  mosquitto hpcc openmpi-bin libopenblas0 python3-venv python3-pip
+  mosquitto mosquitto-clients hpcc openmpi-bin libopenblas0 python3-venv python3-pip
   python3-paho-mqtt python3-msgpack python3-clustershell python3-rich python3-systemd
   python3-gpiozero python3-smbus2 python3-pyudev prometheus-node-exporter
 )
