@@ -149,3 +149,17 @@ def test_a_redelivered_job_runs_once_and_is_not_rejected(agents: AgentFactory, b
     kinds = [e.kind for e in w.events("node1", "j-twice")]
     assert kinds.count("accepted") == 1 and kinds.count("started") == 1 and kinds.count("finished") == 1
     assert "rejected" not in kinds
+
+
+def test_stopping_the_agent_cancels_its_job_out_loud(agents: AgentFactory, broker: Mosquitto, cluster: str) -> None:
+    agent = agents.start("node1")
+    wait_online(broker, cluster, "node1")
+    job = JobSpec(id="j-stop", kind="hpl", params={"n": 6000, "nb": 128, "p": 1, "q": 1})
+    with Watcher(broker.url, cluster) as w:
+        w.publish(w.topics.node_cmd("node1"), encode(Command(id="j-stop", cmd="run", job=job)))
+        started = w.wait("job started", lambda: [e for e in w.events("node1", "j-stop") if e.kind == "started"])
+        assert agent.stop() == 0
+        cancelled = w.wait("cancelled", lambda: [e for e in w.events("node1", "j-stop") if e.kind == "cancelled"])
+        w.wait("offline", lambda: w.fleet.nodes["node1"].status == "offline")
+    assert cancelled[0].reason == "the agent is stopping"
+    assert not _alive(started[0].data["pid"])
