@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.picluster-setup
 
-.PHONY: demo test setup lint bench clean
+.PHONY: demo test setup lint bench clean deb
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	PYTHON=$(PYTHON) scripts/setup.sh
@@ -27,3 +27,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .hypothesis build *.egg-info
+
+# The .deb files (picluster-agent, picluster-controller, python3-picluster) into build/debs/, checked by lintian.
+deb:
+	packaging/build-deb.sh

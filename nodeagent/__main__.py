@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from nodeagent import __version__
@@ -30,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--state-dir", metavar="DIR", help="where job directories are kept (agent.state_dir)")
     run.add_argument("--root", metavar="DIR", help="read sysfs under DIR (a recorded tree) instead of /")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    # Its options belong to nodeagent/failsafe.py: everything after the word is handed over unparsed.
+    sub.add_parser("failsafe", add_help=False, help="set every fan to full speed (the unit's ExecStopPost hook)")
     return parser
 
 
@@ -53,12 +57,36 @@ def overrides_from(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in out.items() if v}
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, node: str = "") -> None:
+    """stderr in a terminal; under systemd, the journal with NODE= and JOB_ID= fields (``journalctl NODE=n1``)."""
     logging.basicConfig(
         level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",  # for stderr; the journal stamps its own
+        handlers=[journal_handler(node) or logging.StreamHandler(sys.stderr)],
     )
+
+
+def journal_handler(node: str) -> logging.Handler | None:
+    """systemd-python's JournalHandler when stderr is the journal's stream ($JOURNAL_STREAM) and it imports."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+        from systemd.journal import JournalHandler
+    except (ImportError, OSError, ValueError, AttributeError):
+        return None
+    if stream != f"{st.st_dev}:{st.st_ino}":
+        return None
+    handler = JournalHandler(SYSLOG_IDENTIFIER="picluster-agent", NODE=node)
+
+    def job_field(record: logging.LogRecord) -> bool:
+        match = re.search(r"\bjob=([\w.-]+)", record.getMessage())
+        if match and match.group(1) != "-":
+            record.JOB_ID = match.group(1)
+        return True
+
+    handler.addFilter(job_field)
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    return handler
 
 
 class JobLoad:
@@ -71,8 +99,9 @@ class JobLoad:
         return self.runner.busy_cores(time.monotonic()) if self.runner else 0.0
 
 
-def run(cfg: AgentConfig) -> int:
+def run(cfg: AgentConfig, reread: Callable[[], AgentConfig] | None = None) -> int:
     from nodeagent.agent import Agent
+    from nodeagent.config import real_backend_options
     from nodeagent.hw import make_backend
 
     job_load = JobLoad()
@@ -82,28 +111,44 @@ def run(cfg: AgentConfig) -> int:
         node_id=cfg.node_id,
         sim=cfg.sim,
         load_fn=job_load,
-        board=cfg.hardware.board,
-        throttle_path=cfg.hardware.throttle_path,
+        **real_backend_options(cfg.hardware),
     )
     agent = Agent(cfg, backend)
     job_load.runner = agent.runner
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if reread is not None:  # systemctl reload: the loop re-reads the file (SimpleQueue.put is signal-safe)
+        signal.signal(signal.SIGHUP, lambda *_: agent.inbox.put(("reload", reread)))
     agent.run(stop)
     return 0
 
 
+def failsafe(argv: list[str]) -> int:
+    """``picluster-agent failsafe``: nodeagent/failsafe.py does the work; imported only when asked for."""
+    try:
+        from nodeagent.failsafe import main_failsafe
+    except ImportError as exc:
+        print(f"picluster-agent: failsafe: not available ({exc})", file=sys.stderr)
+        return 1
+    return main_failsafe(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "failsafe":
+        return failsafe(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         cfg = load(args.config, overrides=overrides_from(args))
     except ConfigError as exc:
         print(f"picluster-agent: {exc}", file=sys.stderr)
         return 2
-    setup_logging(cfg.agent.log_level)
+    setup_logging(cfg.agent.log_level, cfg.node_id)
     try:
-        return run(cfg)
+        return run(cfg, reread=lambda: load(args.config, overrides=overrides_from(args)))
     except PiclusterError as exc:
         print(f"picluster-agent: {exc}", file=sys.stderr)
         return 1 if not isinstance(exc, ConfigError) else 2

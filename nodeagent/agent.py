@@ -12,11 +12,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from nodeagent import __version__
+from nodeagent import __version__, sd
 from nodeagent.config import AgentConfig, read_password
-from nodeagent.errors import JobRejected, ProtocolError
+from nodeagent.errors import ConfigError, JobRejected, ProtocolError
 from nodeagent.hw.base import Backend, Sample
 from nodeagent.jobs.runner import DuplicateJob, Runner
 from nodeagent.link import Credentials, Link, Will
@@ -36,6 +37,9 @@ from nodeagent.protocol import (
 log = logging.getLogger("picluster.agent")
 
 Clock = Callable[[], float]
+# READY=1 waits this long for the first broker session after the first tick (paho's own connect timeout), then
+# comes anyway: the node's safety never depends on the broker.
+BROKER_ATTEMPT_S = 5.0
 
 
 class Agent:
@@ -75,6 +79,7 @@ class Agent:
         self.link.subscribe(self.topics.node_cmd(self.node), qos=1)
         self.link.subscribe(self.topics.cluster_cmd(), qos=1)
         self._orphans = self.runner.reap_orphans()
+        self.notifier = sd.Notifier()
 
     # --- the loop --------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -87,14 +92,16 @@ class Agent:
             self.cfg.broker,
             __version__,
         )
+        self.check_watchdog()
         self.link.start()
-        tick_s = self.cfg.agent.tick_s
-        next_tick = time.monotonic()
+        started = next_tick = time.monotonic()
         try:
             while not stop.is_set():
                 now = time.monotonic()
+                tick_s = self.cfg.agent.tick_s  # a reload may change it
                 if now >= next_tick:
                     self.step()
+                    self.tell_systemd(started)
                     # Skip ticks we were too busy for instead of bursting to catch up.
                     next_tick += tick_s * max(1, int((now - next_tick) // tick_s) + 1)
                     continue
@@ -107,6 +114,7 @@ class Agent:
             self.close()
 
     def close(self) -> None:
+        self.notifier.send("STOPPING=1")
         self.runner.shutdown()
         self.link.stop(goodbye=Will(self.topics.status(self.node), OFFLINE))
         self.backend.close()
@@ -145,8 +153,65 @@ class Agent:
                 self.announce()
             elif item[0] == "message":
                 self.handle_message(item[1], item[2], item[3])
+            elif item[0] == "reload":
+                self.reload(item[1])
         except Exception:
             log.exception("event=dispatch_error item=%s", item[0])
+
+    # --- systemd (nodeagent/sd.py; no-ops outside a Type=notify unit) --------------------------------------------
+    def tell_systemd(self, started: float) -> None:
+        """After a completed tick: READY=1 once the first broker attempt had its chance, WATCHDOG=1, STATUS=."""
+        if not self.notifier.enabled:
+            return
+        now, s, job, connected = time.monotonic(), self.last_sample, self.runner.current, self.link.connected
+        temp = f"{s.temp_c:.0f} °C" if s and s.temp_c is not None else "temperature unreadable"
+        fan = f", fan {s.fan_duty_pct:.0f} %" if s and s.fan_duty_pct is not None else ""
+        broker = f"{'connected to' if connected else 'no session with'} {self.cfg.broker}"
+        status = f"{temp}{fan}; {broker}; {f'job {job}' if job else 'idle'}"
+        self.notifier.after_tick(now, status, ready=connected or now - started >= BROKER_ATTEMPT_S)
+
+    def check_watchdog(self) -> None:
+        """Warn when ticks are too slow for the watchdog (it is pinged from completed ticks only)."""
+        every_s = self.notifier.interval_s
+        if every_s is not None and self.cfg.agent.tick_s > every_s:
+            log.warning(
+                "event=tick_slower_than_watchdog tick_s=%g ping_every_s=%g fix='lower agent.tick_s or raise "
+                "WatchdogSec'",
+                self.cfg.agent.tick_s,
+                every_s,
+            )
+
+    def reload(self, read: Callable[[], AgentConfig]) -> None:
+        """SIGHUP: re-read the config file. The log level, ``agent.tick_s`` and [jobs] apply at once and the MQTT
+        session stays up; other changes are logged as needing a restart. A bad file keeps the running config."""
+        self.notifier.send("RELOADING=1")
+        try:
+            new = read()
+        except ConfigError as exc:
+            log.error("event=reload_failed reason=%r keeping='the running configuration'", str(exc))
+            self.notifier.send("READY=1")
+            return
+        old = self.cfg
+        later = [s for s in ("mqtt", "hardware", "sim") if getattr(new, s) != getattr(old, s)]
+        fixed = ("node_id", "cluster", "state_dir")
+        later += [f"agent.{k}" for k in fixed if getattr(new.agent, k) != getattr(old.agent, k)]
+        self.cfg = replace(
+            old, agent=replace(old.agent, tick_s=new.agent.tick_s, log_level=new.agent.log_level), jobs=new.jobs
+        )
+        logging.getLogger().setLevel(self.cfg.agent.log_level.upper())
+        kinds = self.runner.capabilities()
+        self.runner.cfg, self.runner.work_dir = new.jobs, self.cfg.work_dir
+        if self.runner.capabilities() != kinds and self.link.connected:
+            self.announce()  # the facts list the job kinds this node accepts
+        log.info(
+            "event=reloaded source=%s tick_s=%g log_level=%s restart_needed=%s",
+            new.source,
+            self.cfg.agent.tick_s,
+            self.cfg.agent.log_level,
+            ",".join(later) or "-",
+        )
+        self.check_watchdog()
+        self.notifier.send("READY=1")
 
     # --- broker side -----------------------------------------------------------------------------------------
     def announce(self) -> None:

@@ -18,9 +18,12 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from nodeagent.errors import ConfigError
+from nodeagent.hw.fan import FanConfig
+from nodeagent.hw.power import Ina2xx
 from nodeagent.hw.sim import SimConfig
+from nodeagent.policy.config import PolicyConfig
 from nodeagent.protocol.topics import NAME_RE
-from nodeagent.typecheck import FieldError, build, unknown_key
+from nodeagent.typecheck import FieldError, build, check, unknown_key
 
 DEFAULT_PATH = Path("/etc/picluster/agent.toml")
 
@@ -66,6 +69,10 @@ def _above_zero(value: float) -> str | None:
     return None if value > 0 else f"expected a number above 0, got {value!r}"
 
 
+def _slot(value: int) -> str | None:
+    return None if 0 <= value <= 64 else f"expected a slot number from 1 (0: unknown), got {value!r}"
+
+
 def _name_or_empty(value: str) -> str | None:
     if value == "" or NAME_RE.match(value):
         return None
@@ -101,13 +108,30 @@ class MqttSection:
 
 
 @dataclass(frozen=True)
+class InputMonitor:
+    """[[hardware.input_monitors]]: an INA219/INA226 measuring a chassis supply on I2C."""
+
+    bus: int
+    address: int
+    kind: Literal["ina219", "ina226"] = "ina226"
+    shunt_ohms: float = 0.01
+
+
+@dataclass(frozen=True)
 class HardwareSection:
-    """[hardware]: which backend reads the sensors, and where sysfs is."""
+    """[hardware]: which backend reads the sensors, where sysfs is, and how often the slow sensors are read."""
 
     backend: Literal["auto", "real", "sim"] = "auto"
     root: str = "/"  # a recorded tree replays by pointing this at it
     board: str = "auto"  # compute-blade, nanocluster, cm5-io-board, pi5, generic, or auto
+    slot: int = 0  # chassis slot (NanoCluster 1-7); 0: unknown
     throttle_path: str = ""  # get_throttled sysfs file; empty: searched under the firmware node
+    nvme_smart_interval_s: float = 60.0
+    pcie_interval_s: float = 5.0
+    power_interval_s: float = 10.0
+    vcgencmd: str = "vcgencmd"
+    hotplug: bool = True
+    input_monitors: tuple[InputMonitor, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,6 +159,8 @@ class AgentConfig:
     hardware: HardwareSection = field(default_factory=HardwareSection)
     sim: SimConfig = field(default_factory=SimConfig)
     jobs: JobsSection = field(default_factory=JobsSection)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    fan: tuple[FanConfig, ...] = ()  # [[fan]] tables; empty: the board profile's fan
     source: str = "(defaults)"
 
     @property
@@ -153,6 +179,12 @@ class AgentConfig:
 _VALIDATORS: dict[type, dict[str, Any]] = {
     AgentSection: {"tick_s": _above_zero, "node_id": _name_or_empty, "cluster": _name_or_empty},
     MqttSection: {"broker": _broker, "keepalive_s": _above_zero, "reconnect_min_s": _above_zero},
+    HardwareSection: {
+        "nvme_smart_interval_s": _above_zero,
+        "pcie_interval_s": _above_zero,
+        "power_interval_s": _above_zero,
+        "slot": _slot,
+    },
     JobsSection: {"progress_interval_s": _above_zero, "max_output_kb": _above_zero},
 }
 
@@ -170,16 +202,20 @@ _SECTIONS: dict[str, type] = {
     "hardware": HardwareSection,
     "sim": SimConfig,
     "jobs": JobsSection,
+    "policy": PolicyConfig,
 }
 
 
 def from_mapping(data: Mapping[str, Any], source: str = "(defaults)") -> AgentConfig:
     """Build a config from a parsed TOML mapping; raise ConfigError naming ``source``, the key and the fix."""
     try:
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         for key, value in data.items():
+            if key == "fan":  # an array of tables: [[fan]]
+                kwargs["fan"] = check(value, tuple[FanConfig, ...], "fan")
+                continue
             if key not in _SECTIONS:
-                raise unknown_key(key, list(_SECTIONS))
+                raise unknown_key(key, [*_SECTIONS, "fan"])
             if not isinstance(value, Mapping):
                 raise FieldError(key, f"expected a table [{key}], got {type(value).__name__}")
             kwargs[key] = build(_SECTIONS[key], value, key, strict=True, validators=_VALIDATORS.get(_SECTIONS[key]))
@@ -228,6 +264,21 @@ def load(
         if isinstance(layered.get(section, {}), Mapping):
             layered.setdefault(section, {}).update(values)
     return from_mapping(layered, source)
+
+
+def real_backend_options(hw: HardwareSection) -> dict[str, Any]:
+    """The keyword arguments ``RealBackend`` takes, from ``[hardware]``."""
+    return {
+        "board": hw.board,
+        "throttle_path": hw.throttle_path,
+        "nvme_smart_interval_s": hw.nvme_smart_interval_s,
+        "pcie_interval_s": hw.pcie_interval_s,
+        "power_interval_s": hw.power_interval_s,
+        "vcgencmd": hw.vcgencmd,
+        "input_monitors": tuple(
+            Ina2xx(m.bus, m.address, kind=m.kind, shunt_ohms=m.shunt_ohms) for m in hw.input_monitors
+        ),
+    }
 
 
 def read_password(cfg: MqttSection, source: str) -> str:

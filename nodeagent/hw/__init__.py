@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from nodeagent.errors import ConfigError
 from nodeagent.hw.base import Backend, Facts, Sample, decode_throttled
@@ -37,21 +38,21 @@ def make_backend(
     node_id: str,
     sim: SimConfig | None = None,
     load_fn: Callable[[], float] = lambda: 0.0,
-    board: str = "auto",
-    throttle_path: str = "",
+    **real_options: Any,
 ) -> Backend:
     """The backend ``kind`` (``auto``, ``real`` or ``sim``) for node ``node_id``.
 
     ``auto`` takes the real backend on a Raspberry Pi (the device-tree model under ``root`` says so). On any
     other Linux machine it logs a warning and still takes the real backend, since a PC has thermal zones and
     meminfo too; where ``root`` holds no Linux ``/proc`` at all it logs a warning and takes the simulator.
-    ``sim``, ``load_fn`` are for the simulator; ``board`` and ``throttle_path`` for the real backend.
+    ``sim`` and ``load_fn`` are for the simulator; ``real_options`` go to ``RealBackend`` (board, intervals,
+    input monitors; ``config.real_backend_options`` builds them from ``[hardware]``).
     """
     sysfs = SysfsRoot(root)
     if kind == "auto":
         kind = _detect_kind(sysfs)
     if kind == "real":
-        return RealBackend(sysfs, board=board, throttle_path=throttle_path)
+        return RealBackend(sysfs, **real_options)
     if kind == "sim":
         return SimBackend(node_id, sim or SimConfig(), load_fn, host_root=sysfs)
     raise ConfigError(f"hardware.backend: expected one of {', '.join(BACKEND_KINDS)}, got {kind!r}")

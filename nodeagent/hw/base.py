@@ -11,6 +11,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from nodeagent.hw.events import HwEvent
+from nodeagent.hw.nvme import NvmeSample
+from nodeagent.hw.pcie import PcieSample
+
 # get_throttled bits (vcgencmd / firmware sysfs), in bit order. Names are what telemetry and the CLI show.
 THROTTLE_BITS: dict[int, str] = {
     0: "under_voltage",
@@ -64,6 +68,12 @@ class Sample:
     mem_avail_mb: int | None = None
     fan_duty_pct: float | None = None
     fan_rpm: int | None = None
+    nvme: tuple[NvmeSample, ...] = ()  # every NVMe controller; SMART at its own slower interval
+    pcie: tuple[PcieSample, ...] = ()  # every PCI device: link training and AER counters with their increase
+    power_w: float | None = None  # PMIC rail power (sum of V x I), at its own slower interval
+    ext5v_v: float | None = None  # the 5 V input as the PMIC measures it
+    input_power_w: float | None = None  # through configured INA219/INA226 monitors (a chassis input)
+    events: tuple[HwEvent, ...] = ()  # things that happened since the last sample (a drive vanished, hotplug)
     errors: tuple[str, ...] = field(default=())
 
     @property
@@ -86,6 +96,9 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold no devices
         """Release devices (give the fan back to the kernel)."""
+
+    def rescan(self) -> None:  # noqa: B027 - optional hook, only backends with hot-pluggable devices need it
+        """Look for devices again (after a hotplug event); what changed shows in the next sample's events."""
 
     def __enter__(self) -> Backend:
         return self

@@ -16,8 +16,12 @@ from typing import TypeVar
 
 from nodeagent.hw.base import Backend, Facts, Sample
 from nodeagent.hw.cpufreq import CpuFreq
+from nodeagent.hw.events import HwEvent
+from nodeagent.hw.nvme import NvmeHealth
+from nodeagent.hw.pcie import PcieMonitor, PcieSample
+from nodeagent.hw.power import Ina2xx, PmicPower
 from nodeagent.hw.root import SysfsRoot
-from nodeagent.hw.system import LoadAverage, Memory, check_board, read_facts
+from nodeagent.hw.system import LoadAverage, Memory, check_board, device_tree_model, read_facts
 from nodeagent.hw.thermal import SocTemperature
 from nodeagent.hw.throttle import GET_THROTTLED_GLOB, UNDER_VOLTAGE_OCCURRED, Throttle
 
@@ -33,6 +37,10 @@ SENSORS: tuple[str, ...] = (
     "load",
     "memory",
     "fan",
+    "nvme",
+    "pcie",
+    "power",
+    "input_power",
 )
 
 T = TypeVar("T")
@@ -58,7 +66,19 @@ class RealBackend(Backend):
 
     name = "real"
 
-    def __init__(self, root: SysfsRoot | str | Path = "/", *, board: str = "auto", throttle_path: str = "") -> None:
+    def __init__(
+        self,
+        root: SysfsRoot | str | Path = "/",
+        *,
+        board: str = "auto",
+        throttle_path: str = "",
+        dev_dir: str = "",
+        nvme_smart_interval_s: float = 60.0,
+        pcie_interval_s: float = 5.0,
+        power_interval_s: float = 10.0,
+        vcgencmd: str = "vcgencmd",
+        input_monitors: tuple[Ina2xx, ...] = (),
+    ) -> None:
         self.root = root if isinstance(root, SysfsRoot) else SysfsRoot(root)
         self._board = check_board(board)  # a misspelt board fails at start-up, not at the first facts()
         self._facts: Facts | None = None
@@ -67,6 +87,19 @@ class RealBackend(Backend):
         self._throttle = Throttle(self.root, path=throttle_path)
         self._memory = Memory(self.root)
         self._load = LoadAverage(self.root)
+        # Device nodes live under the same root as sysfs, so a replayed tree never touches this machine's /dev.
+        self._nvme = NvmeHealth(
+            self.root, dev_dir=dev_dir or str(self.root.path("dev")), interval_s=nvme_smart_interval_s
+        )
+        # PCIe links and AER counters change slowly; the policy needs them every few seconds, not every tick.
+        self._pcie = PcieMonitor(self.root)
+        self._pcie_interval_s = pcie_interval_s
+        self._pcie_last: tuple[PcieSample, ...] = ()
+        self._pcie_t: float | None = None
+        # vcgencmd only exists on a Raspberry Pi; elsewhere its absence is not worth a warning.
+        is_pi = "raspberry pi" in device_tree_model(self.root).lower()
+        self._pmic = PmicPower(vcgencmd, interval_s=power_interval_s) if is_pi else None
+        self._inputs = input_monitors
         self._absent = self._report_absent()
 
     def _report_absent(self) -> tuple[str, ...]:
@@ -98,6 +131,10 @@ class RealBackend(Backend):
             freq_mhz = attempt("freq", self._cpufreq.read_mhz, errors)
             governor = attempt("governor", self._cpufreq.read_governor, errors)
         memory = attempt("memory", self._memory.read_mb, errors)
+        events: list[HwEvent] = []
+        nvme = self._nvme.read(now)
+        power = self._pmic.read(now) if self._pmic else None
+        errors += [*nvme.errors, *(power.errors if power else ())]
         return Sample(
             t=now,
             temp_c=temp_c,
@@ -107,8 +144,36 @@ class RealBackend(Backend):
             load1=attempt("load", self._load.read_load1, errors),
             mem_total_mb=memory[0] if memory else None,
             mem_avail_mb=memory[1] if memory else None,
+            nvme=nvme.drives,
+            pcie=self._read_pcie(now, events, errors),
+            power_w=power.power_w if power else None,
+            ext5v_v=power.pmic.ext5v_v if power and power.pmic else None,
+            input_power_w=self._read_inputs(errors),
+            events=(*nvme.events, *events),
             errors=tuple(errors),
         )
+
+    def rescan(self) -> None:
+        """After a hotplug event: find NVMe and PCI devices again (changes show as events in the next sample)."""
+        self._nvme.rescan()
+        self._pcie.rescan()
+        self._pcie_t = None
+
+    def _read_pcie(self, now: float, events: list[HwEvent], errors: list[str]) -> tuple[PcieSample, ...]:
+        """The PCI devices, read again once ``pcie_interval_s`` has passed; in between, the last reading."""
+        if self._pcie_t is None or now - self._pcie_t >= self._pcie_interval_s:
+            reading = self._pcie.read(now)
+            events += reading.events
+            errors += reading.errors
+            self._pcie_last, self._pcie_t = reading.devices, now
+        return self._pcie_last
+
+    def _read_inputs(self, errors: list[str]) -> float | None:
+        """Total power through the configured I2C input monitors (a chassis supply), or None without any."""
+        readings = [attempt("input_power", ina.read, errors) for ina in self._inputs]
+        if not readings or any(r is None for r in readings):
+            return None
+        return round(sum(r.power_w for r in readings if r is not None), 3)
 
     def _read_throttled(self, errors: list[str]) -> int | None:
         """get_throttled with the rpi_volt alarm ORed into bit 16; the alarm alone where get_throttled is absent."""

@@ -12,7 +12,7 @@ from nodeagent.hw import RealBackend, SimBackend, SimConfig
 from nodeagent.hw.base import Backend, Facts, Sample
 from nodeagent.hw.real import SENSORS
 from nodeagent.hw.system import BOARDS
-from tests.hw.trees import DATA, TREES
+from tests.hw.trees import TREES, recorded_backend
 
 
 def _real_pi_skip_reason() -> str | None:
@@ -43,7 +43,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     elif kind == "real":
         made = RealBackend("/")
     else:
-        made = RealBackend(DATA / kind.removeprefix("recorded:"))
+        made = recorded_backend(kind.removeprefix("recorded:"))
     with made as b:
         yield b
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -25,7 +26,10 @@ from nodeagent.hw.system import (
 )
 from nodeagent.hw.thermal import SocTemperature
 from nodeagent.hw.throttle import parse_throttled
-from tests.hw.trees import DATA, TREES
+from tests.hw.trees import DATA, TREES, VCGENCMD
+
+# Every replay gets the recorded PMIC output as its vcgencmd, as trees.recorded_backend does.
+Replay = functools.partial(RealBackend, vcgencmd=str(VCGENCMD))
 
 CM5 = "cm5-nanocluster"
 PI5 = "pi5-hwmon-only"
@@ -46,7 +50,7 @@ def _write(root: Path, rel: str, text: str) -> None:
 @pytest.mark.parametrize("name", TREES)
 def test_recorded_sample(name: str) -> None:
     want = TREES[name]
-    sample = RealBackend(DATA / name).read(1234.5)
+    sample = Replay(DATA / name).read(1234.5)
     assert sample.t == 1234.5
     assert sample.temp_c == pytest.approx(want.temp_c)
     assert sample.freq_mhz == want.freq_mhz
@@ -61,7 +65,7 @@ def test_recorded_sample(name: str) -> None:
 @pytest.mark.parametrize("name", TREES)
 def test_recorded_facts(name: str) -> None:
     want = TREES[name]
-    facts = RealBackend(DATA / name).facts()
+    facts = Replay(DATA / name).facts()
     assert facts.board == want.board
     assert facts.model == want.model
     assert facts.serial == want.serial
@@ -79,12 +83,12 @@ def test_temperature_source(name: str) -> None:
 
 
 def test_configured_board_overrides_detection() -> None:
-    assert RealBackend(DATA / CM5, board="nanocluster").facts().board == "nanocluster"
+    assert Replay(DATA / CM5, board="nanocluster").facts().board == "nanocluster"
 
 
 def test_misspelt_board_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"board: .*compute-blade.*got 'nano-cluster'"):
-        RealBackend(DATA / CM5, board="nano-cluster")
+        Replay(DATA / CM5, board="nano-cluster")
 
 
 @pytest.mark.parametrize(
@@ -109,7 +113,7 @@ def test_detect_board(model: str, compatible: tuple[str, ...], board: str) -> No
 def test_under_voltage_alarm_sets_bit_16(tree_copy: TreeCopy) -> None:
     root = tree_copy(CM5)
     _write(root, f"{FW}/raspberrypi-hwmon/hwmon/hwmon3/in0_lcrit_alarm", "1\n")
-    sample = RealBackend(root).read(1.0)
+    sample = Replay(root).read(1.0)
     assert sample.throttled == 0x10000
     assert sample.throttle_names == ("under_voltage_occurred",)
 
@@ -118,7 +122,7 @@ def test_alarm_alone_without_get_throttled(tree_copy: TreeCopy) -> None:
     # Mainline-based kernels have no get_throttled; the rpi_volt alarm still reports under-voltage.
     root = tree_copy(PI5)
     (root / FW / "get_throttled").unlink()
-    backend = RealBackend(root)
+    backend = Replay(root)
     assert backend.read(1.0).throttled == 0x10000
     _write(root, f"{FW}/raspberrypi-hwmon/hwmon/hwmon1/in0_lcrit_alarm", "0\n")
     assert backend.read(2.0).throttled == 0
@@ -129,11 +133,11 @@ def test_configured_throttle_path(tree_copy: TreeCopy) -> None:
     os.rename(root / FW / "get_throttled", root / "get_throttled")
     _write(root, f"{FW}/raspberrypi-hwmon/hwmon/hwmon3/in0_lcrit_alarm", "0\n")
     _write(root, "get_throttled", "80008\n")
-    assert RealBackend(root, throttle_path="/get_throttled").read(1.0).throttled == 0x80008
+    assert Replay(root, throttle_path="/get_throttled").read(1.0).throttled == 0x80008
 
 
 def test_configured_throttle_path_that_is_missing_is_an_error_every_tick(tree_copy: TreeCopy) -> None:
-    backend = RealBackend(tree_copy(CM5), throttle_path="/sys/nowhere/get_throttled")
+    backend = Replay(tree_copy(CM5), throttle_path="/sys/nowhere/get_throttled")
     for now in (1.0, 2.0):
         sample = backend.read(now)
         assert sample.throttled is None
@@ -148,7 +152,7 @@ def test_unreadable_file_is_an_error_line(tree_copy: TreeCopy) -> None:
     root = tree_copy(CM5)
     temp = root / "sys/devices/virtual/thermal/thermal_zone0/temp"
     temp.chmod(0)
-    sample = RealBackend(root).read(1.0)
+    sample = Replay(root).read(1.0)
     assert sample.temp_c is None
     assert sample.errors == (f"temperature: {root}/sys/class/thermal/thermal_zone0/temp: Permission denied",)
 
@@ -158,7 +162,7 @@ def test_directory_in_place_of_a_file_is_an_error_line(tree_copy: TreeCopy) -> N
     temp = root / "sys/devices/virtual/thermal/thermal_zone0/temp"
     temp.unlink()
     temp.mkdir()
-    sample = RealBackend(root).read(1.0)
+    sample = Replay(root).read(1.0)
     assert sample.temp_c is None
     assert sample.errors == (f"temperature: {root}/sys/class/thermal/thermal_zone0/temp: Is a directory",)
     assert sample.freq_mhz == 2400.0  # the other sensors are unaffected
@@ -179,7 +183,7 @@ def test_directory_in_place_of_a_file_is_an_error_line(tree_copy: TreeCopy) -> N
 def test_garbage_is_an_error_line(tree_copy: TreeCopy, rel: str, garbage: str, field: str, sensor: str) -> None:
     root = tree_copy(CM5)
     _write(root, rel, garbage)
-    sample = RealBackend(root).read(1.0)
+    sample = Replay(root).read(1.0)
     assert getattr(sample, field) is None
     assert len(sample.errors) == 1
     assert sample.errors[0].startswith(f"{sensor}: {root}/")
@@ -187,7 +191,7 @@ def test_garbage_is_an_error_line(tree_copy: TreeCopy, rel: str, garbage: str, f
 
 def test_file_vanishing_after_start(tree_copy: TreeCopy) -> None:
     root = tree_copy(CM5)
-    backend = RealBackend(root)
+    backend = Replay(root)
     (root / "proc/loadavg").unlink()
     sample = backend.read(1.0)
     assert sample.load1 is None
@@ -200,7 +204,7 @@ def test_absent_sensors_warn_once_and_error_only_in_the_first_sample(
     # A machine with procfs but none of the Pi's sensors (a PC, a container).
     shutil.copytree(DATA / CM5 / "proc", tmp_path / "proc", symlinks=True)
     with caplog.at_level(logging.WARNING, logger="nodeagent.hw.real"):
-        backend = RealBackend(tmp_path)
+        backend = Replay(tmp_path)
     assert len(caplog.records) == 3
     caplog.clear()
     first, second = backend.read(1.0), backend.read(2.0)
@@ -225,7 +229,7 @@ def test_hwmon_found_by_name_not_number(tree_copy: TreeCopy) -> None:
     assert sysfs.find_hwmon("cpu_thermal") == hwmon / "hwmon7"
     assert sysfs.find_hwmon("rpi_volt") == hwmon / "hwmon0"
     assert sysfs.find_hwmon("nvme") is None
-    sample = RealBackend(sysfs).read(1.0)
+    sample = Replay(sysfs).read(1.0)
     assert sample.temp_c == pytest.approx(48.95)
     assert sample.throttled == 0x50005
     assert sample.errors == ()
@@ -236,11 +240,11 @@ def test_thermal_zone_found_by_type(tree_copy: TreeCopy) -> None:
     thermal = root / "sys/class/thermal"
     os.rename(thermal / "thermal_zone0", thermal / "thermal_zone3")
     assert SysfsRoot(root).find_thermal_zone("cpu-thermal") == thermal / "thermal_zone3"
-    assert RealBackend(root).read(1.0).temp_c == pytest.approx(52.35)
+    assert Replay(root).read(1.0).temp_c == pytest.approx(52.35)
 
 
 def test_ticks_do_not_glob(monkeypatch: pytest.MonkeyPatch) -> None:
-    backend = RealBackend(DATA / CM5)
+    backend = Replay(DATA / CM5)
     backend.facts()
 
     def no_glob(*args: object, **kwargs: object) -> None:

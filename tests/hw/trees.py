@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from nodeagent.hw.real import RealBackend
+
 DATA = Path(__file__).resolve().parents[1] / "data" / "sysfs"
 
 
@@ -61,3 +63,11 @@ TREES: dict[str, Expected] = {
         hostname="pi5-lab",
     ),
 }
+
+# vcgencmd for replayed trees: a script printing a recorded `vcgencmd pmic_read_adc` (tests/data/pmic/README.md).
+VCGENCMD = DATA.parent / "pmic" / "vcgencmd"
+
+
+def recorded_backend(name: str, **options: object) -> RealBackend:
+    """The real backend on recorded tree ``name``, with the recorded PMIC output as its vcgencmd."""
+    return RealBackend(DATA / name, vcgencmd=str(VCGENCMD), **options)  # type: ignore[arg-type]
