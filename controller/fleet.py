@@ -5,6 +5,7 @@ No node is polled: a viewer subscribes, takes the broker's retained snapshot, an
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Iterable
@@ -48,6 +49,11 @@ class NodeView:
             "throttle": list(t.throttle) if t else [],
             "load1": t.load1 if t else None,
             "mem_avail_mb": t.mem_avail_mb if t else None,
+            "fan_duty_pct": t.fan_duty_pct if t else None,
+            "fan_rpm": t.fan_rpm if t else None,
+            "power_w": t.power_w if t else None,
+            "nvme": [dataclasses.asdict(d) for d in t.nvme] if t else [],
+            "pcie": [dataclasses.asdict(p) for p in t.pcie] if t else [],
             "job": t.job if t else None,
             "telemetry_age_s": round(now - t.t, 1) if t else None,
             "errors": list(t.errors) if t else [],

@@ -24,13 +24,42 @@ def _num(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _fan(d: dict[str, Any]) -> str:
+    if d["fan_duty_pct"] is None and d["fan_rpm"] is None:
+        return "-"
+    duty = "-" if d["fan_duty_pct"] is None else f"{d['fan_duty_pct']:.0f}%"
+    return duty + (f" {d['fan_rpm']} rpm" if d["fan_rpm"] is not None else "")
+
+
+def _nvme(d: dict[str, Any]) -> str:
+    """The hottest drive's temperature, and what is wrong with any drive."""
+    drives = d["nvme"]
+    if not drives:
+        return "-"
+    if any(not x["present"] for x in drives):
+        return "GONE"
+    temps = [x["temp_c"] for x in drives if x["temp_c"] is not None]
+    warn = sorted({w for x in drives for w in x["warnings"]})
+    return (f"{max(temps):.0f}°C" if temps else "?") + (f" {','.join(warn)}" if warn else "")
+
+
+def _health(d: dict[str, Any]) -> str:
+    """Throttling now, degraded PCIe links and rising AER errors: what needs a look."""
+    issues = [n for n in d["throttle"] if not n.endswith("_occurred")]
+    issues += [f"pcie {p['device']} degraded" for p in d["pcie"] if p["degraded"]]
+    issues += [f"aer rising {p['device']}" for p in d["pcie"] if p["aer_rising"]]
+    issues += ["sensor errors"] if d["errors"] else []
+    return ", ".join(issues) or "ok"
+
+
 def nodes_table(views: Iterable[NodeView], now: float) -> Table:
     table = Table(box=None, pad_edge=False)
-    for col in ("NODE", "STATE", "BOARD", "TEMP", "FREQ", "THROTTLE", "LOAD", "MEM FREE", "AGENT", "JOB"):
-        table.add_column(col, justify="right" if col in ("TEMP", "FREQ", "LOAD", "MEM FREE") else "left")
+    right = ("TEMP", "FREQ", "LOAD", "MEM FREE", "POWER")
+    for col in ("NODE", "STATE", "BOARD", "TEMP", "FREQ", "LOAD", "MEM FREE", "FAN", "POWER", "NVME", "HEALTH",
+                "AGENT", "JOB"):
+        table.add_column(col, justify="right" if col in right else "left")
     for v in views:
         d = v.to_dict(now)
-        throttle = ",".join(n for n in d["throttle"] if not n.endswith("_occurred")) or "-"
         stale = d["telemetry_age_s"] is not None and d["telemetry_age_s"] > 10
         table.add_row(
             v.name,
@@ -38,9 +67,12 @@ def nodes_table(views: Iterable[NodeView], now: float) -> Table:
             d["board"] or "-",
             _num(d["temp_c"], ".1f") + ("°C" if d["temp_c"] is not None else ""),
             _num(d["freq_mhz"], ".0f") + (" MHz" if d["freq_mhz"] is not None else ""),
-            throttle,
             _num(d["load1"], ".2f"),
             _num(d["mem_avail_mb"], "d") + (" MB" if d["mem_avail_mb"] is not None else ""),
+            _fan(d),
+            _num(d["power_w"], ".1f") + (" W" if d["power_w"] is not None else ""),
+            _nvme(d),
+            _health(d) if v.telemetry else "-",
             d["agent_version"] or "-",
             d["job"] or "-",
         )

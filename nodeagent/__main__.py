@@ -24,14 +24,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"picluster-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the agent in the foreground (what the systemd service does)")
-    run.add_argument("--config", metavar="PATH", help=f"config file (default {DEFAULT_PATH} if it exists)")
-    run.add_argument("--sim", action="store_true", help='simulated hardware (same as hardware.backend = "sim")')
-    run.add_argument("--node-id", metavar="ID", help="node name (default: agent.node_id, else the host name)")
-    run.add_argument("--broker", metavar="URL", help="broker, e.g. mqtt://broker.local:1883 (or PICLUSTER_BROKER)")
-    run.add_argument("--cluster", metavar="NAME", help="cluster name (default: agent.cluster)")
-    run.add_argument("--state-dir", metavar="DIR", help="where job directories are kept (agent.state_dir)")
-    run.add_argument("--root", metavar="DIR", help="read sysfs under DIR (a recorded tree) instead of /")
-    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    check = sub.add_parser("check", help="show what was detected, where each sensor comes from, and every problem")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    for cmd in (run, check):
+        cmd.add_argument("--config", metavar="PATH", help=f"config file (default {DEFAULT_PATH} if it exists)")
+        cmd.add_argument("--sim", action="store_true", help='simulated hardware (same as hardware.backend = "sim")')
+        cmd.add_argument("--node-id", metavar="ID", help="node name (default: agent.node_id, else the host name)")
+        cmd.add_argument("--broker", metavar="URL", help="broker, e.g. mqtt://broker.local:1883 (or PICLUSTER_BROKER)")
+        cmd.add_argument("--cluster", metavar="NAME", help="cluster name (default: agent.cluster)")
+        cmd.add_argument("--state-dir", metavar="DIR", help="where job directories are kept (agent.state_dir)")
+        cmd.add_argument("--root", metavar="DIR", help="read sysfs under DIR (a recorded tree) instead of /")
+        cmd.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     # Its options belong to nodeagent/failsafe.py: everything after the word is handed over unparsed.
     sub.add_parser("failsafe", add_help=False, help="set every fan to full speed (the unit's ExecStopPost hook)")
     return parser
@@ -146,6 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"picluster-agent: {exc}", file=sys.stderr)
         return 2
+    if args.command == "check":
+        from nodeagent.check import main_check
+
+        logging.basicConfig(level=logging.ERROR, format="%(message)s")  # problems are in the report, not the log
+        return main_check(cfg, as_json=args.json)
     setup_logging(cfg.agent.log_level, cfg.node_id)
     try:
         return run(cfg, reread=lambda: load(args.config, overrides=overrides_from(args)))

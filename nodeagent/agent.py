@@ -12,13 +12,15 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 from nodeagent import __version__, sd
 from nodeagent.config import AgentConfig, read_password
 from nodeagent.errors import ConfigError, JobRejected, ProtocolError
 from nodeagent.hw.base import Backend, Sample
+from nodeagent.hw.events import HwEvent
+from nodeagent.hw.hotplug import HotplugMonitor
 from nodeagent.jobs.runner import DuplicateJob, Runner
 from nodeagent.link import Credentials, Link, Will
 from nodeagent.protocol import (
@@ -33,6 +35,7 @@ from nodeagent.protocol import (
     encode,
     reply_address,
 )
+from nodeagent.telemetry import alert_fields, pcie_alerts, telemetry_from
 
 log = logging.getLogger("picluster.agent")
 
@@ -40,6 +43,13 @@ Clock = Callable[[], float]
 # READY=1 waits this long for the first broker session after the first tick (paho's own connect timeout), then
 # comes anyway: the node's safety never depends on the broker.
 BROKER_ATTEMPT_S = 5.0
+# What a reload (SIGHUP) applies at once; other changes are logged as needing a restart.
+LIVE = ("agent", "jobs", "source", "agent.tick_s", "agent.log_level")
+
+
+def _changed(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Names of the fields that differ between two config dataclasses (sections, or the keys of one)."""
+    return [prefix + f.name for f in fields(old) if getattr(old, f.name) != getattr(new, f.name)]
 
 
 class Agent:
@@ -59,6 +69,7 @@ class Agent:
         self._event_seq = 0
         self._tick_seq = 0
         self.last_sample: Sample | None = None
+        self._degraded_links: frozenset[str] = frozenset()
         self.link = Link(
             cfg.mqtt.client_id or f"picluster-agent-{self.node}",
             cfg.broker,
@@ -79,6 +90,12 @@ class Agent:
         self.link.subscribe(self.topics.node_cmd(self.node), qos=1)
         self.link.subscribe(self.topics.cluster_cmd(), qos=1)
         self._orphans = self.runner.reap_orphans()
+        # udev tells about drives and PCI devices coming and going the moment it happens (real hardware only).
+        self.hotplug = (
+            HotplugMonitor(lambda event: self.inbox.put(("hotplug", event)))
+            if cfg.hardware.hotplug and backend.name == "real"
+            else None
+        )
         self.notifier = sd.Notifier()
 
     # --- the loop --------------------------------------------------------------------------------------------
@@ -94,6 +111,8 @@ class Agent:
         )
         self.check_watchdog()
         self.link.start()
+        if self.hotplug is not None:
+            self.hotplug.start()
         started = next_tick = time.monotonic()
         try:
             while not stop.is_set():
@@ -116,6 +135,8 @@ class Agent:
     def close(self) -> None:
         self.notifier.send("STOPPING=1")
         self.runner.shutdown()
+        if self.hotplug is not None:
+            self.hotplug.stop()
         self.link.stop(goodbye=Will(self.topics.status(self.node), OFFLINE))
         self.backend.close()
         log.info("event=agent_stop node=%s", self.node)
@@ -126,23 +147,10 @@ class Agent:
         sample = self.backend.read(now)
         self.last_sample = sample
         self._tick_seq += 1
-        telemetry = Telemetry(
-            node=self.node,
-            seq=self._tick_seq,
-            t=sample.t,
-            temp_c=sample.temp_c,
-            freq_mhz=sample.freq_mhz,
-            governor=sample.governor,
-            throttled=sample.throttled,
-            throttle=sample.throttle_names,
-            load1=sample.load1,
-            mem_total_mb=sample.mem_total_mb,
-            mem_avail_mb=sample.mem_avail_mb,
-            fan_duty_pct=sample.fan_duty_pct,
-            fan_rpm=sample.fan_rpm,
-            job=self.runner.current,
-            errors=sample.errors,
-        )
+        telemetry = telemetry_from(self.node, self._tick_seq, sample, self.runner.current)
+        pcie_events, self._degraded_links = pcie_alerts(sample.pcie, self._degraded_links)
+        for event in (*sample.events, *pcie_events):
+            self.hardware_event(event)
         self.link.publish(self.topics.telemetry(self.node), encode(telemetry), qos=0, retain=True)
         return telemetry
 
@@ -151,6 +159,9 @@ class Agent:
         try:
             if item[0] == "connected":
                 self.announce()
+            elif item[0] == "hotplug":
+                self.hardware_event(item[1])
+                self.backend.rescan()
             elif item[0] == "message":
                 self.handle_message(item[1], item[2], item[3])
             elif item[0] == "reload":
@@ -192,9 +203,7 @@ class Agent:
             self.notifier.send("READY=1")
             return
         old = self.cfg
-        later = [s for s in ("mqtt", "hardware", "sim") if getattr(new, s) != getattr(old, s)]
-        fixed = ("node_id", "cluster", "state_dir")
-        later += [f"agent.{k}" for k in fixed if getattr(new.agent, k) != getattr(old.agent, k)]
+        later = [k for k in _changed(old, new) + _changed(old.agent, new.agent, "agent.") if k not in LIVE]
         self.cfg = replace(
             old, agent=replace(old.agent, tick_s=new.agent.tick_s, log_level=new.agent.log_level), jobs=new.jobs
         )
@@ -277,6 +286,11 @@ class Agent:
         except JobRejected as exc:
             log.info("event=job_rejected job=%s reason=%r", job.id, exc.reason)
             self.emit("rejected", job.id, reason=exc.reason, field=exc.field)
+
+    def hardware_event(self, event: HwEvent) -> None:
+        """A drive lost, a device plugged: logged, and published as an ``alert`` event."""
+        log.warning("event=hw_%s device=%s message=%r", event.kind.replace(".", "_"), event.device, event.message)
+        self.emit("alert", **alert_fields(event))
 
     def emit(self, kind: str, job: str = "", **fields: Any) -> None:
         """Publish one event (QoS 1). Thread-safe: the job thread calls it too."""

@@ -97,6 +97,10 @@ class Backend(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold no devices
         """Release devices (give the fan back to the kernel)."""
 
+    def describe(self) -> dict[str, str]:
+        """Where each sensor is read from (``picluster-agent check``); empty where there is nothing to say."""
+        return {}
+
     def rescan(self) -> None:  # noqa: B027 - optional hook, only backends with hot-pluggable devices need it
         """Look for devices again (after a hotplug event); what changed shows in the next sample's events."""
 

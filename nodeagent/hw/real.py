@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -18,9 +19,9 @@ from nodeagent.hw.base import Backend, Facts, Sample
 from nodeagent.hw.cpufreq import CpuFreq
 from nodeagent.hw.events import HwEvent
 from nodeagent.hw.nvme import NvmeHealth
-from nodeagent.hw.pcie import PcieMonitor, PcieSample
+from nodeagent.hw.pcie import AerCounts, PcieMonitor, PcieSample
 from nodeagent.hw.power import Ina2xx, PmicPower
-from nodeagent.hw.root import SysfsRoot
+from nodeagent.hw.root import SysfsRoot, read_int_file
 from nodeagent.hw.system import LoadAverage, Memory, check_board, device_tree_model, read_facts
 from nodeagent.hw.thermal import SocTemperature
 from nodeagent.hw.throttle import GET_THROTTLED_GLOB, UNDER_VOLTAGE_OCCURRED, Throttle
@@ -44,6 +45,15 @@ SENSORS: tuple[str, ...] = (
 )
 
 T = TypeVar("T")
+
+
+def _no_increase(device: PcieSample) -> PcieSample:
+    def zero(counts: AerCounts | None) -> AerCounts | None:
+        if counts is None:
+            return None
+        return AerCounts(*(None if getattr(counts, s) is None else 0 for s in ("correctable", "nonfatal", "fatal")))
+
+    return replace(device, increase=zero(device.increase), rootport_increase=zero(device.rootport_increase))
 
 
 def attempt(sensor: str, read: Callable[[], T], errors: list[str]) -> T | None:
@@ -100,6 +110,9 @@ class RealBackend(Backend):
         is_pi = "raspberry pi" in device_tree_model(self.root).lower()
         self._pmic = PmicPower(vcgencmd, interval_s=power_interval_s) if is_pi else None
         self._inputs = input_monitors
+        # The official fan connector's hwmon, read passively: the kernel keeps driving it until the agent's fan
+        # policy takes it over, so reading it here never takes control away.
+        self._fan_hwmon = self.root.find_hwmon("pwmfan")
         self._absent = self._report_absent()
 
     def _report_absent(self) -> tuple[str, ...]:
@@ -144,6 +157,7 @@ class RealBackend(Backend):
             load1=attempt("load", self._load.read_load1, errors),
             mem_total_mb=memory[0] if memory else None,
             mem_avail_mb=memory[1] if memory else None,
+            **self._read_fan(errors),
             nvme=nvme.drives,
             pcie=self._read_pcie(now, events, errors),
             power_w=power.power_w if power else None,
@@ -153,6 +167,23 @@ class RealBackend(Backend):
             errors=tuple(errors),
         )
 
+    def describe(self) -> dict[str, str]:
+        """Where each sensor comes from on this machine, or why it is absent."""
+        absent = "absent"
+        throttle = [p for p in (self._throttle.firmware_path, self._throttle.alarm_path) if p]
+        drives = ", ".join(str(d) for d in self._nvme.drives)
+        return {
+            "temperature": f"{self._temp.source}: {self._temp.path}" if self._temp.present else absent,
+            "freq": str(self._cpufreq.dir) if self._cpufreq.present else absent,
+            "throttle": " + ".join(throttle) or absent,
+            "memory, load": f"{self.root.path('proc/meminfo')}, {self.root.path('proc/loadavg')}",
+            "nvme": drives or "no NVMe controller",
+            "pcie": f"{len(self._pcie.bdfs)} devices under {self.root.path('sys/bus/pci/devices')}",
+            "power": f"{' '.join(self._pmic.argv)} every {self._pmic.interval_s:g} s" if self._pmic else absent,
+            "input_power": ", ".join(repr(m) for m in self._inputs) or "none configured",
+            "fan reading": str(self._fan_hwmon) if self._fan_hwmon else "no pwmfan hwmon",
+        }
+
     def rescan(self) -> None:
         """After a hotplug event: find NVMe and PCI devices again (changes show as events in the next sample)."""
         self._nvme.rescan()
@@ -161,12 +192,22 @@ class RealBackend(Backend):
 
     def _read_pcie(self, now: float, events: list[HwEvent], errors: list[str]) -> tuple[PcieSample, ...]:
         """The PCI devices, read again once ``pcie_interval_s`` has passed; in between, the last reading."""
-        if self._pcie_t is None or now - self._pcie_t >= self._pcie_interval_s:
-            reading = self._pcie.read(now)
-            events += reading.events
-            errors += reading.errors
-            self._pcie_last, self._pcie_t = reading.devices, now
-        return self._pcie_last
+        if self._pcie_t is not None and now - self._pcie_t < self._pcie_interval_s:
+            return self._pcie_last
+        reading = self._pcie.read(now)
+        events += reading.events
+        errors += reading.errors
+        # The ticks until the next read repeat the devices, but nothing rose in between: an increase counts once.
+        self._pcie_last, self._pcie_t = tuple(_no_increase(d) for d in reading.devices), now
+        return reading.devices
+
+    def _read_fan(self, errors: list[str]) -> dict[str, float | int | None]:
+        """Duty (pwm1 of 255) and speed (fan1_input) of the pwmfan hwmon, where the board has one."""
+        if self._fan_hwmon is None:
+            return {}
+        pwm = attempt("fan", lambda: read_int_file(str(self._fan_hwmon / "pwm1")), errors)
+        rpm = attempt("fan", lambda: read_int_file(str(self._fan_hwmon / "fan1_input")), errors)
+        return {"fan_duty_pct": round(pwm * 100 / 255, 1) if pwm is not None else None, "fan_rpm": rpm}
 
     def _read_inputs(self, errors: list[str]) -> float | None:
         """Total power through the configured I2C input monitors (a chassis supply), or None without any."""

@@ -23,6 +23,7 @@ from nodeagent.errors import ConfigError, HardwareError
 from nodeagent.hw.base import Backend, Facts, Sample
 from nodeagent.hw.real import attempt
 from nodeagent.hw.root import SysfsRoot
+from nodeagent.hw.sim_devices import SIM_FAULTS, SimDevices
 
 # Sensors fail_sensor() can break; the names are RealBackend's (``real.SENSORS``), so a fault reads the same.
 SIM_SENSORS: tuple[str, ...] = ("temperature", "freq", "governor", "throttle", "load", "memory", "fan")
@@ -54,6 +55,7 @@ class SimConfig:
     soft_limit_c: float = 80.0
     throttle_c: float = 85.0
     temp_noise_c: float = 0.1  # peak of the deterministic sensor noise added to the reported temperature
+    faults: tuple[str, ...] = ()  # injected from the start: fan_stop, sensor_fail, nvme_vanish, aer_climb
 
     def __post_init__(self) -> None:
         checks = (
@@ -65,6 +67,7 @@ class SimConfig:
             ("max_freq_mhz", self.max_freq_mhz >= self.idle_freq_mhz > 0, "at least idle_freq_mhz (above 0)"),
             ("throttle_c", self.throttle_c > self.soft_limit_c, "above soft_limit_c"),
             ("temp_noise_c", self.temp_noise_c >= 0, "at least 0"),
+            ("faults", set(self.faults) <= set(SIM_FAULTS), f"a list of {', '.join(SIM_FAULTS)}"),
         )
         for name, ok, expected in checks:
             if not ok:
@@ -108,6 +111,7 @@ class SimBackend(Backend):
         self._load = 0.0
         self._load1 = 0.0
         self._sticky = 0
+        self.devices = SimDevices(cfg.faults)
 
     @property
     def temp_c(self) -> float | None:
@@ -137,6 +141,14 @@ class SimBackend(Backend):
             raise ValueError(f"fan duty: expected 0-100 %, got {pct!r}")
         self._duty_pct = float(pct)
 
+    def inject(self, fault: str, active: bool = True) -> None:
+        """Turn a fault (``SIM_FAULTS``: fan_stop, sensor_fail, nvme_vanish, aer_climb) on or off."""
+        self.devices.inject(fault, active)
+
+    def _cooling_duty(self) -> float:
+        """The duty that cools: a stopped fan cools nothing, whatever it is told."""
+        return 0.0 if "fan_stop" in self.devices.faults else self._duty_pct
+
     def fail_sensor(self, name: str | None) -> None:
         """Make sensor ``name`` (one of ``SIM_SENSORS``) unreadable from the next read on; None heals it."""
         if name is not None and name not in SIM_SENSORS:
@@ -165,15 +177,29 @@ class SimBackend(Backend):
                 "mem_total_mb": self.cfg.memory_mb,
                 "mem_avail_mb": max(int(avail_mb), self.cfg.memory_mb // 20),
             },
-            "fan": {"fan_duty_pct": self._duty_pct, "fan_rpm": round(self.cfg.fan_max_rpm * self._duty_pct / 100.0)},
+            "fan": {
+                "fan_duty_pct": self._duty_pct,
+                "fan_rpm": round(self.cfg.fan_max_rpm * self._cooling_duty() / 100.0),
+            },
         }
+        failed = {self._failed, "temperature" if "sensor_fail" in self.devices.faults else None}
         fields = {}
         for sensor, group in values.items():
-            if sensor == self._failed:
-                errors.append(f"{sensor}: sim:{self.node_id}: unreadable (fault injected by fail_sensor)")
+            if sensor in failed:
+                errors.append(f"{sensor}: sim:{self.node_id}: unreadable (injected fault)")
                 continue
             fields.update(group)
-        return Sample(t=now, errors=tuple(errors), **fields)
+        nvme, events = self.devices.nvme(self._temp_c, self.cfg.ambient_c, now)
+        return Sample(
+            t=now,
+            nvme=nvme,
+            pcie=self.devices.pcie(),
+            power_w=self.devices.power_w(self._load, self.cfg.cores),
+            ext5v_v=5.08,
+            events=tuple(events),
+            errors=tuple(errors),
+            **fields,
+        )
 
     def _advance(self, now: float) -> None:
         """Step temperature and load average from the last read to ``now`` (exactly: both are first order)."""
@@ -185,7 +211,7 @@ class SimBackend(Backend):
         # A wall clock stepped back (NTP) re-anchors the model without moving it, rather than freezing it.
         dt = max(now - self._t, 0.0)
         self._t = now
-        target = cfg.target_c(self._load, self._duty_pct)
+        target = cfg.target_c(self._load, self._cooling_duty())
         self._temp_c = target + (self._temp_c - target) * math.exp(-dt / cfg.time_constant_s)
         keep = math.exp(-dt / LOAD1_TIME_CONSTANT_S)
         self._load1 = self._load1 * keep + self._load * (1.0 - keep)

@@ -69,6 +69,42 @@ class NodeFacts:
 
 
 @dataclass(frozen=True)
+class NvmeStatus:
+    """One NVMe drive in telemetry: the hwmon temperature every tick, SMART fields from the last log read."""
+
+    device: str  # nvme0
+    present: bool = True
+    temp_c: float | None = None
+    critical_warning: int = 0  # raw SMART bits; ``warnings`` names them
+    warnings: tuple[str, ...] = ()
+    available_spare_pct: int | None = None
+    percentage_used_pct: int | None = None
+    media_errors: int | None = None
+    unsafe_shutdowns: int | None = None
+    power_on_hours: int | None = None
+    data_read_bytes: int | None = None
+    data_written_bytes: int | None = None
+    error_log_entries: int | None = None
+    smart_t: float | None = None  # when the SMART page was read
+
+
+@dataclass(frozen=True)
+class PcieStatus:
+    """One PCI device: how its link trained, and its AER error totals with what rose since the last reading."""
+
+    device: str  # bus/device/function, e.g. 0001:01:00.0
+    speed_gts: float | None = None
+    max_speed_gts: float | None = None
+    width: int | None = None
+    max_width: int | None = None
+    degraded: bool = False  # trained below what both ends allow
+    aer_correctable: int | None = None
+    aer_nonfatal: int | None = None
+    aer_fatal: int | None = None
+    aer_rising: tuple[str, ...] = ()  # severities whose counters grew since the previous reading
+
+
+@dataclass(frozen=True)
 class Telemetry:
     """One tick of fast sensors (retained on ``telemetry``, so a new viewer sees the latest at once)."""
 
@@ -86,6 +122,11 @@ class Telemetry:
     mem_avail_mb: int | None = None
     fan_duty_pct: float | None = None
     fan_rpm: int | None = None
+    power_w: float | None = None  # PMIC rail power
+    ext5v_v: float | None = None
+    input_power_w: float | None = None  # chassis input, where INA monitors are configured
+    nvme: tuple[NvmeStatus, ...] = ()
+    pcie: tuple[PcieStatus, ...] = ()
     job: str | None = None
     errors: tuple[str, ...] = ()
 

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nodeagent.errors import ConfigError
-from nodeagent.hw import SimBackend, SimConfig, SysfsRoot
+from nodeagent.hw import Sample, SimBackend, SimConfig, SysfsRoot
 from nodeagent.hw.real import SENSORS
 from nodeagent.hw.sim import SIM_SENSORS
 from tests.hw.trees import DATA
@@ -153,7 +153,7 @@ def test_fail_sensor_makes_the_temperature_unreadable() -> None:
     sim.fail_sensor("temperature")
     sample = sim.read(10.0)
     assert sample.temp_c is None
-    assert sample.errors == ("temperature: sim:n1: unreadable (fault injected by fail_sensor)",)
+    assert sample.errors == ("temperature: sim:n1: unreadable (injected fault)",)
     assert sample.freq_mhz is not None  # only that sensor
     sim.fail_sensor(None)
     healed = sim.read(20.0)
@@ -245,3 +245,68 @@ def test_a_clock_stepped_back_reanchors_the_model() -> None:
 def test_sim_config_is_validated(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         SimConfig(**change)
+
+
+# --- injected faults -----------------------------------------------------------------------------------------------
+
+
+def _run(backend: SimBackend, start: float, stop: float, step: float = 5.0) -> Sample:
+    sample = backend.read(start)
+    t = start
+    while t < stop:
+        t += step
+        sample = backend.read(t)
+    return sample
+
+
+def test_a_stopped_fan_cools_nothing_and_reports_zero_rpm() -> None:
+    cfg = SimConfig(temp_noise_c=0.0)
+    spinning = _run(SimBackend("a", cfg, lambda: 4.0), 0.0, 300.0)
+    stopped = SimBackend("b", cfg, lambda: 4.0)
+    stopped.inject("fan_stop")
+    hot = _run(stopped, 0.0, 300.0)
+    assert hot.fan_rpm == 0 and hot.fan_duty_pct == cfg.fan_duty_pct  # told to spin, but does not
+    assert hot.temp_c is not None and spinning.temp_c is not None
+    assert hot.temp_c > spinning.temp_c + 10
+    assert hot.temp_c == pytest.approx(cfg.target_c(4.0, 0.0), abs=1.0)
+
+
+def test_sensor_fail_fault_makes_the_temperature_unreadable() -> None:
+    backend = SimBackend("a", SimConfig(faults=("sensor_fail",)), lambda: 0.0)
+    sample = backend.read(0.0)
+    assert sample.temp_c is None and any(e.startswith("temperature:") for e in sample.errors)
+    backend.inject("sensor_fail", active=False)
+    assert backend.read(1.0).temp_c is not None
+
+
+def test_a_vanishing_nvme_is_one_event_each_way() -> None:
+    backend = SimBackend("a", SimConfig(), lambda: 0.0)
+    assert backend.read(0.0).nvme[0].present and backend.read(0.0).events == ()
+    backend.inject("nvme_vanish")
+    gone = backend.read(1.0)
+    assert [e.kind for e in gone.events] == ["nvme.lost"] and not gone.nvme[0].present
+    assert backend.read(2.0).events == ()
+    assert all(p.bdf != "0001:01:00.0" for p in backend.read(3.0).pcie)
+    backend.inject("nvme_vanish", active=False)
+    assert [e.kind for e in backend.read(4.0).events] == ["nvme.found"]
+
+
+@given(st.integers(1, 40))
+def test_climbing_aer_rises_every_read(reads: int) -> None:
+    backend = SimBackend("a", SimConfig(faults=("aer_climb",)), lambda: 0.0)
+    for i in range(reads):
+        sample = backend.read(float(i))
+    drive = next(p for p in sample.pcie if p.bdf == "0001:01:00.0")
+    assert drive.aer.correctable == 3 * reads and drive.aer.nonfatal == reads // 5
+    assert "correctable" in drive.rising
+
+
+def test_power_follows_load() -> None:
+    idle = SimBackend("a", SimConfig(), lambda: 0.0).read(0.0).power_w
+    busy = SimBackend("b", SimConfig(), lambda: 4.0).read(0.0).power_w
+    assert idle == pytest.approx(2.4) and busy == pytest.approx(9.4)
+
+
+def test_unknown_fault_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"sim\.faults: expected a list of fan_stop"):
+        SimConfig(faults=("boom",))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.protocol import Command, Event, JobSpec, NodeFacts, Telemetry
+from nodeagent.protocol import Command, Event, JobSpec, NodeFacts, NvmeStatus, PcieStatus, Telemetry
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -32,7 +32,15 @@ def _tables(text: str) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize(
     ("section", "cls"),
-    [("facts", NodeFacts), ("telemetry", Telemetry), ("command", Command), ("command/2", JobSpec), ("event", Event)],
+    [
+        ("facts", NodeFacts),
+        ("telemetry", Telemetry),
+        ("nvme (in telemetry)", NvmeStatus),
+        ("pcie (in telemetry)", PcieStatus),
+        ("command", Command),
+        ("command/2", JobSpec),
+        ("event", Event),
+    ],
 )
 def test_protocol_doc_lists_exactly_the_fields(section: str, cls: type) -> None:
     tables = _tables((DOCS / "protocol.md").read_text())
