@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn
 
-from controller import hpl_plan, report
+from controller import hpl_plan, ops, report
 from controller.dispatch import NodeRun, new_job_id, submit_and_follow
 from controller.fleet import Fleet, NodeView, subscriptions
 from controller.select import SelectionError, select
@@ -23,6 +23,7 @@ from controller.session import BrokerUnreachable, Session
 from nodeagent import __version__
 from nodeagent.config import Broker
 from nodeagent.protocol import JobSpec, Topics
+from nodeagent.protocol.messages import fan_mode
 from nodeagent.protocol.topics import ProtocolError
 
 DEFAULT_BROKER = "mqtt://localhost:1883"
@@ -63,6 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"override the plan; keys: {', '.join(hpl_plan.PARAM_KEYS)}",
     )
     hpl.add_argument("--timeout", type=float, default=3600.0, metavar="S", help="seconds per node (default 3600)")
+    hpl.add_argument("--force", action="store_true", help="run even where a node's health gate refuses")
+    fan = sub.add_parser("fan", help="set the fan of a set of nodes: auto (the curve) or a fixed percent")
+    fan.add_argument("nodes", metavar="NODESET")
+    fan.add_argument("mode", metavar="auto|PERCENT")
+    identify = sub.add_parser("identify", help="light a node's LEDs (where it has them) and log a line on it")
+    identify.add_argument("nodes", metavar="NODESET")
+    policy = sub.add_parser("policy", help="effective thresholds and the thermal guard's state of each node")
+    policy.add_argument("nodes", metavar="NODESET")
+    for cmd in (fan, identify, policy):
+        _common(cmd, argparse.SUPPRESS)
     return parser
 
 
@@ -73,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         topics = Topics(args.cluster or os.environ.get("PICLUSTER_CLUSTER") or "default")
         if args.command == "nodes":
             return cmd_nodes(broker, topics, as_json=bool(args.json))
+        if args.command in ("fan", "identify", "policy"):
+            return cmd_ops(broker, topics, args)
         return cmd_run_hpl(broker, topics, args)
     except (UsageError, SelectionError, ProtocolError, ValueError) as exc:
         print(f"piclusterctl: {exc}", file=sys.stderr)
@@ -125,7 +138,7 @@ def cmd_run_hpl(broker: Broker, topics: Topics, args: argparse.Namespace) -> int
         online = [n for n in selected if fleet.nodes[n].online]
         plans = plan_hpl([fleet.nodes[n] for n in online], overrides)
         offline = [NodeRun(n, state="offline", reason="the node is offline") for n in selected if n not in online]
-        job = JobSpec(id=new_job_id("hpl"), kind="hpl", node_params=plans, timeout_s=args.timeout)
+        job = JobSpec(id=new_job_id("hpl"), kind="hpl", node_params=plans, timeout_s=args.timeout, force=args.force)
         err = report.console(stderr=True)
         if not args.json:
             err.print(f"job {job.id}: HPL on {len(online)} node(s)" + (f", {len(offline)} offline" if offline else ""))
@@ -150,6 +163,33 @@ def cmd_run_hpl(broker: Broker, topics: Topics, args: argparse.Namespace) -> int
         out.print(table)
         out.print(f"total: {total:.2f} Gflops from {sum(r.passed for r in results)}/{len(results)} node(s) passed")
     return 0 if results and all(r.passed for r in results) else 1
+
+
+def cmd_ops(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
+    """fan, identify and policy: one publish for the selection, then the nodes' confirmation."""
+    if args.command == "fan" and fan_mode(args.mode) is None:
+        raise UsageError(f'fan: expected "auto" or a percent from 0 to 100, got {args.mode!r}')
+    subs = (*subscriptions(topics), topics.all_nodes("events"))
+    with Session(broker, topics.cluster, subscriptions=subs) as session:
+        fleet = snapshot(broker, topics, session)
+        nodes = select(args.nodes, fleet.nodes)
+        if args.command == "policy":
+            ops.print_policy(fleet, nodes, bool(args.json))
+            return 0
+        online = [n for n in nodes if fleet.nodes[n].online]
+        ops.send(session, args.command, online, getattr(args, "mode", ""))
+        silent = (
+            ops.confirm_fan(session, online, args.mode)
+            if args.command == "fan"
+            else ops.confirm_identify(session, online)
+        )
+    missing = sorted(set(nodes) - set(online)) + silent
+    for node in online:
+        if node not in silent:
+            print(f"{node}: {args.command} {getattr(args, 'mode', '')}".rstrip() + ": done")
+    for node in missing:
+        print(f"{node}: {'offline' if node not in online else 'no confirmation'}", file=sys.stderr)
+    return 1 if missing else 0
 
 
 def _progress(quiet: bool) -> AbstractContextManager[Progress | None]:

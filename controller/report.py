@@ -55,8 +55,21 @@ def _health(d: dict[str, Any]) -> str:
 def nodes_table(views: Iterable[NodeView], now: float) -> Table:
     table = Table(box=None, pad_edge=False)
     right = ("TEMP", "FREQ", "LOAD", "MEM FREE", "POWER")
-    for col in ("NODE", "STATE", "BOARD", "TEMP", "FREQ", "LOAD", "MEM FREE", "FAN", "POWER", "NVME", "HEALTH",
-                "AGENT", "JOB"):
+    for col in (
+        "NODE",
+        "STATE",
+        "BOARD",
+        "TEMP",
+        "FREQ",
+        "LOAD",
+        "MEM FREE",
+        "FAN",
+        "POWER",
+        "NVME",
+        "HEALTH",
+        "AGENT",
+        "JOB",
+    ):
         table.add_column(col, justify="right" if col in right else "left")
     for v in views:
         d = v.to_dict(now)

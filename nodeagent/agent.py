@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from typing import Any
 
 from nodeagent import __version__, sd
@@ -20,7 +20,10 @@ from nodeagent.config import AgentConfig, read_password
 from nodeagent.errors import ConfigError, JobRejected, ProtocolError
 from nodeagent.hw.base import Backend, Sample
 from nodeagent.hw.events import HwEvent
+from nodeagent.hw.fan import SimFan
+from nodeagent.hw.governor import Governor
 from nodeagent.hw.hotplug import HotplugMonitor
+from nodeagent.hw.root import SysfsRoot
 from nodeagent.jobs.runner import DuplicateJob, Runner
 from nodeagent.link import Credentials, Link, Will
 from nodeagent.protocol import (
@@ -35,6 +38,8 @@ from nodeagent.protocol import (
     encode,
     reply_address,
 )
+from nodeagent.protocol.messages import fan_mode
+from nodeagent.safety import NodeSafety, SafetyTick, open_fans
 from nodeagent.telemetry import alert_fields, pcie_alerts, telemetry_from
 
 log = logging.getLogger("picluster.agent")
@@ -43,6 +48,7 @@ Clock = Callable[[], float]
 # READY=1 waits this long for the first broker session after the first tick (paho's own connect timeout), then
 # comes anyway: the node's safety never depends on the broker.
 BROKER_ATTEMPT_S = 5.0
+IDENTIFY_S = 30.0  # how long identify lights the LEDs
 # What a reload (SIGHUP) applies at once; other changes are logged as needing a restart.
 LIVE = ("agent", "jobs", "source", "agent.tick_s", "agent.log_level")
 
@@ -64,7 +70,19 @@ class Agent:
         self.inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self.sim = backend.name == "sim"
         self.node_facts = backend.facts()
-        self.runner = Runner(cfg.jobs, cfg.work_dir, cores=self.node_facts.cores, sim=self.sim, emit=self.emit)
+        fans = open_fans(cfg.fan, backend, cfg.hardware.root, cfg.hardware.slot)
+        self.safety = NodeSafety(cfg.policy, fans, boost_pct=cfg.jobs.fan_boost_pct)
+        self.governor = Governor(SysfsRoot(cfg.hardware.root)) if backend.name == "real" else None
+        self.runner = Runner(
+            cfg.jobs,
+            cfg.work_dir,
+            cores=self.node_facts.cores,
+            sim=self.sim,
+            emit=self.emit,
+            on_start=self._prepare_node,
+            on_end=self._restore_node,
+        )
+        self._identify_until = 0.0
         self._seq_lock = threading.Lock()
         self._event_seq = 0
         self._tick_seq = 0
@@ -138,6 +156,7 @@ class Agent:
         if self.hotplug is not None:
             self.hotplug.stop()
         self.link.stop(goodbye=Will(self.topics.status(self.node), OFFLINE))
+        self.safety.full()  # a stopped agent leaves the fans at full (the unit's stop hook does it after a crash)
         self.backend.close()
         log.info("event=agent_stop node=%s", self.node)
 
@@ -147,7 +166,19 @@ class Agent:
         sample = self.backend.read(now)
         self.last_sample = sample
         self._tick_seq += 1
-        telemetry = telemetry_from(self.node, self._tick_seq, sample, self.runner.current)
+        safe = self.safety.tick(sample, time.monotonic())
+        self.act_on(safe, sample)
+        for fan in self.safety.fans:
+            if isinstance(fan, SimFan):
+                fan.observe(sample)
+        telemetry = replace(
+            telemetry_from(self.node, self._tick_seq, sample, self.runner.current),
+            fan_duty_pct=safe.duty_pct if self.safety.fans else sample.fan_duty_pct,
+            guard=safe.level,
+            fan_mode=str(self.safety.mode),
+            job_frozen=self.runner.frozen,
+            errors=(*sample.errors, *safe.fan_errors),
+        )
         pcie_events, self._degraded_links = pcie_alerts(sample.pcie, self._degraded_links)
         for event in (*sample.events, *pcie_events):
             self.hardware_event(event)
@@ -239,6 +270,7 @@ class Agent:
             slot=f.slot,
             sim=self.sim,
             capabilities=self.runner.capabilities(),
+            policy=asdict(self.cfg.policy),
             t=self.clock(),
         )
         self.link.publish(self.topics.facts(self.node), encode(facts), qos=1, retain=True)
@@ -271,21 +303,97 @@ class Agent:
             return
         if cmd.cmd == "run":
             self.start_job(cmd)
+        elif cmd.cmd in ("fan", "identify"):
+            self.operator_command(cmd)
         elif cmd.cmd == "cancel" and not self.runner.cancel(cmd.job_id):
             self.emit("log", cmd.job_id, message=f"cancel: job {cmd.job_id} is not running on {self.node}")
 
     def start_job(self, cmd: Command) -> None:
         job = cmd.job
         assert job is not None  # decode() guarantees it for run
+        gate = self.safety.admit(self.last_sample, force=job.force)
+        if not gate.admitted:
+            self.emit(
+                "rejected",
+                job.id,
+                reason="health gate: " + "; ".join(gate.reasons) + " (--force overrides)",
+                field="health",
+            )
+            return
+        forced = {"forced": True, "forced_reasons": list(gate.reasons)} if gate.forced else None
         try:
             self.runner.submit(
-                job, job.params_for(self.node), accepted=lambda plan: self.emit("accepted", job.id, data={"plan": plan})
+                job,
+                job.params_for(self.node),
+                accepted=lambda plan: self.emit("accepted", job.id, data={"plan": plan, **(forced or {})}),
+                annotations=forced,
             )
         except DuplicateJob:
             log.info("event=duplicate_job_ignored job=%s", job.id)
         except JobRejected as exc:
             log.info("event=job_rejected job=%s reason=%r", job.id, exc.reason)
             self.emit("rejected", job.id, reason=exc.reason, field=exc.field)
+
+    # --- safety (decisions in nodeagent/policy, applied by nodeagent/safety.py) ------------------------------------
+    def act_on(self, safe: SafetyTick, sample: Sample) -> None:
+        """Carry out the guard's decision on the running job, and report every level change."""
+        temp = "unreadable" if sample.temp_c is None else f"{sample.temp_c:.1f} °C"
+        job = self.runner.current
+        if job and safe.stop_job:
+            self.runner.cancel(
+                job,
+                reason=f"stopped by the thermal guard: {temp} reached critical "
+                f"({self.cfg.policy.guard.critical_c:g} °C); the node refuses heavy jobs until it "
+                "has cooled or an operator clears it",
+            )
+        elif job and safe.freeze_job and self.runner.freeze():
+            log.warning("event=job_frozen job=%s temp=%s", job, temp)
+        elif not safe.freeze_job and self.runner.thaw():
+            log.info("event=job_resumed job=%s temp=%s", job, temp)
+        for ev in safe.events:
+            log.warning("event=guard_%s from=%s to=%s temp_c=%s", ev.kind, ev.from_level, ev.to_level, ev.temp_c)
+            self.emit(
+                "alert",
+                message=f"thermal guard {ev.kind}: {ev.from_level} -> {ev.to_level} at {temp}",
+                data={
+                    "guard": ev.kind,
+                    "from": ev.from_level,
+                    "to": ev.to_level,
+                    "temp_c": ev.temp_c,
+                    "threshold_c": ev.threshold_c,
+                },
+            )
+        if self._identify_until and time.monotonic() > self._identify_until:
+            self._identify(False)
+
+    def _prepare_node(self) -> None:
+        """Before a job (job thread): full clock and the fan boost; undone by _restore_node however it ends."""
+        self.safety.boosting = True
+        if self.governor is not None and self.cfg.jobs.governor:
+            self.governor.set(self.cfg.jobs.governor)
+
+    def _restore_node(self) -> None:
+        self.safety.boosting = False
+        if self.governor is not None:
+            self.governor.restore()
+
+    def operator_command(self, cmd: Command) -> None:
+        """``fan`` and ``identify`` from piclusterctl (or Home Assistant), already validated."""
+        if cmd.cmd == "fan":
+            self.safety.mode = fan_mode(cmd.value) or "auto"
+            self.emit("log", message=f"fan mode set to {cmd.value} by {cmd.sender or 'an operator'}")
+        else:
+            self._identify(True)
+
+    def _identify(self, on: bool) -> None:
+        """Light the fan unit's LEDs (where it has them) for IDENTIFY_S; always a log line and an alert."""
+        self._identify_until = time.monotonic() + IDENTIFY_S if on else 0.0
+        for fan in self.safety.fans:
+            if hasattr(fan, "set_led"):
+                fan.set_led(*((255, 0, 255) if on else (0, 0, 0)))
+        if on:
+            log.warning("event=identify node=%s hostname=%s", self.node, self.node_facts.hostname)
+            self.emit("alert", message=f"identify: {self.node} ({self.node_facts.hostname})", data={"identify": True})
 
     def hardware_event(self, event: HwEvent) -> None:
         """A drive lost, a device plugged: logged, and published as an ``alert`` event."""

@@ -148,6 +148,8 @@ class JobsSection:
     progress_interval_s: float = 2.0
     max_output_kb: int = 1024
     keep_jobs: int = 20  # finished job directories kept on disk
+    governor: str = "performance"  # CPU governor while a job runs, restored afterwards; empty: leave it alone
+    fan_boost_pct: float = 60.0  # while a job runs the fan turns at least this fast (the curve may ask for more)
 
 
 @dataclass(frozen=True)

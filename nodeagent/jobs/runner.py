@@ -50,6 +50,8 @@ class _Running:
     started: float = 0.0
     cancel_reason: str = ""
     thread: threading.Thread | None = None
+    frozen: bool = False
+    annotations: Mapping[str, Any] | None = None  # merged into the result (e.g. forced past the health gate)
 
 
 class Runner:
@@ -64,8 +66,12 @@ class Runner:
         sim: bool,
         emit: Emit,
         kinds: Mapping[str, JobKind] | None = None,
+        on_start: Callable[[], None] = lambda: None,
+        on_end: Callable[[], None] = lambda: None,
     ) -> None:
         self.cfg = cfg
+        self._on_start = on_start  # benchmark preparation (governor, fan boost) ...
+        self._on_end = on_end  # ... and its undoing, whatever way the job ended
         self.work_dir = work_dir
         self.cores = cores
         self.sim = sim
@@ -105,7 +111,13 @@ class Runner:
         return tuple(k for k in self.cfg.kinds if k in self._kinds)
 
     # --- commands --------------------------------------------------------------------------------------------
-    def submit(self, job: JobSpec, params: Mapping[str, Any], accepted: Callable[[dict[str, Any]], None]) -> None:
+    def submit(
+        self,
+        job: JobSpec,
+        params: Mapping[str, Any],
+        accepted: Callable[[dict[str, Any]], None],
+        annotations: Mapping[str, Any] | None = None,
+    ) -> None:
         """Accept and start ``job`` or raise JobRejected. ``accepted(plan)`` runs before the job's thread starts,
         so the accepted event always precedes started."""
         if job.kind not in self.cfg.kinds:
@@ -139,7 +151,7 @@ class Runner:
         if user:
             _chown_tree(job_dir, user)
             _check_traversable(job_dir, user)
-        running = _Running(job, ctx, kind, prepared)
+        running = _Running(job, ctx, kind, prepared, annotations=annotations)
         with self._lock:
             self._current = running
         accepted(dict(prepared.plan))
@@ -157,6 +169,28 @@ class Runner:
             started = running.proc is not None
         if started:
             self._kill(running)
+        return True
+
+    @property
+    def frozen(self) -> bool:
+        with self._lock:
+            return bool(self._current and self._current.frozen)
+
+    def freeze(self) -> bool:
+        """SIGSTOP every process of the running job (the thermal guard's "hot"); True if one was frozen."""
+        return self._set_frozen(True)
+
+    def thaw(self) -> bool:
+        """SIGCONT a frozen job; True if one was thawed."""
+        return self._set_frozen(False)
+
+    def _set_frozen(self, frozen: bool) -> bool:
+        with self._lock:
+            running = self._current
+            if running is None or running.proc is None or running.frozen == frozen:
+                return False
+            running.frozen = frozen
+        _signal_session(running.proc.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
         return True
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
@@ -191,6 +225,7 @@ class Runner:
         kept = 0
         limit = self.cfg.max_output_kb * 1024
         try:
+            self._on_start()
             env = {**os.environ, **running.prepared.env}
             with open(out_path, "wb") as out:
                 proc = subprocess.Popen(
@@ -221,6 +256,7 @@ class Runner:
                 return
             result = running.kind.result(ctx, running.prepared, output, proc.returncode)
             result.setdefault("elapsed_s", round(time.monotonic() - running.started, 3))
+            result.update(running.annotations or {})
             self._emit("finished", spec.id, result=result)
         except JobFailed as exc:
             self._emit("failed", spec.id, reason=str(exc))
@@ -230,6 +266,10 @@ class Runner:
             log.exception("event=job_crash job=%s", spec.id)
             self._emit("failed", spec.id, reason=f"internal error in the {spec.kind} runner: {exc!r}")
         finally:
+            try:
+                self._on_end()
+            except Exception:  # undoing the preparation must never hide the job's end
+                log.exception("event=job_end_hook_failed job=%s", spec.id)
             log.info("event=job_end job=%s output_bytes=%d", spec.id, kept)
             with self._lock:
                 self._current = None
@@ -270,6 +310,7 @@ class Runner:
         if proc is None or proc.poll() is not None:
             return
         _signal_session(proc.pid, signal.SIGTERM)
+        _signal_session(proc.pid, signal.SIGCONT)  # a frozen job must run to see its SIGTERM
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(KILL_GRACE_S)
         _signal_session(proc.pid, signal.SIGKILL)

@@ -65,6 +65,7 @@ class NodeFacts:
     slot: int | None = None
     sim: bool = False
     capabilities: tuple[str, ...] = ()  # job kinds this node will run
+    policy: dict[str, Any] = field(default_factory=dict)  # the effective [policy] settings
     t: float = 0.0
 
 
@@ -127,7 +128,10 @@ class Telemetry:
     input_power_w: float | None = None  # chassis input, where INA monitors are configured
     nvme: tuple[NvmeStatus, ...] = ()
     pcie: tuple[PcieStatus, ...] = ()
+    guard: str = "normal"  # thermal guard level: normal | warm | hot | critical
+    fan_mode: str = "auto"  # "auto" (the curve) or the operator's fixed percent
     job: str | None = None
+    job_frozen: bool = False  # the guard froze the running job (too hot)
     errors: tuple[str, ...] = ()
 
 
@@ -152,10 +156,11 @@ class Command:
 
     TYPE: ClassVar[str] = "command"
     id: str
-    cmd: Literal["run", "cancel"]
+    cmd: Literal["run", "cancel", "fan", "identify"]
     nodes: tuple[str, ...] = ()
     job: JobSpec | None = None  # for run
     job_id: str = ""  # for cancel
+    value: str = ""  # for fan: "auto" or a percent 0-100
     sender: str = ""
     t: float = 0.0
 
@@ -244,6 +249,19 @@ def _check_command(cmd: Command) -> None:
             raise FieldError("job.timeout_s", _positive(cmd.job.timeout_s) or "")
     elif cmd.cmd == "cancel" and not cmd.job_id:
         raise FieldError("job_id", "missing; a cancel command needs the job id")
+    elif cmd.cmd == "fan" and fan_mode(cmd.value) is None:
+        raise FieldError("value", f'expected "auto" or a percent from 0 to 100, got {cmd.value!r}')
+
+
+def fan_mode(value: str) -> str | float | None:
+    """A fan command's value: ``"auto"``, a percent 0-100, or None when it is neither."""
+    if value == "auto":
+        return value
+    try:
+        pct = float(value)
+    except ValueError:
+        return None
+    return pct if 0.0 <= pct <= 100.0 else None
 
 
 def reply_address(payload: bytes) -> str:

@@ -1,0 +1,116 @@
+"""Operator commands that are not jobs: ``fan``, ``identify`` and ``policy``.
+
+``fan`` and ``identify`` publish one command for the whole selection and wait until every node's telemetry or
+events show it took effect; ``policy`` reads the retained facts and telemetry only.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.table import Table
+
+from controller import report
+from controller.dispatch import new_job_id
+from controller.fleet import Fleet, NodeView
+from controller.session import Session
+from nodeagent.protocol import Command, Event, Telemetry, decode, encode
+from nodeagent.protocol.messages import fan_mode
+
+CONFIRM_TIMEOUT_S = 10.0
+
+
+def send(session: Session, cmd: str, nodes: list[str], value: str = "") -> None:
+    command = Command(
+        id=new_job_id(cmd),
+        cmd=cmd,
+        nodes=tuple(nodes),
+        value=value,  # type: ignore[arg-type]
+        sender=session.client_id,
+        t=time.time(),
+    )
+    session.publish(session.topics.cluster_cmd(), encode(command))
+
+
+def confirm_fan(session: Session, nodes: list[str], value: str, timeout_s: float = CONFIRM_TIMEOUT_S) -> list[str]:
+    """Wait for telemetry with the new fan mode from every node; returns the nodes that did not confirm."""
+    want = str(fan_mode(value))
+    waiting = set(nodes)
+    deadline = time.monotonic() + timeout_s
+    while waiting and (msg := session.get(deadline - time.monotonic())) is not None:
+        parsed = session.topics.parse(msg.topic)
+        if parsed and parsed[1] == "telemetry" and parsed[0] in waiting:
+            try:
+                if decode(msg.payload, Telemetry).fan_mode == want:
+                    waiting.discard(parsed[0])
+            except ValueError:
+                continue
+    return sorted(waiting)
+
+
+def confirm_identify(session: Session, nodes: list[str], timeout_s: float = CONFIRM_TIMEOUT_S) -> list[str]:
+    waiting = set(nodes)
+    deadline = time.monotonic() + timeout_s
+    while waiting and (msg := session.get(deadline - time.monotonic())) is not None:
+        parsed = session.topics.parse(msg.topic)
+        if parsed and parsed[1] == "events" and parsed[0] in waiting:
+            try:
+                if decode(msg.payload, Event).data.get("identify"):
+                    waiting.discard(parsed[0])
+            except ValueError:
+                continue
+    return sorted(waiting)
+
+
+def policy_rows(views: list[NodeView]) -> list[dict[str, Any]]:
+    """Each node's effective thresholds (from its facts) and its guard's state now (from its telemetry)."""
+    rows = []
+    for v in views:
+        p = v.facts.policy if v.facts else {}
+        t = v.telemetry
+        rows.append(
+            {
+                "node": v.name,
+                "status": v.status,
+                "guard": t.guard if t else None,
+                "temp_c": t.temp_c if t else None,
+                "fan_mode": t.fan_mode if t else None,
+                "fan_duty_pct": t.fan_duty_pct if t else None,
+                "job": t.job if t else None,
+                "job_frozen": t.job_frozen if t else None,
+                "policy": p,
+            }
+        )
+    return rows
+
+
+def policy_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for col in ("NODE", "GUARD", "TEMP", "FAN", "WARM", "HOT/RESUME", "CRITICAL", "START MAX", "FAN CURVE", "JOB"):
+        table.add_column(col)
+    for r in rows:
+        g, gate, fan = (r["policy"].get(k, {}) for k in ("guard", "gate", "fan"))
+        curve = " ".join(f"{p['temp_c']:g}:{p['duty_pct']:g}%" for p in fan.get("points", ()))
+        duty = "-" if r["fan_duty_pct"] is None else f"{r['fan_duty_pct']:.0f}%"
+        table.add_row(
+            r["node"],
+            r["guard"] or r["status"],
+            "-" if r["temp_c"] is None else f"{r['temp_c']:.1f}°C",
+            f"{duty} ({r['fan_mode']})" if r["fan_mode"] else "-",
+            f"{g.get('warm_c', '-')}°C",
+            f"{g.get('hot_c', '-')}/{g.get('resume_c', '-')}°C",
+            f"{g.get('critical_c', '-')}°C",
+            f"{gate.get('start_max_c', '-')}°C",
+            curve or "-",
+            (r["job"] or "-") + (" (frozen)" if r["job_frozen"] else ""),
+        )
+    return table
+
+
+def print_policy(fleet: Fleet, nodes: list[str], as_json: bool) -> None:
+    rows = policy_rows([fleet.nodes[n] for n in nodes])
+    if as_json:
+        report.print_json(rows)
+    else:
+        report.console().print(policy_table(rows))

@@ -1,0 +1,160 @@
+"""Keeps one node safe every tick: the thermal guard and the fan curve decide, this module applies.
+
+The decisions are the pure functions in ``nodeagent.policy``; this class only remembers their state, drives the
+node's fans with the result and reports what it did. The broker plays no part: with no controller and no
+broker a node still cools itself, freezes a job that runs too hot and stops one that reaches critical.
+Failures go to full fan: an unreadable temperature, a fan that refuses a duty, the agent stopping.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from nodeagent.errors import HardwareError
+from nodeagent.hw.base import Backend, Sample
+from nodeagent.hw.fan import Fan, FanConfig, SimFan, make_fan
+from nodeagent.hw.profiles import fan_source
+from nodeagent.hw.root import SysfsRoot
+from nodeagent.policy import FanState, GuardState, PolicyConfig, fan_duty, guard
+from nodeagent.policy.health_gate import Admission, AerIncrease, HealthInput, admit_job
+from nodeagent.policy.thermal_guard import GuardEvent
+
+log = logging.getLogger("picluster.safety")
+
+FanMode = str | float  # "auto" or the operator's fixed percent
+AER_WINDOW_S = 60.0  # the gate's "rising" is judged on the increases of this last minute
+
+
+@dataclass(frozen=True)
+class SafetyTick:
+    """What safety decided this tick."""
+
+    duty_pct: float
+    level: str  # normal | warm | hot | critical
+    freeze_job: bool
+    stop_job: bool
+    refuse_heavy: bool
+    events: tuple[GuardEvent, ...]
+    fan_errors: tuple[str, ...] = ()
+
+
+class NodeSafety:
+    """The fan curve and thermal guard of one node, applied to ``fans`` (none: decisions are still made)."""
+
+    def __init__(self, policy: PolicyConfig, fans: Sequence[Fan], *, boost_pct: float = 0.0) -> None:
+        self.policy = policy
+        self.fans = list(fans)
+        self.boost_pct = boost_pct
+        self.mode: FanMode = "auto"
+        self.boosting = False  # a job is running: the fan runs at least at boost_pct
+        self.fan_state = FanState()
+        self.guard_state = GuardState()
+        self.last: SafetyTick | None = None
+        self._aer: list[tuple[float, str, tuple[int, int, int]]] = []  # (when, device, increase) in the window
+
+    def _remember_aer(self, sample: Sample, now: float) -> None:
+        """Keep the AER increases of the last ``AER_WINDOW_S``, so the gate judges a rate, not one reading."""
+        for p in sample.pcie:
+            grew = tuple(max(0, c or 0) for c in (p.increase.correctable, p.increase.nonfatal, p.increase.fatal))
+            if any(grew):
+                self._aer.append((now, p.bdf, grew))  # type: ignore[arg-type]
+        self._aer = [a for a in self._aer if now - a[0] <= AER_WINDOW_S]
+
+    def tick(self, sample: Sample, now: float) -> SafetyTick:
+        """Decide and apply. ``now`` is a steady clock in seconds (``time.monotonic``)."""
+        self._remember_aer(sample, now)
+        temp_c = sample.temp_c
+        decision = guard(temp_c, self.guard_state, self.policy.guard, now)
+        self.guard_state = decision.state
+        duty, self.fan_state = fan_duty(
+            temp_c,
+            self.fan_state,
+            self.policy.fan,
+            now,
+            mode=self.mode,  # type: ignore[arg-type]
+            force_full=decision.fan_full,
+        )
+        if self.boosting and self.mode == "auto":
+            duty = max(duty, self.boost_pct)
+        errors = self._drive(duty)
+        if errors:
+            duty = 100.0  # a fan that refused its duty was sent to full; report what the fans were told
+        self.last = SafetyTick(
+            duty,
+            decision.level,
+            decision.freeze_job,
+            decision.stop_job,
+            decision.refuse_heavy,
+            decision.events,
+            tuple(errors),
+        )
+        return self.last
+
+    def _drive(self, duty: float) -> list[str]:
+        errors = []
+        for fan in self.fans:
+            try:
+                if fan.duty_pct != duty:
+                    fan.set_duty(duty)
+            except (HardwareError, OSError, ValueError) as e:
+                errors.append(f"fan: {fan.name}: {e} — fan set to full by the fail-safe")
+                fan.full()
+        for line in errors:
+            log.warning("event=fan_error %s", line)
+        return errors
+
+    def admit(self, sample: Sample | None, *, force: bool) -> Admission:
+        """The health gate for a heavy job, from the last sample, the recent AER increases and the guard."""
+        if sample is None:
+            return admit_job(HealthInput(temp_c=None), self.policy.gate, heavy=True, force=force)
+        totals: dict[str, list[int]] = {}
+        for _, device, grew in self._aer:
+            acc = totals.setdefault(device, [0, 0, 0])
+            for i, n in enumerate(grew):
+                acc[i] += n
+        health = HealthInput(
+            temp_c=sample.temp_c,
+            throttled=sample.throttled,
+            nvme_critical_warning=functools.reduce(
+                operator.or_, (d.smart.critical_warning for d in sample.nvme if d.smart is not None), 0
+            ),
+            aer=tuple(AerIncrease(dev, *acc, interval_s=AER_WINDOW_S) for dev, acc in totals.items()),
+            guard_refuses_heavy=self.last.refuse_heavy if self.last else False,
+        )
+        return admit_job(health, self.policy.gate, heavy=True, force=force)
+
+    def full(self) -> None:
+        """Every fan to full: the agent is stopping (the unit's stop hook does the same after a crash)."""
+        for fan in self.fans:
+            fan.full()
+
+
+def open_fans(configured: tuple[FanConfig, ...], backend: Backend, root: str, slot: int) -> list[Fan]:
+    """The fans this node drives: the simulator's, else the ``[[fan]]`` tables', else the board profile's.
+
+    A fan that cannot be opened is logged with the reason and left out: the node still runs, and
+    ``picluster-agent check`` names the fix.
+    """
+    if backend.name == "sim":
+        return [SimFan(backend)]  # type: ignore[arg-type]
+    configs, source = fan_source(configured, backend.facts().board, slot)
+    fans = []
+    for cfg in configs:
+        try:
+            fan = make_fan(cfg, SysfsRoot(root))
+        except (HardwareError, OSError) as e:
+            log.warning(
+                "event=fan_unavailable backend=%s from=%r error=%r fix='see picluster-agent check'",
+                cfg.backend,
+                source,
+                str(e),
+            )
+            continue
+        if fan is not None:
+            log.info("event=fan_ready fan=%s from=%r", fan.name, source)
+            fans.append(fan)
+    return fans

@@ -1,0 +1,94 @@
+"""The node keeps itself safe with real processes: a real hpcc job frozen by the guard, the health gate, and the
+operator's fan, identify and policy commands through piclusterctl."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nodeagent.protocol import Command, JobSpec, Telemetry, decode, encode
+from tests.conftest import AgentFactory, Mosquitto, ctl
+from tests.integration.helpers import Watcher
+
+# A one-core simulated node that heats fast and has lost its fan: unguarded, HPL would take it to 80 °C, past
+# critical. Guarded, it runs in bursts between resume (45) and hot (50).
+HOT_NODE = """
+[sim]
+cores = 1
+time_constant_s = 3.0
+idle_rise_c = 5.0
+load_rise_c = 50.0
+faults = ["fan_stop"]
+[policy.guard]
+warm_c = 40.0
+warm_exit_c = 38.0
+hot_c = 50.0
+resume_c = 45.0
+critical_c = 75.0
+clear_c = 30.0
+[policy.gate]
+start_max_c = 40.0
+"""
+
+
+def telemetry(w: Watcher, node: str) -> list[Telemetry]:
+    return [decode(m.payload, Telemetry) for m in w.seen if m.topic == w.topics.telemetry(node)]
+
+
+@pytest.mark.slow
+def test_the_guard_freezes_a_hot_job_and_lets_it_finish_cooler(
+    agents: AgentFactory, broker: Mosquitto, cluster: str
+) -> None:
+    agents.start("node1", config=HOT_NODE)
+    job = JobSpec(id="hot1", kind="hpl", params={"n": 3000, "nb": 128, "p": 1, "q": 1}, timeout_s=300)
+    with Watcher(broker.url, cluster) as w:
+        w.wait("node1 online", lambda: w.online("node1"))
+        w.publish(w.topics.node_cmd("node1"), encode(Command(id="hot1", cmd="run", job=job)))
+        w.wait("the job to end", lambda: any(e.terminal for e in w.events("node1", "hot1")), timeout_s=240)
+    events = w.events("node1")
+    assert [e.kind for e in events if e.job == "hot1"][-1] == "finished"
+    samples = telemetry(w, "node1")
+    assert any(t.job_frozen for t in samples), "the guard never froze the job"
+    assert max(t.temp_c for t in samples if t.temp_c is not None) < 75.0
+    guard = [e for e in events if e.kind == "alert" and "guard" in e.data]
+    assert any(e.data["to"] == "hot" for e in guard)
+    assert all(t.fan_duty_pct == 100.0 for t in samples if t.guard in ("warm", "hot"))
+
+
+def test_the_health_gate_refuses_and_force_overrides(agents: AgentFactory, broker: Mosquitto, cluster: str) -> None:
+    agents.start("node1", config='[sim]\nfaults = ["aer_climb"]\n')
+    with Watcher(broker.url, cluster) as w:
+        w.wait("node1 online and sampled", lambda: w.online("node1") and w.telemetry_count("node1") > 2)
+    proc = ctl(broker, cluster, "run", "hpl", "--nodes", "node1", "--json", "--param", "n=600", "--param", "nb=64")
+    node = json.loads(proc.stdout)["nodes"][0]
+    assert proc.returncode == 1 and node["state"] == "rejected"
+    assert node["reason"].startswith("health gate: ") and "AER" in node["reason"] and "--force" in node["reason"]
+    proc = ctl(
+        broker, cluster, "run", "hpl", "--nodes", "node1", "--json", "--force", "--param", "n=600", "--param", "nb=64"
+    )
+    node = json.loads(proc.stdout)["nodes"][0]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert node["result"]["forced"] is True and any("AER" in r for r in node["result"]["forced_reasons"])
+
+
+def test_fan_identify_and_policy_commands(agents: AgentFactory, broker: Mosquitto, cluster: str) -> None:
+    agents.start("node1")
+    agents.start("node2")
+    with Watcher(broker.url, cluster) as w:
+        w.wait("both online", lambda: w.online("node1", "node2"))
+    proc = ctl(broker, cluster, "fan", "node[1-2]", "75")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["node1: fan 75: done", "node2: fan 75: done"]
+    proc = ctl(broker, cluster, "policy", "node1", "--json")
+    (row,) = json.loads(proc.stdout)
+    assert row["fan_mode"] == "75.0" and row["fan_duty_pct"] == 75.0
+    assert row["policy"]["guard"]["critical_c"] == 85.0 and row["guard"] == "normal"
+    proc = ctl(broker, cluster, "fan", "node1", "auto")
+    assert proc.returncode == 0 and "node1: fan auto: done" in proc.stdout
+    proc = ctl(broker, cluster, "identify", "node2")
+    assert proc.returncode == 0 and proc.stdout.strip() == "node2: identify: done"
+    table = ctl(broker, cluster, "policy", "all").stdout
+    assert table.splitlines()[0].split()[:3] == ["NODE", "GUARD", "TEMP"] and "node2" in table
+    proc = ctl(broker, cluster, "fan", "node1", "120")
+    assert proc.returncode == 2 and "percent from 0 to 100" in proc.stderr
