@@ -39,7 +39,7 @@ from nodeagent.protocol import (
     reply_address,
 )
 from nodeagent.protocol.messages import fan_mode
-from nodeagent.safety import NodeSafety, SafetyTick, open_fans
+from nodeagent.safety import Chassis, ChassisView, NodeSafety, SafetyTick, drives_chassis_fan, open_fans
 from nodeagent.telemetry import alert_fields, pcie_alerts, telemetry_from
 
 log = logging.getLogger("picluster.agent")
@@ -72,6 +72,12 @@ class Agent:
         self.node_facts = backend.facts()
         fans = open_fans(cfg.fan, backend, cfg.hardware.root, cfg.hardware.slot)
         self.safety = NodeSafety(cfg.policy, fans, boost_pct=cfg.jobs.fan_boost_pct)
+        chassis_cfg = cfg.policy.chassis
+        self.chassis = (
+            ChassisView(self.node, chassis_cfg)
+            if drives_chassis_fan(chassis_cfg, self.node_facts.board, cfg.hardware.slot)
+            else None
+        )
         self.governor = Governor(SysfsRoot(cfg.hardware.root)) if backend.name == "real" else None
         self.runner = Runner(
             cfg.jobs,
@@ -107,6 +113,9 @@ class Agent:
         )
         self.link.subscribe(self.topics.node_cmd(self.node), qos=1)
         self.link.subscribe(self.topics.cluster_cmd(), qos=1)
+        if self.chassis is not None:  # the chassis fan follows every node's temperature
+            self.link.subscribe(self.topics.all_nodes("telemetry"), qos=0)
+            self.link.subscribe(self.topics.all_nodes("status"), qos=1)
         self._orphans = self.runner.reap_orphans()
         # udev tells about drives and PCI devices coming and going the moment it happens (real hardware only).
         self.hotplug = (
@@ -137,7 +146,7 @@ class Agent:
                 now = time.monotonic()
                 tick_s = self.cfg.agent.tick_s  # a reload may change it
                 if now >= next_tick:
-                    self.step()
+                    self.safe_step()
                     self.tell_systemd(started)
                     # Skip ticks we were too busy for instead of bursting to catch up.
                     next_tick += tick_s * max(1, int((now - next_tick) // tick_s) + 1)
@@ -160,13 +169,23 @@ class Agent:
         self.backend.close()
         log.info("event=agent_stop node=%s", self.node)
 
+    def safe_step(self) -> None:
+        """``step()``, surviving its own bugs: a failed tick sends the fans to full and the loop goes on."""
+        try:
+            self.step()
+        except Exception:
+            log.exception("event=tick_failed action='fans to full; the next tick tries again'")
+            self.safety.full()
+
     def step(self) -> Telemetry:
         """One tick: read the hardware and publish telemetry (retained, so viewers see the latest at once)."""
         now = self.clock()
         sample = self.backend.read(now)
         self.last_sample = sample
         self._tick_seq += 1
-        safe = self.safety.tick(sample, time.monotonic())
+        mono = time.monotonic()
+        chassis = Chassis(self.chassis.nodes(mono), self.link.connected) if self.chassis is not None else None
+        safe = self.safety.tick(sample, mono, chassis)
         self.act_on(safe, sample)
         for fan in self.safety.fans:
             if isinstance(fan, SimFan):
@@ -267,7 +286,7 @@ class Agent:
             memory_mb=f.memory_mb,
             cpu=f.cpu,
             hostname=f.hostname,
-            slot=f.slot,
+            slot=self.cfg.hardware.slot or f.slot,
             sim=self.sim,
             capabilities=self.runner.capabilities(),
             policy=asdict(self.cfg.policy),
@@ -285,6 +304,10 @@ class Agent:
         self._orphans = []
 
     def handle_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        parsed = self.topics.parse(topic)
+        if parsed is not None and parsed[1] in ("telemetry", "status"):
+            self.chassis_message(parsed[0], parsed[1], payload, retained)
+            return
         if retained:
             # A retained command would replay on every reconnect; commands are one-shot by contract.
             log.warning("event=retained_command_ignored topic=%s fix='publish commands without the retain flag'", topic)
@@ -365,6 +388,20 @@ class Agent:
             )
         if self._identify_until and time.monotonic() > self._identify_until:
             self._identify(False)
+
+    def chassis_message(self, node: str, leaf: str, payload: bytes, retained: bool) -> None:
+        """Another node's telemetry or status, for the chassis fan (only subscribed by its driver)."""
+        if self.chassis is None:
+            return
+        if leaf == "status":
+            self.chassis.status(node, payload.decode(errors="replace"), time.monotonic())
+            return
+        try:
+            telemetry = decode(payload, Telemetry)
+        except ProtocolError as exc:
+            log.debug("event=bad_telemetry node=%s reason=%r", node, exc.reason)
+            return
+        self.chassis.telemetry(node, telemetry, retained=retained, now=time.monotonic(), wall=self.clock())
 
     def _prepare_node(self) -> None:
         """Before a job (job thread): full clock and the fan boost; undone by _restore_node however it ends."""

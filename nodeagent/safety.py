@@ -11,22 +11,33 @@ from __future__ import annotations
 import functools
 import logging
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from nodeagent.errors import HardwareError
 from nodeagent.hw.base import Backend, Sample
 from nodeagent.hw.fan import Fan, FanConfig, SimFan, make_fan
-from nodeagent.hw.profiles import fan_source
+from nodeagent.hw.profiles import NANOCLUSTER_FAN_SLOT, fan_source
 from nodeagent.hw.root import SysfsRoot
 from nodeagent.policy import FanState, GuardState, PolicyConfig, fan_duty, guard
+from nodeagent.policy.chassis import ChassisSelf, ChassisState, NodeHeat, chassis_duty
+from nodeagent.policy.config import ChassisConfig
 from nodeagent.policy.health_gate import Admission, AerIncrease, HealthInput, admit_job
 from nodeagent.policy.thermal_guard import GuardEvent
+from nodeagent.protocol import Telemetry
 
 log = logging.getLogger("picluster.safety")
 
 FanMode = str | float  # "auto" or the operator's fixed percent
 AER_WINDOW_S = 60.0  # the gate's "rising" is judged on the increases of this last minute
+
+
+@dataclass(frozen=True)
+class Chassis:
+    """What the chassis fan's driver knows of the other nodes this tick."""
+
+    nodes: Mapping[str, NodeHeat]
+    broker_connected: bool
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,8 @@ class NodeSafety:
         self.boosting = False  # a job is running: the fan runs at least at boost_pct
         self.fan_state = FanState()
         self.guard_state = GuardState()
+        self.chassis_state = ChassisState()
+        self.chassis_reasons: tuple[str, ...] = ()
         self.last: SafetyTick | None = None
         self._aer: list[tuple[float, str, tuple[int, int, int]]] = []  # (when, device, increase) in the window
 
@@ -64,20 +77,30 @@ class NodeSafety:
                 self._aer.append((now, p.bdf, grew))  # type: ignore[arg-type]
         self._aer = [a for a in self._aer if now - a[0] <= AER_WINDOW_S]
 
-    def tick(self, sample: Sample, now: float) -> SafetyTick:
-        """Decide and apply. ``now`` is a steady clock in seconds (``time.monotonic``)."""
+    def tick(self, sample: Sample, now: float, chassis: Chassis | None = None) -> SafetyTick:
+        """Decide and apply. ``now`` is a steady clock in seconds (``time.monotonic``).
+
+        ``chassis``, on the node that drives a chassis fan: the other nodes' heat and whether this node has the
+        broker. The fan then follows the hottest node of the chassis instead of this node alone.
+        """
         self._remember_aer(sample, now)
         temp_c = sample.temp_c
         decision = guard(temp_c, self.guard_state, self.policy.guard, now)
         self.guard_state = decision.state
-        duty, self.fan_state = fan_duty(
-            temp_c,
-            self.fan_state,
-            self.policy.fan,
-            now,
-            mode=self.mode,  # type: ignore[arg-type]
-            force_full=decision.fan_full,
-        )
+        if chassis is not None:
+            own = ChassisSelf(temp_c, chassis.broker_connected, decision.fan_full, self.mode)  # type: ignore[arg-type]
+            duty, self.chassis_reasons, self.chassis_state = chassis_duty(
+                chassis.nodes, own, self.policy, self.chassis_state, now
+            )
+        else:
+            duty, self.fan_state = fan_duty(
+                temp_c,
+                self.fan_state,
+                self.policy.fan,
+                now,
+                mode=self.mode,
+                force_full=decision.fan_full,  # type: ignore[arg-type]
+            )
         if self.boosting and self.mode == "auto":
             duty = max(duty, self.boost_pct)
         errors = self._drive(duty)
@@ -158,3 +181,45 @@ def open_fans(configured: tuple[FanConfig, ...], backend: Backend, root: str, sl
             log.info("event=fan_ready fan=%s from=%r", fan.name, source)
             fans.append(fan)
     return fans
+
+
+class ChassisView:
+    """The other nodes of the chassis as their telemetry shows them, for the node that drives the chassis fan.
+
+    Heat is stamped with the time it was *received* (this node's steady clock), so clocks that disagree do not
+    matter. A node that goes offline keeps its last reading, which turns stale and counts as hot, for
+    ``forget_offline_s``; then it is forgotten. A retained reading older than that (a node gone long ago) is
+    ignored.
+    """
+
+    def __init__(self, own: str, cfg: ChassisConfig) -> None:
+        self.own = own
+        self.cfg = cfg
+        self.heat: dict[str, NodeHeat] = {}
+        self._offline_since: dict[str, float] = {}
+
+    def telemetry(self, node: str, telemetry: Telemetry, *, retained: bool, now: float, wall: float) -> None:
+        if node == self.own:
+            return
+        age = max(0.0, wall - telemetry.t) if retained else 0.0  # a retained reading is as old as it says
+        if age > self.cfg.forget_offline_s:
+            return
+        self.heat[node] = NodeHeat(telemetry.temp_c, now - age, fan_full=telemetry.guard != "normal")
+
+    def status(self, node: str, text: str, now: float) -> None:
+        if text == "offline":
+            self._offline_since.setdefault(node, now)
+        else:
+            self._offline_since.pop(node, None)
+
+    def nodes(self, now: float) -> dict[str, NodeHeat]:
+        for node, since in list(self._offline_since.items()):
+            if now - since > self.cfg.forget_offline_s:
+                self.heat.pop(node, None)
+                del self._offline_since[node]
+        return dict(self.heat)
+
+
+def drives_chassis_fan(cfg: ChassisConfig, board: str, slot: int) -> bool:
+    """Whether this node drives the chassis fan: by role, or as a NanoCluster's slot 1."""
+    return cfg.role == "on" or (cfg.role == "auto" and board == "nanocluster" and slot == NANOCLUSTER_FAN_SLOT)

@@ -182,9 +182,17 @@ class ChassisConfig:
     """[policy.chassis]: the shared chassis fan (NanoCluster, driven from slot 1)."""
 
     stale_after_s: float = 5.0
+    role: Literal["auto", "on", "off"] = "auto"  # auto: a NanoCluster node in slot 1 drives the chassis fan
+    forget_offline_s: float = 300.0  # an offline node counts as hot this long, then it is forgotten
 
     def __post_init__(self) -> None:
-        _require("chassis", [("stale_after_s", self.stale_after_s > 0.0, "a number above 0", self.stale_after_s)])
+        _require(
+            "chassis",
+            [
+                ("stale_after_s", self.stale_after_s > 0.0, "a number above 0", self.stale_after_s),
+                ("forget_offline_s", self.forget_offline_s >= 0.0, "a number at least 0", self.forget_offline_s),
+            ],
+        )
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ operator's fan, identify and policy commands through piclusterctl."""
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 
@@ -92,3 +93,29 @@ def test_fan_identify_and_policy_commands(agents: AgentFactory, broker: Mosquitt
     assert table.splitlines()[0].split()[:3] == ["NODE", "GUARD", "TEMP"] and "node2" in table
     proc = ctl(broker, cluster, "fan", "node1", "120")
     assert proc.returncode == 2 and "percent from 0 to 100" in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_chassis_fan_follows_the_hottest_node_and_a_dead_one(
+    agents: AgentFactory, broker: Mosquitto, cluster: str
+) -> None:
+    # Five simulated NanoCluster nodes; node1 drives the chassis fan. node3 sits in a hot corner (58 °C idle).
+    agents.start("node1", config='[policy.chassis]\nrole = "on"\nstale_after_s = 2.0\n')
+    victim = None
+    for i in range(2, 6):
+        hot = "[sim]\nambient_c = 46.0\n" if i == 3 else ""
+        started = agents.start(f"node{i}", config=hot)
+        victim = started if i == 3 else victim
+    assert victim is not None
+    with Watcher(broker.url, cluster) as w:
+        w.wait("all five online", lambda: w.online(*(f"node{i}" for i in range(1, 6))))
+
+        def chassis_duty() -> float | None:
+            samples = telemetry(w, "node1")
+            return samples[-1].fan_duty_pct if samples else None
+
+        # The curve at node3's ~58 °C (50 °C: 30 %, 60 °C: 50 %) is far above node1's own (37 °C: 0 %).
+        w.wait("the chassis fan to follow node3", lambda: (chassis_duty() or 0) >= 40.0, timeout_s=20)
+        assert (chassis_duty() or 0) < 100.0
+        victim.stop(signal.SIGKILL)  # its will says offline: a node that may still be hot
+        w.wait("full fan for the silent node", lambda: chassis_duty() == 100.0, timeout_s=15)
