@@ -3,11 +3,11 @@
     python3 bench/reaction.py [--trials 200]
 
 Runs the simulator under full load with its fan stopped, and with the fan curve and thermal guard in charge
-(``NodeSafety`` with the simulator's fan, as the agent runs them), on simulated time: each trial starts from a
-different ambient temperature (25-40 °C), so the crossing falls at a different point. For every trial it reports how many
-ticks passed between the first sample at or above ``warm_c`` and the first tick whose fan command was 100 %, and
-likewise from ``hot_c`` to the job being frozen. It also times ``NodeSafety.tick`` (the decision and the command)
-with ``time.process_time``. The target is at most one tick.
+(``NodeSafety`` with the simulator's fan, as the agent runs them), on simulated time. Each trial starts from a
+different ambient temperature (25-40 °C), so the crossing falls at a different point. For every trial it
+reports how many ticks passed between the first sample at or above ``warm_c`` and the first tick whose fan
+command was 100 %, and likewise from ``hot_c`` to the job being frozen. It also times ``NodeSafety.tick`` (the
+decision and the command) with ``time.process_time``. The target is at most one tick.
 """
 
 from __future__ import annotations
