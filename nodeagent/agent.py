@@ -89,6 +89,7 @@ class Agent:
             on_end=self._restore_node,
         )
         self._identify_until = 0.0
+        self._chassis_reasons: tuple[str, ...] = ()
         self._seq_lock = threading.Lock()
         self._event_seq = 0
         self._tick_seq = 0
@@ -186,6 +187,14 @@ class Agent:
         mono = time.monotonic()
         chassis = Chassis(self.chassis.nodes(mono), self.link.connected) if self.chassis is not None else None
         safe = self.safety.tick(sample, mono, chassis)
+        if chassis is not None and self.safety.chassis_reasons != self._chassis_reasons:
+            self._chassis_reasons = self.safety.chassis_reasons
+            log.info(
+                "event=chassis_fan duty_pct=%.0f nodes=%d reasons=%r",
+                safe.duty_pct,
+                len(chassis.nodes),
+                "; ".join(self._chassis_reasons),
+            )
         self.act_on(safe, sample)
         for fan in self.safety.fans:
             if isinstance(fan, SimFan):

@@ -187,9 +187,9 @@ class ChassisView:
     """The other nodes of the chassis as their telemetry shows them, for the node that drives the chassis fan.
 
     Heat is stamped with the time it was *received* (this node's steady clock), so clocks that disagree do not
-    matter. A node that goes offline keeps its last reading, which turns stale and counts as hot, for
-    ``forget_offline_s``; then it is forgotten. A retained reading older than that (a node gone long ago) is
-    ignored.
+    matter. A node that says it is online before its first telemetry counts as unknown heat (fan full). A node
+    that goes offline keeps its last reading, which turns stale and counts as hot, for ``forget_offline_s``;
+    then it is forgotten. A retained reading older than that (a node gone long ago) is ignored.
     """
 
     def __init__(self, own: str, cfg: ChassisConfig) -> None:
@@ -203,14 +203,20 @@ class ChassisView:
             return
         age = max(0.0, wall - telemetry.t) if retained else 0.0  # a retained reading is as old as it says
         if age > self.cfg.forget_offline_s:
+            log.debug("event=chassis_reading_ignored node=%s age_s=%.0f (older than forget_offline_s)", node, age)
             return
         self.heat[node] = NodeHeat(telemetry.temp_c, now - age, fan_full=telemetry.guard != "normal")
 
     def status(self, node: str, text: str, now: float) -> None:
+        if node == self.own:
+            return
         if text == "offline":
             self._offline_since.setdefault(node, now)
-        else:
-            self._offline_since.pop(node, None)
+            return
+        self._offline_since.pop(node, None)
+        # A node that is online but has not reported a temperature yet is unknown heat: the fan runs full until
+        # its first telemetry (one tick), and if it dies before that it is a silent node like any other.
+        self.heat.setdefault(node, NodeHeat(None, now))
 
     def nodes(self, now: float) -> dict[str, NodeHeat]:
         for node, since in list(self._offline_since.items()):

@@ -314,6 +314,10 @@ class Runner:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(KILL_GRACE_S)
         _signal_session(proc.pid, signal.SIGKILL)
+        # A killed process is gone only once the kernel has finished with it: report the job ended after that.
+        deadline = time.monotonic() + KILL_GRACE_S
+        while _session_procs(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def _job_user(self) -> str:
         """The user jobs run as: the configured one when we are root; never root outside --sim."""
@@ -414,7 +418,7 @@ def _session_procs(sid: int) -> list[tuple[int, int]]:
         except OSError:
             continue
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if int(fields[3]) == sid:  # field 6 (session), counted after the ")" of comm
+        if int(fields[3]) == sid and fields[0] != b"Z":  # field 6 (session) after the ")" of comm; zombies are gone
             procs.append((int(entry.name), int(fields[11]) + int(fields[12])))  # utime, stime
     return procs
 

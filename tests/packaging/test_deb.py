@@ -1,7 +1,8 @@
-"""The .deb files, end to end: `make deb` and lintian, the installed unit, then the packages installed with apt
-into a clean Debian 12 root (tests/packaging/debroot.py), where the installed agent runs with Debian's python3 and
-paho-mqtt 1.6.1, then runs again as the real service under systemd (booted with systemd-nspawn), and is upgraded
-and purged. The tests share one root and run in file order.
+"""The .deb files, end to end: `make deb` and lintian, the installed unit, then picluster-agent's one .deb installed
+with apt into a clean Debian 12 root (tests/packaging/debroot.py), where the installed agent runs with Debian's
+python3 and paho-mqtt 1.6.1, then runs again as the real service under systemd (booted with systemd-nspawn), gets
+piclusterctl next to it, and is upgraded and purged. The tests on that root share it and run in file order. A
+second copy of the root is an operator's laptop: python3-picluster and picluster-controller, no agent.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,8 @@ pytestmark = [
 UPGRADE_VERSION = f"{__version__}+upgradetest1"
 UNIT = "picluster-agent.service"
 ENABLED_LINK = Path("etc/systemd/system/multi-user.target.wants") / UNIT
+UNIT_FILE = Path("lib/systemd/system") / UNIT
+MODULES = Path("usr/lib/python3/dist-packages/nodeagent")
 
 
 @pytest.fixture(scope="module")
@@ -47,28 +51,40 @@ def debs() -> dict[str, Path]:
     return found
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory, debs: dict[str, Path]) -> Iterator[Root]:
-    """A clean Debian 12 root with python3-picluster and picluster-agent installed by apt."""
-    started = time.monotonic()
-    path = tmp_path_factory.mktemp("debroot")
+@contextmanager
+def fresh_root(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Root]:
+    """A copy of the cached Debian 12 root with fresh package lists; removed afterwards, with nothing left mounted."""
+    path = tmp_path_factory.mktemp(name)
     try:
         root = Root.unpack(path)
-        print(f"base root: {time.monotonic() - started:.0f} s")
         root.run("apt-get", "update", "-q")
-        pkgs = (debs["python3-picluster"], debs["picluster-agent"])
-        # What the documented `apt install ./python3-picluster_*.deb ./picluster-agent_*.deb` pulls in, Recommends
-        # included, resolves in Debian 12 alone.
-        plan = root.run("apt-get", "install", "-s", "-q", *root.stage(*pkgs)).stdout
-        for recommended in ("hpcc", "openmpi-bin", "libopenblas0"):
-            assert re.search(rf"^Inst {recommended} ", plan, re.M), plan
-        root.install(*pkgs)
-        print(f"root with the agent installed: {time.monotonic() - started:.0f} s")
         yield root
     finally:
         left = mounted_under(path)
         subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
         assert not left, f"still mounted: {left}"
+
+
+def installed_packages(root: Root) -> set[str]:
+    out = root.run("dpkg-query", "-W", "-f=${db:Status-Abbrev} ${Package}\\n").stdout
+    return {line.split()[1] for line in out.splitlines() if line.startswith("ii ")}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory, debs: dict[str, Path]) -> Iterator[Root]:
+    """A clean Debian 12 root with picluster-agent installed by apt from its one .deb file."""
+    started = time.monotonic()
+    with fresh_root(tmp_path_factory, "debroot") as root:
+        print(f"base root: {time.monotonic() - started:.0f} s")
+        # What the documented `apt install ./picluster-agent_*.deb` pulls in, Recommends included, resolves in
+        # Debian 12 alone, and python3-picluster is not among it: the agent ships the modules itself.
+        plan = root.run("apt-get", "install", "-s", "-q", *root.stage(debs["picluster-agent"])).stdout
+        for recommended in ("hpcc", "openmpi-bin", "libopenblas0"):
+            assert re.search(rf"^Inst {recommended} ", plan, re.M), plan
+        assert not re.search(r"^Inst python3-picluster ", plan, re.M), plan
+        root.install(debs["picluster-agent"])
+        print(f"root with the agent installed: {time.monotonic() - started:.0f} s")
+        yield root
 
 
 def test_lintian_reports_no_errors_and_no_warnings(debs: dict[str, Path]) -> None:
@@ -100,6 +116,10 @@ def test_install_creates_the_user_state_dir_conffile_and_enables_the_unit(root: 
     assert (st.st_uid, st.st_gid, oct(st.st_mode & 0o7777)) == (0, 0, "0o755")
     assert (p / ENABLED_LINK).is_symlink()
     assert "/etc/picluster/agent.toml" in root.run("dpkg-query", "-W", "-f=${Conffiles}", "picluster-agent").stdout
+    # One file installed everything: the modules come from picluster-agent itself.
+    pkgs = installed_packages(root)
+    assert "picluster-agent" in pkgs and "python3-picluster" not in pkgs
+    assert root.run("dpkg", "-S", f"/{MODULES}/__init__.py").stdout.startswith("picluster-agent: ")
     paho = root.run("python3", "-c", "import paho.mqtt; print(paho.mqtt.__version__)").stdout.strip()
     assert paho == "1.6.1"
 
@@ -193,6 +213,15 @@ def test_the_service_under_systemd(root: Root, broker: Mosquitto, cluster: str) 
         subprocess.run(["rm", "-rf", str(dropin), str(root.path / "etc/picluster/test.toml")], check=False)
 
 
+def test_piclusterctl_installs_next_to_the_agent(root: Root, debs: dict[str, Path]) -> None:
+    """picluster-controller's Depends: python3-picluster (= version) is met by picluster-agent's Provides."""
+    plan = root.run("apt-get", "install", "-s", "-q", *root.stage(debs["picluster-controller"])).stdout
+    assert not re.search(r"^(Inst|Remv) (python3-picluster|picluster-agent) ", plan, re.M), plan
+    root.install(debs["picluster-controller"])
+    assert root.run("piclusterctl", "--version").stdout.strip() == f"piclusterctl {__version__}"
+    assert {"picluster-agent", "picluster-controller"} <= installed_packages(root)
+
+
 def test_upgrade_keeps_the_changed_conffile_and_purge_cleans_up(
     root: Root, debs: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -204,13 +233,44 @@ def test_upgrade_keeps_the_changed_conffile_and_purge_cleans_up(
     assert changed != conf.read_text()
     conf.write_text(changed)
 
-    root.install(*sorted(v2.glob("*.deb")))
-    query = root.run("dpkg-query", "-W", "-f=${Package} ${Version}\\n", "picluster-agent", "python3-picluster")
-    assert query.stdout.split() == ["picluster-agent", UPGRADE_VERSION, "python3-picluster", UPGRADE_VERSION]
+    # What is installed, upgraded: python3-picluster cannot be installed with the agent (it conflicts).
+    root.install(*(next(v2.glob(f"{name}_*.deb")) for name in ("picluster-agent", "picluster-controller")))
+    query = root.run("dpkg-query", "-W", "-f=${Package} ${Version}\\n", "picluster-agent", "picluster-controller")
+    assert query.stdout.split() == ["picluster-agent", UPGRADE_VERSION, "picluster-controller", UPGRADE_VERSION]
     assert conf.read_text() == changed
     assert root.run("picluster-agent", "--version").stdout.strip() == f"picluster-agent {__version__}"
+    assert root.run("piclusterctl", "--version").stdout.strip() == f"piclusterctl {__version__}"
 
+    # picluster-controller goes too: nothing else provides python3-picluster.
     root.run("apt-get", "purge", "-y", "-q", "picluster-agent")
+    assert not {"picluster-agent", "picluster-controller"} & installed_packages(root)
     assert not (root.path / "var" / "lib" / "picluster").exists()
     assert not (root.path / ENABLED_LINK).exists() and not conf.exists()
+    assert not (root.path / MODULES).exists()  # the byte-compiled files too (py3clean)
     assert "picluster:" in (root.path / "etc" / "passwd").read_text()  # system users stay (Debian practice)
+
+
+def test_a_laptop_gets_piclusterctl_without_the_agent_and_can_switch(
+    tmp_path_factory: pytest.TempPathFactory, debs: dict[str, Path]
+) -> None:
+    """python3-picluster + picluster-controller in a second fresh root: no service. Then the node's package swaps
+    python3-picluster out (Conflicts + Replaces) and piclusterctl keeps working, and the swap back works too."""
+    started = time.monotonic()
+    with fresh_root(tmp_path_factory, "laptop") as laptop:
+        laptop.install(debs["python3-picluster"], debs["picluster-controller"])
+        assert laptop.run("piclusterctl", "--version").stdout.strip() == f"piclusterctl {__version__}"
+        assert not (laptop.path / UNIT_FILE).exists() and not (laptop.path / "usr/bin/picluster-agent").exists()
+        assert "picluster-agent" not in installed_packages(laptop)
+
+        laptop.install(debs["picluster-agent"])
+        pkgs = installed_packages(laptop)
+        assert {"picluster-agent", "picluster-controller"} <= pkgs and "python3-picluster" not in pkgs
+        assert (laptop.path / UNIT_FILE).exists()
+        assert laptop.run("piclusterctl", "--version").stdout.strip() == f"piclusterctl {__version__}"
+
+        laptop.install(debs["python3-picluster"])
+        pkgs = installed_packages(laptop)
+        assert {"python3-picluster", "picluster-controller"} <= pkgs and "picluster-agent" not in pkgs
+        assert not (laptop.path / UNIT_FILE).exists() and (laptop.path / MODULES / "__init__.py").exists()
+        assert laptop.run("piclusterctl", "--version").stdout.strip() == f"piclusterctl {__version__}"
+    print(f"\nlaptop root: {time.monotonic() - started:.0f} s")

@@ -107,3 +107,22 @@ def test_boost_is_a_floor_while_a_job_runs() -> None:
     assert safety.tick(sim.read(1.0), 1.0).duty_pct == 60.0
     safety.mode = 30.0  # an operator's fixed percent wins over the boost
     assert safety.tick(sim.read(2.0), 2.0).duty_pct == 30.0
+
+
+def test_chassis_view_counts_unknown_and_gone_nodes_as_heat_until_forgotten() -> None:
+    from nodeagent.policy.config import ChassisConfig
+    from nodeagent.protocol import Telemetry
+    from nodeagent.safety import ChassisView
+
+    view = ChassisView("node1", ChassisConfig(forget_offline_s=300.0))
+    view.status("node2", "online", now=0.0)
+    assert view.nodes(0.0)["node2"].temp_c is None  # online, no telemetry yet: unknown heat
+    view.telemetry("node2", Telemetry(node="node2", seq=1, t=1000.0, temp_c=50.0), retained=False, now=1.0, wall=1000.0)
+    assert view.nodes(1.0)["node2"].temp_c == 50.0
+    view.status("node2", "offline", now=2.0)
+    assert "node2" in view.nodes(200.0)  # kept (and stale, so hot) ...
+    assert "node2" not in view.nodes(303.0)  # ... until forgotten
+    view.telemetry("node9", Telemetry(node="node9", seq=1, t=0.0, temp_c=40.0), retained=True, now=5.0, wall=1000.0)
+    assert "node9" not in view.nodes(5.0)  # a retained reading from long ago: a node gone long ago
+    view.status("node1", "online", now=5.0)
+    assert "node1" not in view.nodes(5.0)  # never itself
