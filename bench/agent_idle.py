@@ -37,6 +37,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from scripts.localcluster import free_port, mosquitto_conf  # noqa: E402
+
 NODE, CLUSTER = "bench", "bench"
 TELEMETRY_TOPIC = f"picluster/v1/{CLUSTER}/node/{NODE}/telemetry"
 SUB_WINDOW_S = 10.0
@@ -109,12 +113,6 @@ class Started:
         # The agent first, while the broker is still up to take its clean "offline".
         self.stop(["agent", "node_exporter"])
         self.stop(list(self.procs))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(what: str, ready: Callable[[], bool], started: Started, timeout_s: float = READY_TIMEOUT_S) -> None:
@@ -261,7 +259,7 @@ def start_all(
     while (ne_port := free_port()) == mqtt_port:
         pass
     conf = tmp / "mosquitto.conf"
-    conf.write_text(f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n")
+    conf.write_text(mosquitto_conf(mqtt_port))
     started.start("mosquitto", [tools["mosquitto"], "-c", str(conf)], tmp / "mosquitto.log")
     wait_for("mosquitto", lambda: port_open(mqtt_port), started)
     sub_out = tmp / "telemetry.txt"

@@ -15,8 +15,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,12 +28,7 @@ sys.path.insert(0, str(REPO))
 from controller.cli import snapshot  # noqa: E402
 from nodeagent.config import Broker  # noqa: E402
 from nodeagent.protocol import Topics  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from scripts.localcluster import agent_argv, free_port, start_mosquitto, stop  # noqa: E402
 
 
 def main() -> int:
@@ -46,30 +39,15 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="picluster-bench-"))
     port = free_port()
     url = f"mqtt://127.0.0.1:{port}"
-    (work / "m.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen(["mosquitto", "-c", str(work / "m.conf")], stderr=subprocess.DEVNULL)]
+    procs = [start_mosquitto(work, port)]
     ctl = [sys.executable, "-m", "controller.cli", "--broker", url, "--cluster", "bench", "nodes", "--json"]
     try:
         time.sleep(0.2)
         for i in range(1, args.nodes + 1):
             procs.append(
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "nodeagent",
-                        "run",
-                        "--sim",
-                        "--node-id",
-                        f"node{i}",
-                        "--broker",
-                        url,
-                        "--cluster",
-                        "bench",
-                        "--state-dir",
-                        str(work / f"node{i}"),
-                    ],
+                    agent_argv(f"node{i}", url, "bench", work / f"node{i}"),
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                     env=env,
@@ -115,13 +93,7 @@ def main() -> int:
         return 0
     finally:
         for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

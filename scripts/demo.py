@@ -8,33 +8,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from localcluster import agent_argv, free_port, start_mosquitto, stop
+
 NODES = ("node1", "node2", "node3", "node4")
 CLUSTER = "demo"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise SystemExit(f"demo: mosquitto did not start listening on port {port}")
 
 
 def wait_online(ctl: list[str], count: int, timeout_s: float = 30.0) -> None:
@@ -49,16 +32,6 @@ def wait_online(ctl: list[str], count: int, timeout_s: float = 30.0) -> None:
     raise SystemExit(f"demo: the agents did not come online within {timeout_s:g} s; their logs are kept")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def main() -> int:
     if shutil.which("mosquitto") is None:
         print("demo: mosquitto is missing; run `make setup` as root or `sudo apt install mosquitto`", file=sys.stderr)
@@ -66,17 +39,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="picluster-demo-"))
     port = free_port()
     url = f"mqtt://127.0.0.1:{port}"
-    (work / "mosquitto.conf").write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n"
-    )
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(
-            subprocess.Popen(
-                ["mosquitto", "-c", str(work / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-        )
-        wait_port(port)
+        procs.append(start_mosquitto(work, port))
         print(f"demo: broker {url}; starting {len(NODES)} simulated nodes (logs in {work})")
         for node in NODES:
             state = work / node
@@ -84,21 +49,7 @@ def main() -> int:
             with open(state / "agent.log", "wb") as log:
                 procs.append(
                     subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "nodeagent",
-                            "run",
-                            "--sim",
-                            "--node-id",
-                            node,
-                            "--broker",
-                            url,
-                            "--cluster",
-                            CLUSTER,
-                            "--state-dir",
-                            str(state),
-                        ],
+                        agent_argv(node, url, CLUSTER, state),
                         stdout=log,
                         stderr=subprocess.STDOUT,
                     )

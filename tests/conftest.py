@@ -9,36 +9,19 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from scripts.localcluster import agent_argv, free_port, start_mosquitto, stop
+
 REPO = Path(__file__).resolve().parent.parent
 # `make test` installs both paho majors here (pure Python, pip --target), so every agent test runs on both.
 PAHO_DIRS = {"1.6": REPO / ".cache" / "paho1", "2.x": REPO / ".cache" / "paho2"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.01)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
 @dataclass
@@ -54,27 +37,11 @@ class Mosquitto:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "set_tcp_nodelay true\n"
-            "persistence false\n"
-            f"log_dest file {self.workdir / 'mosquitto.log'}\n"
-        )
-        self.proc = subprocess.Popen(
-            ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        wait_port(self.port)
+        self.proc = start_mosquitto(self.workdir, self.port, log_file=self.workdir / "mosquitto.log")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop(self.proc, timeout_s=5)
         self.proc = None
 
     def restart(self) -> None:
@@ -107,14 +74,7 @@ class AgentProc:
     log: Path
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop(self.proc, sig, timeout_s) or 0
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -156,24 +116,7 @@ class AgentFactory:
         conf = state / "agent.toml"
         conf.write_text("[agent]\ntick_s = 0.5\n[jobs]\nprogress_interval_s = 0.5\n" + config)
         log = state / "agent.log"
-        argv = [
-            sys.executable,
-            "-m",
-            "nodeagent",
-            "run",
-            "--sim",
-            "--config",
-            str(conf),
-            "--node-id",
-            node,
-            "--broker",
-            self.broker.url,
-            "--cluster",
-            self.cluster,
-            "--state-dir",
-            str(state),
-            *extra,
-        ]
+        argv = agent_argv(node, self.broker.url, self.cluster, state, "--config", str(conf), *extra)
         with open(log, "wb") as fh:
             proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=paho_env(paho), cwd=state)
         agent = AgentProc(node, proc, log)
