@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from nodeagent.errors import ConfigError, HardwareError
 from nodeagent.hw.root import SysfsRoot, read_text_file
@@ -208,6 +208,30 @@ class Fan(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Tach(Protocol):
+    """A tachometer beside a PWM fan (``fan_gpio.TachCounter``)."""
+
+    def read_rpm(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class TachFan(Fan):
+    """A fan whose speed comes from an optional tachometer on a GPIO (``tach``), not from the fan's driver."""
+
+    tach: Tach | None = None
+
+    def read_rpm(self) -> int | None:
+        """RPM from the tachometer, or None without one."""
+        return self.tach.read_rpm() if self.tach is not None else None
+
+    def close(self) -> None:
+        """Release the tachometer; subclasses release their PWM after calling this."""
+        if self.tach is not None:
+            self.tach.close()
+            self.tach = None
 
 
 class SysfsAttrs:

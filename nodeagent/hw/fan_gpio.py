@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from nodeagent.errors import HardwareError
-from nodeagent.hw.fan import Fan
+from nodeagent.hw.fan import TachFan
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class TachCounter:
         self._input.close()
 
 
-class GpioFan(Fan):
+class GpioFan(TachFan):
     """A fan switched by GPIO ``pin`` (BCM) at ``frequency_hz`` with gpiozero's ``PWMOutputDevice``.
 
     ``active_high=False`` for a fan that runs when the pin is low. The pin starts at 100 % (safe until the
@@ -151,13 +151,7 @@ class GpioFan(Fan):
         except Exception as e:
             raise HardwareError(f"{self.name}: cannot set the duty to {pct:g} %: {e}") from e
 
-    def read_rpm(self) -> int | None:
-        """RPM from the tach pin, or None without one."""
-        return self.tach.read_rpm() if self.tach is not None else None
-
     def close(self) -> None:
         """Release the pins (gpiozero sets them back to inputs; the fan's own pull decides what it does then)."""
-        if self.tach is not None:
-            self.tach.close()
-            self.tach = None
+        super().close()
         self._pwm.close()

@@ -15,24 +15,15 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 from nodeagent.errors import HardwareError
-from nodeagent.hw.fan import RP1_PWM0, Fan, SysfsAttrs
+from nodeagent.hw.fan import RP1_PWM0, SysfsAttrs, Tach, TachFan
 from nodeagent.hw.root import SysfsRoot
 
 log = logging.getLogger(__name__)
 
 PWM_CLASS = "sys/class/pwm"
 EXPORT_POLL_S = 0.01
-
-
-class Tach(Protocol):
-    """A tachometer that can stand beside a PWM fan (``fan_gpio.TachCounter``)."""
-
-    def read_rpm(self) -> int: ...
-
-    def close(self) -> None: ...
 
 
 def chip_names(chip_dir: Path) -> tuple[str, ...]:
@@ -64,7 +55,7 @@ def find_pwmchip(root: SysfsRoot, chip: str | int) -> Path:
     )
 
 
-class SysfsPwmFan(Fan):
+class SysfsPwmFan(TachFan):
     """A fan on channel ``channel`` of PWM chip ``chip`` at ``frequency_hz``; ``inverted`` for active-low fans.
 
     Opening exports the channel if needed, then sets period, polarity and enable. A channel that is already
@@ -174,12 +165,4 @@ class SysfsPwmFan(Fan):
         self.chip.write(f"{self._ch}/duty_cycle", self.period_ns)
         self._enable()
 
-    def read_rpm(self) -> int | None:
-        """RPM from the tachometer given at construction, or None without one."""
-        return self.tach.read_rpm() if self.tach is not None else None
-
-    def close(self) -> None:
-        """Release the tachometer; the PWM channel keeps running at its last duty (the kernel holds it)."""
-        if self.tach is not None:
-            self.tach.close()
-            self.tach = None
+    # close(): TachFan's. The PWM channel keeps running at its last duty: the kernel holds it.

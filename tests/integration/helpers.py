@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +10,7 @@ from controller.session import Received, Session
 from nodeagent.config import Broker
 from nodeagent.errors import ProtocolError
 from nodeagent.protocol import Event, Topics, decode
+from tests.waits import wait_until
 
 
 class Watcher:
@@ -38,13 +38,7 @@ class Watcher:
             msg = self.session.get(0)
 
     def wait(self, what: str, cond: Callable[[], Any], timeout_s: float = 20.0) -> Any:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.pump()
-            value = cond()
-            if value:
-                return value
-        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        return wait_until(what, self.pump, cond, timeout_s)
 
     def events(self, node: str | None = None, job: str | None = None) -> list[Event]:
         out = []

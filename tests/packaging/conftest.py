@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Mosquitto
+from tests.waits import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,13 +64,7 @@ class NotifySocket:
             self.sock.settimeout(0)
 
     def wait(self, what: str, cond: Callable[[], object], timeout_s: float = 20.0) -> object:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.pump()
-            value = cond()
-            if value:
-                return value
-        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; got {self.received}")
+        return wait_until(what, self.pump, cond, timeout_s, detail=lambda: f"got {self.received}")
 
     def with_field(self, key: str, value: str | None = None) -> list[Datagram]:
         return [d for d in self.received if key in d.fields and (value is None or d.fields[key] == value)]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import AgentFactory, Mosquitto, ctl, wait_port
+from scripts.localcluster import wait_port
+from tests.conftest import AgentFactory, Mosquitto, ctl
 from tests.integration.helpers import Watcher
 from tests.packaging.conftest import REPO
 
