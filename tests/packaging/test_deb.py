@@ -112,6 +112,10 @@ def test_systemd_accepts_the_installed_unit(debs: dict[str, Path], tmp_path: Pat
 def test_install_creates_the_user_state_dir_conffile_and_enables_the_unit(root: Root) -> None:
     p = root.path
     assert re.search(r"^picluster:x:\d+:\d+:", (p / "etc" / "passwd").read_text(), re.M)
+    # dialout exists in every Debian root (base-passwd); gpio and i2c only on a Pi, so they are skipped here.
+    group = (p / "etc" / "group").read_text()
+    assert re.search(r"^dialout:x:\d+:(.*,)?picluster(,|$)", group, re.M), "picluster is not in dialout"
+    assert not re.search(r"^(gpio|i2c):", group, re.M)
     st = (p / "var" / "lib" / "picluster").stat()
     assert (st.st_uid, st.st_gid, oct(st.st_mode & 0o7777)) == (0, 0, "0o755")
     assert (p / ENABLED_LINK).is_symlink()
