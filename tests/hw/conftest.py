@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,3 +21,16 @@ def tree_copy(tmp_path: Path) -> Callable[[str], Path]:
         return dest
 
     return copy
+
+
+@pytest.fixture
+def player() -> Iterator[object]:
+    """A Compute Blade smart fan unit played by the test at the far end of a real pseudo-terminal."""
+    from tests.hw.test_fans import FanUnitPlayer  # here, not at the top: a test module imported by the conftest
+    # would escape pytest's assertion rewriting
+
+    p = FanUnitPlayer()
+    try:
+        yield p
+    finally:
+        p.close()

@@ -42,15 +42,6 @@ def root(tmp_path: Path) -> Path:
     return merged_root(tmp_path, CM5, BLADE)
 
 
-@pytest.fixture
-def player() -> Iterator[FanUnitPlayer]:
-    p = FanUnitPlayer()
-    try:
-        yield p
-    finally:
-        p.close()
-
-
 def emc_bus() -> RegisterBus:
     return RegisterBus(0x2F, {0xFD: 0x37, 0x32: 0x2B | 0x80, 0x30: 0x40})
 

@@ -143,15 +143,6 @@ def poll_until(unit: SmartFanUnit, done: Callable[[], bool], timeout_s: float = 
 
 
 @pytest.fixture
-def player() -> Iterator[FanUnitPlayer]:
-    p = FanUnitPlayer()
-    try:
-        yield p
-    finally:
-        p.close()
-
-
-@pytest.fixture
 def mock_factory() -> Iterator[Any]:
     """gpiozero's MockFactory with PWM-capable pins (gpiozero 1.6 keeps pins class-wide: reset around the test)."""
     mock = pytest.importorskip("gpiozero.pins.mock", reason="gpiozero is not importable (apt install python3-gpiozero)")

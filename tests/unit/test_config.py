@@ -13,6 +13,7 @@ import pytest
 from nodeagent import config
 from nodeagent.errors import ConfigError
 from nodeagent.hw.fan import FanConfig
+from tests.doc_defaults import toml_default
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -87,18 +88,6 @@ def test_broker_url_errors(url: str) -> None:
         config.Broker.parse(url)
 
 
-def _toml(value: object) -> str:
-    if value is None:
-        return "unset"  # TOML has no null: an optional key without a default
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return repr(value)
-
-
 def _doc_tables() -> dict[str, dict[str, str]]:
     tables: dict[str, dict[str, str]] = {}
     section = ""
@@ -115,7 +104,7 @@ def test_docs_list_every_key_with_the_code_default() -> None:
     doc = _doc_tables()
     code = {
         name: {
-            f.name: _toml(f.default if f.default is not dataclasses.MISSING else f.default_factory())
+            f.name: toml_default(f.default if f.default is not dataclasses.MISSING else f.default_factory())
             for f in dataclasses.fields(cls)
         }
         for name, cls in [*config._SECTIONS.items(), ("fan", FanConfig)]

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from nodeagent.errors import ConfigError
 from nodeagent.policy.config import SECTIONS, FanCurveConfig, FanPoint, GuardConfig, PolicyConfig
 from nodeagent.policy.fan import FULL_PCT, FanState, curve_duty, fan_duty
+from tests.doc_defaults import toml_default
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "policy.md"
 CFG = FanCurveConfig()
@@ -159,18 +160,6 @@ def test_bad_fan_config_names_the_key(kwargs: dict, message: str) -> None:
         FanCurveConfig(**kwargs)
 
 
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if dataclasses.is_dataclass(value):
-        return "{" + ", ".join(f"{f.name} = {_toml(getattr(value, f.name))}" for f in dataclasses.fields(value)) + "}"
-    return repr(value)
-
-
 def _doc_tables() -> dict[str, dict[str, str]]:
     """Key -> default of the `| key | default | meaning |` table under each `## [policy.<section>]` heading."""
     tables: dict[str, dict[str, str]] = {}
@@ -192,7 +181,8 @@ def _doc_tables() -> dict[str, dict[str, str]]:
 
 def test_docs_list_every_policy_key_with_the_code_default() -> None:
     code = {
-        name: {f.name: _toml(getattr(cls(), f.name)) for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()
+        name: {f.name: toml_default(getattr(cls(), f.name)) for f in dataclasses.fields(cls)}
+        for name, cls in SECTIONS.items()
     }
     assert _doc_tables() == code
     assert [f.name for f in dataclasses.fields(PolicyConfig)] == list(SECTIONS)
