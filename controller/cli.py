@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn
 
-from controller import hpl_plan, ops, report
+from controller import hpl_plan, ops, power, report
 from controller.dispatch import NodeRun, new_job_id, submit_and_follow
 from controller.fleet import Fleet, NodeView, subscriptions
 from controller.select import SelectionError, select
@@ -72,7 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     identify.add_argument("nodes", metavar="NODESET")
     policy = sub.add_parser("policy", help="effective thresholds and the thermal guard's state of each node")
     policy.add_argument("nodes", metavar="NODESET")
-    for cmd in (fan, identify, policy):
+    pwr = sub.add_parser("power", help="switch chassis slots (NanoCluster): on, off or cycle, through slot 1")
+    pwr.add_argument("action", choices=("on", "off", "cycle"))
+    pwr.add_argument("nodes", metavar="NODESET")
+    pwr.add_argument("--force", action="store_true", help="off: hold the line 8 s (cut power) instead of asking")
+    for cmd in (fan, identify, policy, pwr):
         _common(cmd, argparse.SUPPRESS)
     return parser
 
@@ -86,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_nodes(broker, topics, as_json=bool(args.json))
         if args.command in ("fan", "identify", "policy"):
             return cmd_ops(broker, topics, args)
+        if args.command == "power":
+            return cmd_power(broker, topics, args)
         return cmd_run_hpl(broker, topics, args)
     except (UsageError, SelectionError, ProtocolError, ValueError) as exc:
         print(f"piclusterctl: {exc}", file=sys.stderr)
@@ -137,6 +143,9 @@ def cmd_run_hpl(broker: Broker, topics: Topics, args: argparse.Namespace) -> int
         selected = select(args.nodes, fleet.nodes)
         online = [n for n in selected if fleet.nodes[n].online]
         plans = plan_hpl([fleet.nodes[n] for n in online], overrides)
+        over_budget = power.budget_refusals(fleet, online)
+        if over_budget and not args.force:
+            raise UsageError("power budget: " + "; ".join(over_budget) + " (select fewer nodes, or --force)")
         offline = [NodeRun(n, state="offline", reason="the node is offline") for n in selected if n not in online]
         job = JobSpec(id=new_job_id("hpl"), kind="hpl", node_params=plans, timeout_s=args.timeout, force=args.force)
         err = report.console(stderr=True)
@@ -190,6 +199,32 @@ def cmd_ops(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
     for node in missing:
         print(f"{node}: {'offline' if node not in online else 'no confirmation'}", file=sys.stderr)
     return 1 if missing else 0
+
+
+def cmd_power(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
+    """power on|off|cycle: one command per node to the node that switches the slots, then its answers."""
+    if args.force and args.action != "off":
+        raise UsageError("power: --force only goes with off")
+    action = "force-off" if args.force else args.action
+    subs = (*subscriptions(topics), topics.all_nodes("events"))
+    with Session(broker, topics.cluster, subscriptions=subs) as session:
+        fleet = snapshot(broker, topics, session)
+        nodes = select(args.nodes, fleet.nodes)
+        try:
+            to = power.switcher(fleet)
+            slots = power.slots_of(fleet, nodes)
+        except LookupError as exc:
+            raise UsageError(f"power: {exc}") from None
+        got = power.answers(session, to, power.send(session, to, action, slots), seconds_each=20.0)
+    failed = 0
+    for node, event in got.items():
+        if event is not None and event.kind == "finished":
+            print(f"{node}: power {action} (slot {slots[node]}): done")
+            continue
+        failed += 1
+        why = f"{event.kind}: {event.reason}" if event is not None else f"no answer from {to}"
+        print(f"{node}: power {action} (slot {slots[node]}): {why}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _progress(quiet: bool) -> AbstractContextManager[Progress | None]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from controller.session import Received
 from nodeagent.errors import ProtocolError
-from nodeagent.protocol import OFFLINE, ONLINE, NodeFacts, Telemetry, Topics, decode
+from nodeagent.protocol import OFFLINE, ONLINE, ChassisPower, NodeFacts, Telemetry, Topics, decode
 
 log = logging.getLogger("picluster.ctl")
 
@@ -61,7 +61,7 @@ class NodeView:
 
 
 def subscriptions(topics: Topics) -> tuple[str, ...]:
-    return tuple(topics.all_nodes(leaf) for leaf in ("status", "facts", "telemetry"))
+    return tuple(topics.all_nodes(leaf) for leaf in ("status", "facts", "telemetry", "power"))
 
 
 class Fleet:
@@ -70,6 +70,7 @@ class Fleet:
     def __init__(self, topics: Topics) -> None:
         self.topics = topics
         self.nodes: dict[str, NodeView] = {}
+        self.power: dict[str, ChassisPower] = {}  # each chassis driver's latest power budget decision
 
     def feed(self, messages: Iterable[Received]) -> Fleet:
         for msg in messages:
@@ -79,6 +80,9 @@ class Fleet:
     def update(self, msg: Received) -> tuple[str, str] | None:
         """Apply one message; returns (node, leaf) when it was a fleet message."""
         parsed = self.topics.parse(msg.topic)
+        if parsed is not None and parsed[1] == "power":
+            self._power(parsed[0], msg.payload)
+            return parsed
         if parsed is None or parsed[1] not in ("status", "facts", "telemetry"):
             return parsed
         node, leaf = parsed
@@ -99,6 +103,15 @@ class Fleet:
             return parsed
         self.nodes[node] = view
         return parsed
+
+    def _power(self, node: str, payload: bytes) -> None:
+        if not payload:
+            self.power.pop(node, None)
+            return
+        try:
+            self.power[node] = decode(payload, ChassisPower)
+        except ProtocolError as exc:
+            log.warning("ignoring a malformed power message from %s: %s", node, exc)
 
     def sorted(self) -> list[NodeView]:
         return [self.nodes[n] for n in sorted(self.nodes, key=_natural)]

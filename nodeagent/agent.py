@@ -16,6 +16,7 @@ from dataclasses import asdict, fields, replace
 from typing import Any
 
 from nodeagent import __version__, sd
+from nodeagent.chassis_power import PowerBudget
 from nodeagent.config import AgentConfig, read_password
 from nodeagent.errors import ConfigError, JobRejected, ProtocolError
 from nodeagent.hw.base import Backend, Sample
@@ -24,11 +25,13 @@ from nodeagent.hw.fan import SimFan
 from nodeagent.hw.governor import Governor
 from nodeagent.hw.hotplug import HotplugMonitor
 from nodeagent.hw.root import SysfsRoot
+from nodeagent.hw.slot_lines import SlotLines, find_chip, pin_factory
 from nodeagent.jobs.runner import DuplicateJob, Runner
 from nodeagent.link import Credentials, Link, Will
 from nodeagent.protocol import (
     OFFLINE,
     ONLINE,
+    ChassisPower,
     Command,
     Event,
     NodeFacts,
@@ -39,7 +42,16 @@ from nodeagent.protocol import (
     reply_address,
 )
 from nodeagent.protocol.messages import fan_mode
-from nodeagent.safety import Chassis, ChassisView, NodeSafety, SafetyTick, drives_chassis_fan, open_fans
+from nodeagent.safety import (
+    Chassis,
+    ChassisView,
+    NodeSafety,
+    SafetyTick,
+    drives_chassis_fan,
+    open_fans,
+    switches_slots,
+)
+from nodeagent.slot_power import SlotPower
 from nodeagent.telemetry import alert_fields, pcie_alerts, telemetry_from
 
 log = logging.getLogger("picluster.agent")
@@ -61,7 +73,9 @@ def _changed(old: Any, new: Any, prefix: str = "") -> list[str]:
 class Agent:
     """One node's agent. Build it, then ``run(stop)`` until ``stop`` is set."""
 
-    def __init__(self, cfg: AgentConfig, backend: Backend, *, clock: Clock = time.time) -> None:
+    def __init__(
+        self, cfg: AgentConfig, backend: Backend, *, clock: Clock = time.time, pin_factory: Any = None
+    ) -> None:
         self.cfg = cfg
         self.node = cfg.node_id
         self.topics = Topics(cfg.agent.cluster)
@@ -79,6 +93,18 @@ class Agent:
             else None
         )
         self.governor = Governor(SysfsRoot(cfg.hardware.root)) if backend.name == "real" else None
+        self.power = PowerBudget(self.node, cfg.policy, backend, driver=self.chassis is not None, emit=self.emit)
+        self.slot_power = (
+            SlotPower(
+                self.node,
+                cfg.hardware.slot,
+                lambda: self._slot_lines(pin_factory),
+                cfg.policy.auto_cycle,
+                self.emit,
+            )
+            if switches_slots(cfg.slot_power, self.node_facts.board, cfg.hardware.slot)
+            else None
+        )
         self.runner = Runner(
             cfg.jobs,
             cfg.work_dir,
@@ -114,9 +140,13 @@ class Agent:
         )
         self.link.subscribe(self.topics.node_cmd(self.node), qos=1)
         self.link.subscribe(self.topics.cluster_cmd(), qos=1)
-        if self.chassis is not None:  # the chassis fan follows every node's temperature
+        if self.chassis is not None:  # the chassis fan and the power budget follow every node
             self.link.subscribe(self.topics.all_nodes("telemetry"), qos=0)
+        if self.chassis is not None or self.slot_power is not None:
             self.link.subscribe(self.topics.all_nodes("status"), qos=1)
+        if self.slot_power is not None:  # which node sits in which slot
+            self.link.subscribe(self.topics.all_nodes("facts"), qos=1)
+        self.link.subscribe(self.topics.all_nodes("power"), qos=1)  # the chassis's frequency cap and budget
         self._orphans = self.runner.reap_orphans()
         # udev tells about drives and PCI devices coming and going the moment it happens (real hardware only).
         self.hotplug = (
@@ -166,6 +196,9 @@ class Agent:
         if self.hotplug is not None:
             self.hotplug.stop()
         self.link.stop(goodbye=Will(self.topics.status(self.node), OFFLINE))
+        if self.slot_power is not None:
+            self.slot_power.close()
+        self.power.close()  # a stopped agent enforces no budget, so it leaves no cap behind
         self.safety.full()  # a stopped agent leaves the fans at full (the unit's stop hook does it after a crash)
         self.backend.close()
         log.info("event=agent_stop node=%s", self.node)
@@ -207,11 +240,35 @@ class Agent:
             job_frozen=self.runner.frozen,
             errors=(*sample.errors, *safe.fan_errors),
         )
+        telemetry = self.budget_step(telemetry, mono, now)
         pcie_events, self._degraded_links = pcie_alerts(sample.pcie, self._degraded_links)
         for event in (*sample.events, *pcie_events):
             self.hardware_event(event)
         self.link.publish(self.topics.telemetry(self.node), encode(telemetry), qos=0, retain=True)
         return telemetry
+
+    def budget_step(self, telemetry: Telemetry, mono: float, wall: float) -> Telemetry:
+        """The power budget's tick: the driver decides and publishes, every node applies the cap; slot 1's
+        automatic power-cycle."""
+        decision = self.power.decide(telemetry, mono, wall)
+        if decision is not None:
+            self.power.received(decision)
+            self.link.publish(self.topics.power(self.node), encode(decision), qos=1, retain=True)
+        cap_khz = self.power.apply()
+        if self.slot_power is not None:
+            self.slot_power.tick(mono)
+        return replace(telemetry, freq_cap_mhz=None if cap_khz is None else cap_khz / 1000.0)
+
+    def _slot_lines(self, factory: Any) -> SlotLines:
+        """The slot power lines: the given pin factory (tests), gpiozero's mock pins on a simulated node, else
+        lgpio on the expander's gpiochip."""
+        if factory is None and self.sim:
+            from gpiozero.pins.mock import MockFactory
+
+            factory = MockFactory()
+        if factory is None:
+            factory = pin_factory(find_chip(SysfsRoot(self.cfg.hardware.root), self.cfg.slot_power))
+        return SlotLines(self.cfg.slot_power, factory)
 
     def dispatch(self, item: tuple[Any, ...]) -> None:
         """Handle one queued item; nothing raised here may stop the loop."""
@@ -298,6 +355,11 @@ class Agent:
             slot=self.cfg.hardware.slot or f.slot,
             sim=self.sim,
             capabilities=self.runner.capabilities(),
+            roles=tuple(
+                role
+                for role, on in (("chassis", self.chassis is not None), ("slot-power", self.slot_power is not None))
+                if on
+            ),
             policy=asdict(self.cfg.policy),
             t=self.clock(),
         )
@@ -314,7 +376,7 @@ class Agent:
 
     def handle_message(self, topic: str, payload: bytes, retained: bool) -> None:
         parsed = self.topics.parse(topic)
-        if parsed is not None and parsed[1] in ("telemetry", "status"):
+        if parsed is not None and parsed[1] in ("telemetry", "status", "facts", "power"):
             self.chassis_message(parsed[0], parsed[1], payload, retained)
             return
         if retained:
@@ -337,6 +399,8 @@ class Agent:
             self.start_job(cmd)
         elif cmd.cmd in ("fan", "identify"):
             self.operator_command(cmd)
+        elif cmd.cmd == "power":
+            self.power_command(cmd)
         elif cmd.cmd == "cancel" and not self.runner.cancel(cmd.job_id):
             self.emit("log", cmd.job_id, message=f"cancel: job {cmd.job_id} is not running on {self.node}")
 
@@ -344,15 +408,15 @@ class Agent:
         job = cmd.job
         assert job is not None  # decode() guarantees it for run
         gate = self.safety.admit(self.last_sample, force=job.force)
-        if not gate.admitted:
-            self.emit(
-                "rejected",
-                job.id,
-                reason="health gate: " + "; ".join(gate.reasons) + " (--force overrides)",
-                field="health",
-            )
-            return
-        forced = {"forced": True, "forced_reasons": list(gate.reasons)} if gate.forced else None
+        budget = self.power.admit(force=job.force)
+        for answer, what in ((gate, "health"), (budget, "power")):
+            if not answer.admitted:
+                label = "health gate" if what == "health" else "power budget"
+                reason = f"{label}: " + "; ".join(answer.reasons) + " (--force overrides)"
+                self.emit("rejected", job.id, reason=reason, field=what)
+                return
+        overridden = [*gate.reasons, *budget.reasons] if gate.forced or budget.forced else []
+        forced = {"forced": True, "forced_reasons": overridden} if overridden else None
         try:
             self.runner.submit(
                 job,
@@ -399,18 +463,36 @@ class Agent:
             self._identify(False)
 
     def chassis_message(self, node: str, leaf: str, payload: bytes, retained: bool) -> None:
-        """Another node's telemetry or status, for the chassis fan (only subscribed by its driver)."""
-        if self.chassis is None:
-            return
+        """Another node's telemetry, status or facts (for the chassis's driver and slot power), or a driver's
+        power decision (for every node)."""
+        now = time.monotonic()
         if leaf == "status":
-            self.chassis.status(node, payload.decode(errors="replace"), time.monotonic())
+            text = payload.decode(errors="replace")
+            if self.chassis is not None:
+                self.chassis.status(node, text, now)
+            if self.slot_power is not None:
+                self.slot_power.status(node, text == ONLINE)
+                if not payload:  # forgotten: an empty retained status
+                    self.slot_power.forget(node)
             return
+        if leaf == "power" and not payload:
+            self.power.driver_gone(node)
+            return
+        cls = {"telemetry": Telemetry, "facts": NodeFacts, "power": ChassisPower}[leaf]
         try:
-            telemetry = decode(payload, Telemetry)
+            msg = decode(payload, cls)
         except ProtocolError as exc:
-            log.debug("event=bad_telemetry node=%s reason=%r", node, exc.reason)
+            log.debug("event=bad_%s node=%s reason=%r", leaf, node, exc.reason)
             return
-        self.chassis.telemetry(node, telemetry, retained=retained, now=time.monotonic(), wall=self.clock())
+        if isinstance(msg, ChassisPower):
+            self.power.received(msg)
+        elif isinstance(msg, NodeFacts):
+            if self.slot_power is not None:
+                self.slot_power.facts(node, msg.slot)
+        elif self.chassis is not None:
+            self.chassis.telemetry(node, msg, retained=retained, now=now, wall=self.clock())
+            # A retained reading counts from when it was sent: the budget treats an old one as silent.
+            self.power.reading(node, msg, now - (max(0.0, self.clock() - msg.t) if retained else 0.0))
 
     def _prepare_node(self) -> None:
         """Before a job (job thread): full clock and the fan boost; undone by _restore_node however it ends."""
@@ -430,6 +512,19 @@ class Agent:
             self.emit("log", message=f"fan mode set to {cmd.value} by {cmd.sender or 'an operator'}")
         else:
             self._identify(True)
+
+    def power_command(self, cmd: Command) -> None:
+        """``power`` from piclusterctl: only the node that switches the chassis's slots acts on it."""
+        if self.slot_power is None:
+            self.emit(
+                "rejected",
+                cmd.id,
+                reason=f"power: {self.node} does not switch slot power (a NanoCluster's slot 1 does; "
+                '[slot_power] enabled = "on" gives a node the role)',
+                field="cmd",
+            )
+            return
+        self.slot_power.command(cmd)
 
     def _identify(self, on: bool) -> None:
         """Light the fan unit's LEDs (where it has them) for IDENTIFY_S; always a log line and an alert."""

@@ -21,6 +21,7 @@ from nodeagent.errors import ConfigError
 from nodeagent.hw.fan import FanConfig
 from nodeagent.hw.power import Ina2xx
 from nodeagent.hw.sim import SimConfig
+from nodeagent.hw.slot_lines import SlotPowerConfig
 from nodeagent.policy.config import PolicyConfig
 from nodeagent.protocol.topics import NAME_RE
 from nodeagent.typecheck import FieldError, build, check, unknown_key
@@ -163,6 +164,7 @@ class AgentConfig:
     jobs: JobsSection = field(default_factory=JobsSection)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     fan: tuple[FanConfig, ...] = ()  # [[fan]] tables; empty: the board profile's fan
+    slot_power: SlotPowerConfig = field(default_factory=SlotPowerConfig)
     source: str = "(defaults)"
 
     @property
@@ -205,6 +207,7 @@ _SECTIONS: dict[str, type] = {
     "sim": SimConfig,
     "jobs": JobsSection,
     "policy": PolicyConfig,
+    "slot_power": SlotPowerConfig,
 }
 
 

@@ -19,6 +19,7 @@ from nodeagent.hw.base import Backend, Sample
 from nodeagent.hw.fan import Fan, FanConfig, SimFan, make_fan
 from nodeagent.hw.profiles import NANOCLUSTER_FAN_SLOT, fan_source
 from nodeagent.hw.root import SysfsRoot
+from nodeagent.hw.slot_lines import SlotPowerConfig
 from nodeagent.policy import FanState, GuardState, PolicyConfig, fan_duty, guard
 from nodeagent.policy.chassis import ChassisSelf, ChassisState, NodeHeat, chassis_duty
 from nodeagent.policy.config import ChassisConfig
@@ -224,6 +225,11 @@ class ChassisView:
                 self.heat.pop(node, None)
                 del self._offline_since[node]
         return dict(self.heat)
+
+
+def switches_slots(cfg: SlotPowerConfig, board: str, slot: int) -> bool:
+    """Whether this node switches the chassis's slot power: by config, or as a NanoCluster's slot 1."""
+    return cfg.enabled == "on" or (cfg.enabled == "auto" and board == "nanocluster" and slot == NANOCLUSTER_FAN_SLOT)
 
 
 def drives_chassis_fan(cfg: ChassisConfig, board: str, slot: int) -> bool:

@@ -104,6 +104,14 @@ class Backend(ABC):
     def rescan(self) -> None:  # noqa: B027 - optional hook, only backends with hot-pluggable devices need it
         """Look for devices again (after a hotplug event); what changed shows in the next sample's events."""
 
+    def freq_ladder_khz(self) -> tuple[int, ...]:
+        """The CPU frequencies (kHz) a frequency cap may take, lowest first; empty where it cannot be capped."""
+        return ()
+
+    def cap_freq(self, khz: int | None) -> list[str]:
+        """Hold the CPU at or below ``khz`` (None: lift the cap); returns one line per part that refused."""
+        return [] if khz is None else [f"frequency cap: the {self.name} backend cannot cap the CPU frequency"]
+
     def __enter__(self) -> Backend:
         return self
 

@@ -18,6 +18,7 @@ from typing import TypeVar
 from nodeagent.hw.base import Backend, Facts, Sample
 from nodeagent.hw.cpufreq import CpuFreq
 from nodeagent.hw.events import HwEvent
+from nodeagent.hw.freqcap import FreqCap
 from nodeagent.hw.nvme import NvmeHealth
 from nodeagent.hw.pcie import AerCounts, PcieMonitor, PcieSample
 from nodeagent.hw.power import Ina2xx, PmicPower
@@ -113,6 +114,7 @@ class RealBackend(Backend):
         # The official fan connector's hwmon, read passively: the kernel keeps driving it until the agent's fan
         # policy takes it over, so reading it here never takes control away.
         self._fan_hwmon = self.root.find_hwmon("pwmfan")
+        self._freq_cap = FreqCap(self.root)
         self._absent = self._report_absent()
 
     def _report_absent(self) -> tuple[str, ...]:
@@ -127,6 +129,12 @@ class RealBackend(Backend):
         for line in absent:
             log.warning("hw sensor absent root=%s detail=%r", self.root.root, line)
         return tuple(absent)
+
+    def freq_ladder_khz(self) -> tuple[int, ...]:
+        return self._freq_cap.ladder_khz()
+
+    def cap_freq(self, khz: int | None) -> list[str]:
+        return self._freq_cap.set(khz)
 
     def facts(self) -> Facts:
         """Model, serial, cores, memory and board, read once and then remembered."""

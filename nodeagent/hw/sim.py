@@ -55,6 +55,7 @@ class SimConfig:
     soft_limit_c: float = 80.0
     throttle_c: float = 85.0
     temp_noise_c: float = 0.1  # peak of the deterministic sensor noise added to the reported temperature
+    background_load: float = 0.0  # busy cores besides the node's jobs (a burn-in the simulator does not run)
     faults: tuple[str, ...] = ()  # injected from the start: fan_stop, sensor_fail, nvme_vanish, aer_climb
 
     def __post_init__(self) -> None:
@@ -67,6 +68,7 @@ class SimConfig:
             ("max_freq_mhz", self.max_freq_mhz >= self.idle_freq_mhz > 0, "at least idle_freq_mhz (above 0)"),
             ("throttle_c", self.throttle_c > self.soft_limit_c, "above soft_limit_c"),
             ("temp_noise_c", self.temp_noise_c >= 0, "at least 0"),
+            ("background_load", 0 <= self.background_load <= self.cores, "from 0 to cores"),
             ("faults", set(self.faults) <= set(SIM_FAULTS), f"a list of {', '.join(SIM_FAULTS)}"),
         )
         for name, ok, expected in checks:
@@ -112,6 +114,7 @@ class SimBackend(Backend):
         self._load1 = 0.0
         self._sticky = 0
         self.devices = SimDevices(cfg.faults)
+        self._cap_mhz: float | None = None  # the power budget's frequency cap
 
     @property
     def temp_c(self) -> float | None:
@@ -141,6 +144,15 @@ class SimBackend(Backend):
             raise ValueError(f"fan duty: expected 0-100 %, got {pct!r}")
         self._duty_pct = float(pct)
 
+    def freq_ladder_khz(self) -> tuple[int, ...]:
+        """100 MHz steps from the idle to the maximum frequency, as on a BCM2712."""
+        low, high = int(self.cfg.idle_freq_mhz * 1000), int(self.cfg.max_freq_mhz * 1000)
+        return (*range(low, high, 100_000), high)
+
+    def cap_freq(self, khz: int | None) -> list[str]:
+        self._cap_mhz = None if khz is None else khz / 1000.0
+        return []
+
     def inject(self, fault: str, active: bool = True) -> None:
         """Turn a fault (``SIM_FAULTS``: fan_stop, sensor_fail, nvme_vanish, aer_climb) on or off."""
         self.devices.inject(fault, active)
@@ -160,7 +172,7 @@ class SimBackend(Backend):
         errors: list[str] = []
         load = attempt("load", self._load_fn, errors)
         if load is not None and math.isfinite(load):
-            self._load = max(float(load), 0.0)
+            self._load = min(max(float(load), 0.0) + self.cfg.background_load, float(self.cfg.cores))
         self._advance(now)
         assert self._temp_c is not None  # set by _advance
         freq_mhz, bits = self._frequency_and_bits(self._temp_c)
@@ -194,7 +206,7 @@ class SimBackend(Backend):
             t=now,
             nvme=nvme,
             pcie=self.devices.pcie(),
-            power_w=self.devices.power_w(self._load, self.cfg.cores),
+            power_w=self.devices.power_w(self._load, self.cfg.cores, freq_mhz / self.cfg.max_freq_mhz),
             ext5v_v=5.08,
             events=tuple(events),
             errors=tuple(errors),
@@ -219,7 +231,8 @@ class SimBackend(Backend):
     def _frequency_and_bits(self, temp_c: float) -> tuple[float, int]:
         """Frequency and the current get_throttled bits at ``temp_c``, following the firmware's thermal policy."""
         cfg = self.cfg
-        freq = cfg.max_freq_mhz if self._load > BUSY_LOAD else cfg.idle_freq_mhz
+        top = cfg.max_freq_mhz if self._cap_mhz is None else max(min(self._cap_mhz, cfg.max_freq_mhz), 1.0)
+        freq = top if self._load > BUSY_LOAD else min(cfg.idle_freq_mhz, top)
         if temp_c >= cfg.throttle_c:
             return cfg.idle_freq_mhz, SOFT_LIMIT_BITS | THROTTLED_BITS
         if temp_c >= cfg.soft_limit_c:

@@ -80,9 +80,14 @@ class SimDevices:
         else:
             self.faults.discard(fault)
 
-    def power_w(self, busy_cores: float, cores: int) -> float:
-        """Power drawn at ``busy_cores`` of ``cores`` busy, linear between idle and full load."""
-        return round(IDLE_W + (FULL_LOAD_W - IDLE_W) * min(max(busy_cores, 0.0) / cores, 1.0), 3)
+    def power_w(self, busy_cores: float, cores: int, freq_ratio: float = 1.0) -> float:
+        """Power drawn at ``busy_cores`` of ``cores`` busy, linear between idle and full load at full clock.
+
+        ``freq_ratio`` is the clock over the maximum: the load's share scales with its square (dynamic power goes
+        with f·V², and DVFS lowers V with f), which is what makes a frequency cap save power.
+        """
+        busy = min(max(busy_cores, 0.0) / cores, 1.0)
+        return round(IDLE_W + (FULL_LOAD_W - IDLE_W) * busy * min(max(freq_ratio, 0.0), 1.0) ** 2, 3)
 
     def nvme(self, soc_c: float, ambient_c: float, now: float) -> tuple[tuple[NvmeSample, ...], list[HwEvent]]:
         """The drive (or its absence) and the events of it coming or going."""

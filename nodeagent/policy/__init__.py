@@ -20,11 +20,13 @@ from nodeagent.policy.fan import FULL_PCT, FanMode, FanState, curve_duty, fan_du
 from nodeagent.policy.health_gate import Admission, AerIncrease, HealthInput, admit_job, refusal_reasons
 from nodeagent.policy.power_budget import (
     NodePower,
+    NodeReading,
     PowerEvent,
     PowerState,
     admit_heavy,
     cap_frequency,
     chassis_load_w,
+    chassis_power_w,
     default_estimate,
 )
 from nodeagent.policy.thermal_guard import GuardDecision, GuardEvent, GuardState, Level, clear, guard
@@ -49,6 +51,7 @@ __all__ = [
     "Level",
     "NodeHeat",
     "NodePower",
+    "NodeReading",
     "PolicyConfig",
     "PowerConfig",
     "PowerEvent",
@@ -58,6 +61,7 @@ __all__ = [
     "cap_frequency",
     "chassis_duty",
     "chassis_load_w",
+    "chassis_power_w",
     "clear",
     "curve_duty",
     "default_estimate",

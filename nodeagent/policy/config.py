@@ -144,6 +144,7 @@ class GateConfig:
 class PowerConfig:
     """[policy.power]: the chassis power budget, the per-node estimates and the frequency cap's pace."""
 
+    enabled: bool = True  # on the chassis's driver: admit heavy jobs by budget and cap frequencies
     budget_w: float = 60.0
     base_w: float = 3.6
     node_idle_w: float = 4.0
@@ -196,6 +197,26 @@ class ChassisConfig:
 
 
 @dataclass(frozen=True)
+class AutoCycleConfig:
+    """[policy.auto_cycle]: power-cycle a node that stays offline (slot power, from the chassis's slot 1)."""
+
+    enabled: bool = False
+    offline_after_s: float = 600.0  # offline this long before the first try
+    backoff_s: float = 600.0  # wait after the first try; doubled after every further one
+    max_tries: int = 3  # then give up (one event) until the node has been online again
+
+    def __post_init__(self) -> None:
+        _require(
+            "auto_cycle",
+            [
+                ("offline_after_s", self.offline_after_s > 0.0, "a number above 0", self.offline_after_s),
+                ("backoff_s", self.backoff_s > 0.0, "a number above 0", self.backoff_s),
+                ("max_tries", self.max_tries >= 1, "a whole number at least 1", self.max_tries),
+            ],
+        )
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
     """[policy]: every policy's settings, one sub-table each."""
 
@@ -204,6 +225,7 @@ class PolicyConfig:
     gate: GateConfig = field(default_factory=GateConfig)
     power: PowerConfig = field(default_factory=PowerConfig)
     chassis: ChassisConfig = field(default_factory=ChassisConfig)
+    auto_cycle: AutoCycleConfig = field(default_factory=AutoCycleConfig)
 
 
 # TOML table name under [policy] -> its dataclass (for the config loader and the docs test).
@@ -213,4 +235,5 @@ SECTIONS: dict[str, type] = {
     "gate": GateConfig,
     "power": PowerConfig,
     "chassis": ChassisConfig,
+    "auto_cycle": AutoCycleConfig,
 }

@@ -43,6 +43,44 @@ def chassis_load_w(estimates: Mapping[str, NodePower], heavy: Collection[str], c
     return cfg.base_w + sum(per_node)
 
 
+@dataclass(frozen=True)
+class NodeReading:
+    """The latest report of one node of the chassis, as its driver received it."""
+
+    power_w: float | None  # the node's own measurement (PMIC rails); None where it has none
+    busy: bool  # running a job
+    t: float  # when it was received, on the driver's clock
+
+
+def chassis_power_w(
+    readings: Mapping[str, NodeReading],
+    input_w: float | None,
+    cfg: PowerConfig,
+    now: float,
+    stale_after_s: float,
+) -> tuple[float | None, str]:
+    """The chassis input power now, and where it came from.
+
+    ``"input"``: the driver's own input monitor (INA219/226 on the chassis supply) measures everything.
+    ``"nodes"``: the board's ``base_w`` plus every node's reading; a node without a fresh reading counts at its
+    estimate, heavy when busy or silent (a node that stopped reporting may still run flat out).
+    ``"none"`` (None): no measurement at all; the cap then holds where it is.
+    """
+    if input_w is not None and input_w == input_w:
+        return input_w, "input"
+    fresh = {n: r for n, r in readings.items() if now - r.t <= stale_after_s and r.power_w is not None}
+    if not fresh or any(r.power_w != r.power_w for r in fresh.values()):
+        return None, "none"
+    total = cfg.base_w
+    for node, r in readings.items():
+        if node in fresh:
+            total += r.power_w or 0.0
+        else:
+            silent = now - r.t > stale_after_s
+            total += cfg.node_heavy_w if r.busy or silent else cfg.node_idle_w
+    return total, "nodes"
+
+
 def admit_heavy(
     estimates: Mapping[str, NodePower],
     running_heavy: Collection[str],

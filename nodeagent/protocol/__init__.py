@@ -2,6 +2,7 @@
 
 from nodeagent.protocol.messages import (
     TERMINAL_EVENTS,
+    ChassisPower,
     Command,
     Event,
     JobSpec,
@@ -24,6 +25,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "TERMINAL_EVENTS",
     "TOPIC_ROOT",
+    "ChassisPower",
     "Command",
     "Event",
     "JobSpec",

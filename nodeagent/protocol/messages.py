@@ -25,6 +25,8 @@ JOB_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}$")
 EventKind = Literal["accepted", "rejected", "started", "progress", "log", "finished", "failed", "cancelled", "alert"]
 TERMINAL_EVENTS = frozenset({"rejected", "finished", "failed", "cancelled"})
 Scalar = int | float | str | bool
+POWER_ACTIONS = ("on", "off", "force-off", "cycle")
+MAX_SLOT = 7  # a NanoCluster's slots; slot 1 switches the others
 
 
 def _job_id(value: str) -> str | None:
@@ -65,6 +67,7 @@ class NodeFacts:
     slot: int | None = None
     sim: bool = False
     capabilities: tuple[str, ...] = ()  # job kinds this node will run
+    roles: tuple[str, ...] = ()  # chassis duties: "chassis" (fan and power budget), "slot-power"
     policy: dict[str, Any] = field(default_factory=dict)  # the effective [policy] settings
     t: float = 0.0
 
@@ -126,6 +129,7 @@ class Telemetry:
     power_w: float | None = None  # PMIC rail power
     ext5v_v: float | None = None
     input_power_w: float | None = None  # chassis input, where INA monitors are configured
+    freq_cap_mhz: float | None = None  # the power budget's CPU frequency cap; None: not capped
     nvme: tuple[NvmeStatus, ...] = ()
     pcie: tuple[PcieStatus, ...] = ()
     guard: str = "normal"  # thermal guard level: normal | warm | hot | critical
@@ -156,11 +160,12 @@ class Command:
 
     TYPE: ClassVar[str] = "command"
     id: str
-    cmd: Literal["run", "cancel", "fan", "identify"]
+    cmd: Literal["run", "cancel", "fan", "identify", "power"]
     nodes: tuple[str, ...] = ()
     job: JobSpec | None = None  # for run
     job_id: str = ""  # for cancel
-    value: str = ""  # for fan: "auto" or a percent 0-100
+    value: str = ""  # for fan: "auto" or a percent 0-100; for power: "on", "off", "force-off" or "cycle"
+    slot: int = 0  # for power: the chassis slot (1-7) to switch
     sender: str = ""
     t: float = 0.0
 
@@ -191,14 +196,35 @@ class Event:
         return self.kind in TERMINAL_EVENTS
 
 
-Message = NodeFacts | Telemetry | Command | Event
-M = TypeVar("M", NodeFacts, Telemetry, Command, Event)
+@dataclass(frozen=True)
+class ChassisPower:
+    """The chassis power budget as its driver sees it (retained on the driver's ``power``): every node of the
+    chassis applies ``cap_khz``, and controllers admit heavy jobs against ``budget_w``."""
+
+    TYPE: ClassVar[str] = "power"
+    node: str  # the driver
+    t: float
+    budget_w: float
+    measured_w: float | None  # chassis input power, None when unknown
+    source: str  # "input" (the driver's input monitor), "nodes" (sum of node readings and estimates), "none"
+    estimated_w: float  # the chassis load by the configured per-node estimates
+    cap_khz: int = 0  # CPU frequency cap for every node; 0: not capped
+    busy: tuple[str, ...] = ()  # nodes running a job
+    nodes: tuple[str, ...] = ()  # nodes counted (the driver included)
+    node_idle_w: float = 0.0  # the estimates controllers admit with
+    node_heavy_w: float = 0.0
+    base_w: float = 0.0
+
+
+Message = NodeFacts | Telemetry | Command | Event | ChassisPower
+M = TypeVar("M", NodeFacts, Telemetry, Command, Event, ChassisPower)
 
 _VALIDATORS: dict[type, dict[str, Any]] = {
     NodeFacts: {"node": _node_name},
     Telemetry: {"node": _node_name},
     Command: {"id": _job_id, "nodes": _node_names, "job_id": _job_id_or_empty},
     Event: {"node": _node_name, "job": _job_id_or_empty},
+    ChassisPower: {"node": _node_name, "busy": _node_names, "nodes": _node_names},
 }
 
 
@@ -251,6 +277,11 @@ def _check_command(cmd: Command) -> None:
         raise FieldError("job_id", "missing; a cancel command needs the job id")
     elif cmd.cmd == "fan" and fan_mode(cmd.value) is None:
         raise FieldError("value", f'expected "auto" or a percent from 0 to 100, got {cmd.value!r}')
+    elif cmd.cmd == "power":
+        if cmd.value not in POWER_ACTIONS:
+            raise FieldError("value", f"expected one of {', '.join(POWER_ACTIONS)}, got {cmd.value!r}")
+        if not 1 <= cmd.slot <= MAX_SLOT:
+            raise FieldError("slot", f"expected a chassis slot from 1 to {MAX_SLOT}, got {cmd.slot!r}")
 
 
 def fan_mode(value: str) -> str | float | None:

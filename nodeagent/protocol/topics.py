@@ -6,6 +6,7 @@ picluster/v1/<cluster>/node/<node>/facts      retained msgpack Facts
 picluster/v1/<cluster>/node/<node>/telemetry  retained msgpack Telemetry, every tick
 picluster/v1/<cluster>/node/<node>/events     msgpack Event, QoS 1
 picluster/v1/<cluster>/node/<node>/cmd        msgpack Command, QoS 1, for one node
+picluster/v1/<cluster>/node/<node>/power      retained msgpack ChassisPower, from a chassis's driver
 picluster/v1/<cluster>/cmd                    msgpack Command, QoS 1, for the nodes it lists
 picluster/v1/<cluster>/ctl/<client>/sync      a controller's own echo, to know a retained snapshot is complete
 ```
@@ -21,7 +22,7 @@ from nodeagent.protocol.version import TOPIC_ROOT
 
 # Names also become Home Assistant ids and MQTT topic levels, so keep them to HA's discovery alphabet.
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-NODE_LEAVES = ("status", "facts", "telemetry", "events", "cmd", "state")
+NODE_LEAVES = ("status", "facts", "telemetry", "events", "cmd", "state", "power")
 
 ONLINE = "online"
 OFFLINE = "offline"
@@ -67,6 +68,9 @@ class Topics:
 
     def state(self, node: str) -> str:
         return self.node(node, "state")
+
+    def power(self, node: str) -> str:
+        return self.node(node, "power")
 
     def node_cmd(self, node: str) -> str:
         return self.node(node, "cmd")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.protocol import Command, Event, JobSpec, NodeFacts, NvmeStatus, PcieStatus, Telemetry
+from nodeagent.protocol import ChassisPower, Command, Event, JobSpec, NodeFacts, NvmeStatus, PcieStatus, Telemetry
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -38,6 +38,7 @@ def _tables(text: str) -> dict[str, list[str]]:
         ("nvme (in telemetry)", NvmeStatus),
         ("pcie (in telemetry)", PcieStatus),
         ("command", Command),
+        ("power", ChassisPower),
         ("command/2", JobSpec),
         ("event", Event),
     ],

@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 
 from nodeagent.errors import ConfigError
 from nodeagent.policy.config import PowerConfig
-from nodeagent.policy.power_budget import NodePower, PowerState, admit_heavy, cap_frequency, chassis_load_w
+from nodeagent.policy.power_budget import (
+    NodePower,
+    NodeReading,
+    PowerState,
+    admit_heavy,
+    cap_frequency,
+    chassis_load_w,
+    chassis_power_w,
+)
 
 CFG = PowerConfig()
 FREQS = tuple(range(1_000_000, 2_400_001, 100_000))  # BCM2712 scaling_available_frequencies
@@ -128,3 +136,49 @@ def test_closed_loop_never_stays_above_budget_for_long(
 def test_bad_power_config_names_the_key(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         PowerConfig(**kwargs)
+
+
+# --- measuring the chassis ------------------------------------------------------------------------------------------
+
+READING = st.builds(
+    NodeReading,
+    power_w=st.none() | st.floats(0.0, 20.0),
+    busy=st.booleans(),
+    t=st.floats(0.0, 100.0),
+)
+
+
+def test_the_input_monitor_measures_everything() -> None:
+    readings = {"n1": NodeReading(5.0, False, 10.0)}
+    assert chassis_power_w(readings, 42.5, CFG, 10.0, stale_after_s=5.0) == (42.5, "input")
+
+
+def test_node_readings_add_up_with_estimates_for_the_silent() -> None:
+    readings = {
+        "n1": NodeReading(6.0, True, 10.0),  # fresh reading
+        "n2": NodeReading(None, True, 10.0),  # no PMIC: busy estimate
+        "n3": NodeReading(None, False, 10.0),  # no PMIC: idle estimate
+        "n4": NodeReading(3.0, False, 1.0),  # silent for 9 s: may be running flat out
+    }
+    total, source = chassis_power_w(readings, None, CFG, 10.0, stale_after_s=5.0)
+    assert source == "nodes"
+    assert total == pytest.approx(CFG.base_w + 6.0 + CFG.node_heavy_w + CFG.node_idle_w + CFG.node_heavy_w)
+
+
+def test_no_reading_at_all_is_unknown() -> None:
+    readings = {"n1": NodeReading(None, True, 10.0), "n2": NodeReading(4.0, False, 0.0)}
+    assert chassis_power_w(readings, None, CFG, 10.0, stale_after_s=5.0) == (None, "none")
+    assert chassis_power_w({}, None, CFG, 10.0, stale_after_s=5.0) == (None, "none")
+
+
+@given(st.dictionaries(st.sampled_from([f"n{i}" for i in range(1, 8)]), READING, max_size=7), st.floats(0.0, 100.0))
+def test_a_measurement_never_counts_a_silent_node_below_its_busy_estimate(
+    readings: dict[str, NodeReading], now: float
+) -> None:
+    total, source = chassis_power_w(readings, None, CFG, now, stale_after_s=5.0)
+    if total is None:
+        assert source == "none"
+        return
+    silent = [r for r in readings.values() if now - r.t > 5.0]
+    fresh = [r.power_w for r in readings.values() if now - r.t <= 5.0 and r.power_w is not None]
+    assert total >= CFG.base_w + len(silent) * CFG.node_heavy_w + sum(fresh) - 1e-9

@@ -1,0 +1,169 @@
+"""The chassis power budget on one node: the chassis's driver measures and decides, every node applies.
+
+The driver (the node that drives the chassis fan: a NanoCluster's slot 1) adds up the chassis's power every
+tick (``policy.power_budget.chassis_power_w``), moves the CPU frequency cap one step at a time
+(``cap_frequency``) and publishes the result, retained, on its ``power`` topic. Every node of the cluster
+applies the lowest cap it has been sent to its own ``scaling_max_freq``, and judges a heavy job against the
+budget before it starts. A driver that goes silent leaves its last cap in place: a chassis that cannot be
+measured stays where it was last safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from nodeagent.hw.base import Backend
+from nodeagent.policy import (
+    Admission,
+    NodePower,
+    NodeReading,
+    PolicyConfig,
+    PowerConfig,
+    PowerState,
+    admit_heavy,
+    cap_frequency,
+    chassis_load_w,
+    chassis_power_w,
+    default_estimate,
+)
+from nodeagent.protocol import ChassisPower, Telemetry
+
+log = logging.getLogger("picluster.power")
+
+REPUBLISH_S = 10.0  # the driver republishes an unchanged decision this often, so its age tells it is alive
+
+
+class PowerBudget:
+    """One node's part in the chassis power budget. ``driver``: this node measures and decides."""
+
+    def __init__(
+        self,
+        node: str,
+        policy: PolicyConfig,
+        backend: Backend,
+        *,
+        driver: bool,
+        emit: Callable[..., None],
+    ) -> None:
+        self.node = node
+        self.policy = policy
+        self.backend = backend
+        self.driver = driver and policy.power.enabled
+        self.emit = emit
+        self.ladder = backend.freq_ladder_khz()
+        self.state = PowerState()
+        self.readings: dict[str, NodeReading] = {}  # driver: the other nodes' latest reports
+        self.decisions: dict[str, ChassisPower] = {}  # every node: the latest decision of each driver
+        self.applied_khz: int | None = None
+        self._published: tuple[Any, ...] | None = None
+        self._published_t = 0.0
+        if self.ladder:
+            backend.cap_freq(None)  # a cap a crashed agent left behind does not outlive its restart
+
+    # --- the driver ---------------------------------------------------------------------------------------------
+    def reading(self, node: str, telemetry: Telemetry, now: float) -> None:
+        if node != self.node:
+            self.readings[node] = NodeReading(telemetry.power_w, telemetry.job is not None, now)
+
+    def forget(self, node: str) -> None:
+        self.readings.pop(node, None)
+
+    def decide(self, own: Telemetry, now: float, wall: float) -> ChassisPower | None:
+        """The driver's decision this tick, when it is due to be published (changed, or ``REPUBLISH_S`` old)."""
+        if not self.driver:
+            return None
+        cfg = self.policy.power
+        readings = {**self.readings, self.node: NodeReading(own.power_w, own.job is not None, now)}
+        measured, source = chassis_power_w(
+            readings, own.input_power_w, cfg, now, stale_after_s=self.policy.chassis.stale_after_s
+        )
+        busy = tuple(sorted(n for n, r in readings.items() if r.busy))
+        cap_khz = 0
+        if self.ladder:
+            cap, self.state, events = cap_frequency(measured, self.state, cfg, now, self.ladder)
+            cap_khz = 0 if self.state.cap_khz is None else cap
+            for ev in events:
+                log.warning(
+                    "event=%s from_mhz=%d to_mhz=%d measured_w=%.1f budget_w=%g",
+                    ev.kind,
+                    ev.from_khz // 1000,
+                    ev.to_khz // 1000,
+                    ev.measured_w,
+                    ev.budget_w,
+                )
+                self.emit(
+                    "alert",
+                    message=f"power budget: chassis at {ev.measured_w:.1f} W against {ev.budget_w:g} W, CPU "
+                    f"frequency cap {ev.from_khz // 1000} -> {ev.to_khz // 1000} MHz",
+                    data={"power": ev.kind, "from_khz": ev.from_khz, "to_khz": ev.to_khz, "measured_w": ev.measured_w},
+                )
+        decision = ChassisPower(
+            node=self.node,
+            t=wall,
+            budget_w=cfg.budget_w,
+            measured_w=None if measured is None else round(measured, 2),
+            source=source,
+            estimated_w=round(chassis_load_w(dict.fromkeys(readings, default_estimate(cfg)), busy, cfg), 2),
+            cap_khz=cap_khz,
+            busy=busy,
+            nodes=tuple(sorted(readings)),
+            node_idle_w=cfg.node_idle_w,
+            node_heavy_w=cfg.node_heavy_w,
+            base_w=cfg.base_w,
+        )
+        key = (decision.cap_khz, decision.busy, decision.nodes, decision.source)
+        if key == self._published and now - self._published_t < REPUBLISH_S:
+            return None
+        self._published, self._published_t = key, now
+        return decision
+
+    # --- every node ------------------------------------------------------------------------------------------------
+    def received(self, decision: ChassisPower) -> None:
+        self.decisions[decision.node] = decision
+
+    def driver_gone(self, node: str) -> None:
+        """A driver's retained decision was removed (decommissioned): its cap no longer applies."""
+        self.decisions.pop(node, None)
+
+    def apply(self) -> int | None:
+        """Apply the lowest cap any driver asks for; returns the cap in force (kHz), None when uncapped."""
+        caps = [d.cap_khz for d in self.decisions.values() if d.cap_khz > 0]
+        want = _on_ladder(min(caps), self.ladder) if caps and self.ladder else None
+        if want != self.applied_khz:
+            problems = self.backend.cap_freq(want)
+            log.info("event=freq_cap cap_mhz=%s problems=%r", "none" if want is None else want // 1000, problems)
+            self.applied_khz = want
+        return self.applied_khz
+
+    def admit(self, force: bool) -> Admission:
+        """May this node start a heavy job, by every driver's budget? Busy nodes count at their heavy estimate."""
+        reasons: list[str] = []
+        for d in self.decisions.values():
+            if self.node not in d.nodes and d.node != self.node:
+                continue  # another chassis of the same cluster
+            cfg = PowerConfig(
+                budget_w=d.budget_w,
+                base_w=d.base_w,
+                node_idle_w=d.node_idle_w,
+                node_heavy_w=max(d.node_heavy_w, d.node_idle_w),
+                restore_margin_w=0.0,
+            )
+            estimates = {n: NodePower(cfg.node_idle_w, cfg.node_heavy_w) for n in d.nodes}
+            answer = admit_heavy(estimates, set(d.busy) - {self.node}, cfg, starting={self.node})
+            reasons.extend(answer.reasons)
+        if not reasons:
+            return Admission(admitted=True)
+        return Admission(admitted=force, reasons=tuple(reasons), forced=force)
+
+    def close(self) -> None:
+        if self.applied_khz is not None:
+            self.backend.cap_freq(None)
+            self.applied_khz = None
+
+
+def _on_ladder(khz: int, ladder: tuple[int, ...]) -> int:
+    """The highest of this node's frequencies at or below ``khz`` (its lowest when none is)."""
+    below = [f for f in ladder if f <= khz]
+    return max(below) if below else min(ladder)
