@@ -129,5 +129,5 @@ def test_no_expander_and_an_explicit_chip(tmp_path: Path) -> None:
         find_chip(root, SlotPowerConfig())
     assert find_chip(root, SlotPowerConfig(chip="gpiochip14")) == 14
     assert find_chip(root, SlotPowerConfig(chip="7")) == 7
-    with pytest.raises(HardwareError, match="slot_power.chip"):
+    with pytest.raises(HardwareError, match=r"slot_power\.chip"):
         find_chip(root, SlotPowerConfig(chip="expander"))
