@@ -6,6 +6,7 @@ events show it took effect; ``policy`` reads the retained facts and telemetry on
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -79,6 +80,7 @@ def policy_rows(views: list[NodeView]) -> list[dict[str, Any]]:
                 "fan_duty_pct": t.fan_duty_pct if t else None,
                 "job": t.job if t else None,
                 "job_frozen": t.job_frozen if t else None,
+                "freq_cap_mhz": t.freq_cap_mhz if t else None,
                 "policy": p,
             }
         )
@@ -87,7 +89,8 @@ def policy_rows(views: list[NodeView]) -> list[dict[str, Any]]:
 
 def policy_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(box=None, pad_edge=False)
-    for col in ("NODE", "GUARD", "TEMP", "FAN", "WARM", "HOT/RESUME", "CRITICAL", "START MAX", "FAN CURVE", "JOB"):
+    cols = ("NODE", "GUARD", "TEMP", "FAN", "WARM", "HOT/RESUME", "CRITICAL", "START MAX", "FAN CURVE", "CAP", "JOB")
+    for col in cols:
         table.add_column(col)
     for r in rows:
         g, gate, fan = (r["policy"].get(k, {}) for k in ("guard", "gate", "fan"))
@@ -103,14 +106,35 @@ def policy_table(rows: list[dict[str, Any]]) -> Table:
             f"{g.get('critical_c', '-')}°C",
             f"{gate.get('start_max_c', '-')}°C",
             curve or "-",
+            "-" if r["freq_cap_mhz"] is None else f"{r['freq_cap_mhz']:.0f} MHz",
             (r["job"] or "-") + (" (frozen)" if r["job_frozen"] else ""),
         )
     return table
 
 
+def budget_lines(fleet: Fleet) -> list[str]:
+    """One line per chassis power budget: the measurement against the budget, the cap and the busy nodes."""
+    lines = []
+    for d in sorted(fleet.power.values(), key=lambda d: d.node):
+        measured = "unmeasured" if d.measured_w is None else f"{d.measured_w:.1f} W ({d.source})"
+        cap = f"cap {d.cap_khz // 1000} MHz" if d.cap_khz else "no cap"
+        busy = ", ".join(d.busy) or "none"
+        lines.append(
+            f"chassis of {d.node}: {measured} of {d.budget_w:g} W budget, estimate {d.estimated_w:.1f} W, {cap}, "
+            f"busy: {busy}"
+        )
+    return lines
+
+
 def print_policy(fleet: Fleet, nodes: list[str], as_json: bool) -> None:
     rows = policy_rows([fleet.nodes[n] for n in nodes])
     if as_json:
+        for row in rows:  # the power budget of the chassis the node belongs to
+            chassis = [d for d in fleet.power.values() if row["node"] in (d.node, *d.nodes)]
+            row["power_budget"] = dataclasses.asdict(chassis[0]) if chassis else None
         report.print_json(rows)
     else:
-        report.console().print(policy_table(rows))
+        out = report.console()
+        out.print(policy_table(rows))
+        for line in budget_lines(fleet):
+            out.print(line)

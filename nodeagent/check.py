@@ -23,7 +23,9 @@ from nodeagent.hw.fan import FanConfig
 from nodeagent.hw.fan_sysfs_pwm import find_pwmchip
 from nodeagent.hw.pcie import PcieSample
 from nodeagent.hw.profiles import fan_source
+from nodeagent.hw.slot_lines import find_chip
 from nodeagent.protocol import to_wire
+from nodeagent.safety import drives_chassis_fan, switches_slots
 from nodeagent.telemetry import telemetry_from
 
 
@@ -87,6 +89,23 @@ def job_problems(cfg: AgentConfig) -> list[str]:
     return problems
 
 
+def chassis_duties(cfg: AgentConfig, board: str, ladder: tuple[int, ...], root: SysfsRoot) -> tuple[dict, list[str]]:
+    """What this node does for its chassis, and what stands in the way (the slot power expander)."""
+    info: dict[str, Any] = {
+        "freq_cap": f"{ladder[0] // 1000}-{ladder[-1] // 1000} MHz, {len(ladder)} steps" if ladder else "not possible",
+        "chassis_fan_and_budget": drives_chassis_fan(cfg.policy.chassis, board, cfg.hardware.slot),
+        "slot_power": "off",
+    }
+    problems = []
+    if switches_slots(cfg.slot_power, board, cfg.hardware.slot):
+        try:
+            info["slot_power"] = f"gpiochip{find_chip(root, cfg.slot_power)}"
+        except HardwareError as e:
+            info["slot_power"] = "expander not found"
+            problems.append(str(e))
+    return info, problems
+
+
 def collect(cfg: AgentConfig, backend: Backend | None = None) -> dict[str, Any]:
     """Everything ``check`` reports, as plain data."""
     backend = backend or make_backend(
@@ -101,13 +120,15 @@ def collect(cfg: AgentConfig, backend: Backend | None = None) -> dict[str, Any]:
         facts = backend.facts()
         sample = backend.read(time.time())
         sources = backend.describe()
+        ladder = backend.freq_ladder_khz()
     fans, fan_from = fan_source(cfg.fan, facts.board, cfg.hardware.slot)
     fan_rows, problems = [], list(sample.errors)
     for fan in fans:
         where, trouble = fan_problems(fan, root)
         fan_rows.append({"backend": fan.backend, "device": where, "ok": not trouble})
         problems += trouble
-    problems += job_problems(cfg) + link_problems(sample.pcie)
+    chassis, chassis_problems = chassis_duties(cfg, facts.board, ladder, root)
+    problems += job_problems(cfg) + link_problems(sample.pcie) + chassis_problems
     telemetry = to_wire(telemetry_from(cfg.node_id, 0, sample, None))
     return {
         "node": cfg.node_id,
@@ -117,6 +138,7 @@ def collect(cfg: AgentConfig, backend: Backend | None = None) -> dict[str, Any]:
         "facts": dataclasses.asdict(facts),
         "sources": sources,
         "fans": {"from": fan_from, "fans": fan_rows},
+        "chassis": chassis,
         "sample": {k: v for k, v in telemetry.items() if k not in ("v", "type", "seq", "node")},
         "problems": problems,
     }
@@ -136,6 +158,9 @@ def report(data: dict[str, Any], out: TextIO) -> None:
     print(f"\nfans (from {data['fans']['from']}):", file=out)
     for fan in data["fans"]["fans"] or [{"backend": "none", "device": "this node drives no fan", "ok": True}]:
         print(f"  {fan['backend']:<14} {fan['device']}{'' if fan['ok'] else '  (problem below)'}", file=out)
+    print("\nchassis:", file=out)
+    for name, value in data["chassis"].items():
+        print(f"  {name:<22} {value}", file=out)
     s = data["sample"]
     print("\none sample:", file=out)
     for key in (

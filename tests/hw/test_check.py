@@ -41,13 +41,20 @@ def test_recorded_cm5_reports_sources_sample_and_problems(tmp_path: Path) -> Non
     problems = "\n".join(data["problems"])
     assert "pcie: 0001:01:00.0 (144d:a809) trained at 5 GT/s x1 (max 8 GT/s x1)" in problems
     assert "/dev/gpiochip0 does not exist" in problems  # a recorded tree has no device nodes
+    # Slot 1 of a NanoCluster drives the chassis and switches the slots; the recorded tree has no expander yet.
+    assert data["chassis"] == {
+        "freq_cap": "1000-2400 MHz, 15 steps",
+        "chassis_fan_and_budget": True,
+        "slot_power": "expander not found",
+    }
+    assert 'expected one I2C GPIO expander under /sys/bus/gpio/devices, found none; set slot_power.chip' in problems
 
 
 def test_text_report_and_the_slots_without_a_fan(tmp_path: Path) -> None:
     proc = check(tmp_path, "--root", str(DATA / "pi5-hwmon-only"), config=f'[hardware]\nvcgencmd = "{VCGENCMD}"\n')
     out = proc.stdout
     assert out.startswith("node n1: Raspberry Pi 5 Model B Rev 1.0 (board pi5")
-    for heading in ("sensors:", "fans (from board profile 'pi5'):", "one sample:", "problems:"):
+    for heading in ("sensors:", "fans (from board profile 'pi5'):", "chassis:", "one sample:", "problems:"):
         assert heading in out
     assert "under_voltage" in out  # the Pi 5 tree is on a weak supply
     proc = check(

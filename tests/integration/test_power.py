@@ -79,6 +79,11 @@ def test_the_budget_caps_five_busy_nodes_instead_of_exceeding_it(
             assert t.freq_mhz is not None and t.freq_cap_mhz is not None and t.freq_mhz <= t.freq_cap_mhz
         steps = [e for e in w.events("node1") if e.kind == "alert" and e.data.get("power") == "freq_capped"]
         assert steps and all(e.data["from_khz"] - e.data["to_khz"] == 100_000 for e in steps)
+    (row,) = json.loads(ctl(broker, cluster, "policy", "node3", "--json").stdout)
+    assert row["freq_cap_mhz"] is not None and row["power_budget"]["node"] == "node1"
+    assert row["power_budget"]["budget_w"] == 38.0 and "node3" in row["power_budget"]["nodes"]
+    table = ctl(broker, cluster, "policy", "all").stdout
+    assert "CAP" in table.splitlines()[0] and "chassis of node1: " in table and "of 38 W budget" in table
 
 
 def test_heavy_jobs_are_admitted_by_the_budget_and_force_overrides(
