@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, fields, replace
+from pathlib import Path
 from typing import Any
 
 from nodeagent import __version__, sd
@@ -93,7 +94,14 @@ class Agent:
             else None
         )
         self.governor = Governor(SysfsRoot(cfg.hardware.root)) if backend.name == "real" else None
-        self.power = PowerBudget(self.node, cfg.policy, backend, driver=self.chassis is not None, emit=self.emit)
+        self.power = PowerBudget(
+            self.node,
+            cfg.policy,
+            backend,
+            driver=self.chassis is not None,
+            emit=self.emit,
+            marker=Path(cfg.agent.state_dir) / "freq-cap",
+        )
         self.slot_power = (
             SlotPower(
                 self.node,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from nodeagent.hw.base import Backend
@@ -46,6 +47,7 @@ class PowerBudget:
         *,
         driver: bool,
         emit: Callable[..., None],
+        marker: Path | None = None,
     ) -> None:
         self.node = node
         self.policy = policy
@@ -59,8 +61,13 @@ class PowerBudget:
         self.applied_khz: int | None = None
         self._published: tuple[Any, ...] | None = None
         self._published_t = 0.0
-        if self.ladder:
-            backend.cap_freq(None)  # a cap a crashed agent left behind does not outlive its restart
+        # A cap is marked on disk while it is in force, so one left behind by a crashed agent is lifted at the
+        # next start; a node never capped is never written to (an operator's own scaling_max_freq stays).
+        self.marker = marker
+        if marker is not None and marker.exists() and self.ladder:
+            log.warning("event=freq_cap_lifted reason='left behind by an agent that did not stop cleanly'")
+            backend.cap_freq(None)
+            marker.unlink(missing_ok=True)
 
     # --- the driver ---------------------------------------------------------------------------------------------
     def reading(self, node: str, telemetry: Telemetry, now: float) -> None:
@@ -132,9 +139,14 @@ class PowerBudget:
         caps = [d.cap_khz for d in self.decisions.values() if d.cap_khz > 0]
         want = _on_ladder(min(caps), self.ladder) if caps and self.ladder else None
         if want != self.applied_khz:
+            if want is not None and self.marker is not None:
+                self.marker.parent.mkdir(parents=True, exist_ok=True)
+                self.marker.write_text(f"{want}\n")
             problems = self.backend.cap_freq(want)
             log.info("event=freq_cap cap_mhz=%s problems=%r", "none" if want is None else want // 1000, problems)
             self.applied_khz = want
+            if want is None and self.marker is not None:
+                self.marker.unlink(missing_ok=True)
         return self.applied_khz
 
     def admit(self, force: bool) -> Admission:
@@ -161,6 +173,8 @@ class PowerBudget:
         if self.applied_khz is not None:
             self.backend.cap_freq(None)
             self.applied_khz = None
+        if self.marker is not None:
+            self.marker.unlink(missing_ok=True)
 
 
 def _on_ladder(khz: int, ladder: tuple[int, ...]) -> int:

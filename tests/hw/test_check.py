@@ -47,7 +47,7 @@ def test_recorded_cm5_reports_sources_sample_and_problems(tmp_path: Path) -> Non
         "chassis_fan_and_budget": True,
         "slot_power": "expander not found",
     }
-    assert 'expected one I2C GPIO expander under /sys/bus/gpio/devices, found none; set slot_power.chip' in problems
+    assert "expected one I2C GPIO expander under /sys/bus/gpio/devices, found none; set slot_power.chip" in problems
 
 
 def test_text_report_and_the_slots_without_a_fan(tmp_path: Path) -> None:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+from nodeagent.chassis_power import PowerBudget
 from nodeagent.hw.freqcap import FreqCap
 from nodeagent.hw.real import RealBackend
 from nodeagent.hw.root import SysfsRoot
+from nodeagent.policy import PolicyConfig
+from nodeagent.protocol import ChassisPower
 
 POLICY0 = "sys/devices/system/cpu/cpufreq/policy0"
 
@@ -51,3 +55,28 @@ def test_a_refused_write_is_a_line_naming_the_file(tree_copy: Callable[[str], Pa
 def test_a_node_without_cpufreq_offers_nothing(tmp_path: Path) -> None:
     cap = FreqCap(SysfsRoot(tmp_path))
     assert cap.ladder_khz() == () and cap.set(1_800_000) == []
+
+
+def test_a_cap_left_by_a_crashed_agent_is_lifted_at_the_next_start(tree_copy: Callable[[str], Path]) -> None:
+
+    root = tree_copy("cm5-nanocluster")
+    max_freq = root / POLICY0 / "scaling_max_freq"
+    marker = root / "state" / "freq-cap"
+    decision = ChassisPower(node="n1", t=0.0, budget_w=60.0, measured_w=70.0, source="nodes", estimated_w=50.0)
+    first = PowerBudget("n2", PolicyConfig(), RealBackend(root), driver=False, emit=print, marker=marker)
+    first.received(replace(decision, cap_khz=1_700_000))
+    assert first.apply() == 1_700_000 and max_freq.read_text().strip() == "1700000" and marker.exists()
+    # The agent is killed here: no close(). The next one lifts the cap before anything else.
+    PowerBudget("n2", PolicyConfig(), RealBackend(root), driver=False, emit=print, marker=marker)
+    assert max_freq.read_text().strip() == "2400000" and not marker.exists()
+
+
+def test_a_node_never_capped_is_never_written(tree_copy: Callable[[str], Path]) -> None:
+
+    root = tree_copy("cm5-nanocluster")
+    max_freq = root / POLICY0 / "scaling_max_freq"
+    max_freq.write_text("2000000\n")  # the operator's own limit
+    budget = PowerBudget("n2", PolicyConfig(), RealBackend(root), driver=False, emit=print, marker=root / "fc")
+    assert budget.apply() is None
+    budget.close()
+    assert max_freq.read_text().strip() == "2000000"
