@@ -12,7 +12,7 @@ import time
 from controller.dispatch import new_job_id
 from controller.fleet import Fleet
 from controller.session import Session
-from nodeagent.policy import NodePower, PowerConfig, admit_heavy
+from nodeagent.chassis_power import admit_against
 from nodeagent.protocol import Command, Event, decode, encode
 
 ANSWER_TIMEOUT_S = 30.0  # per command, on top of the pulses of the commands queued before it
@@ -20,23 +20,7 @@ ANSWER_TIMEOUT_S = 30.0  # per command, on top of the pulses of the commands que
 
 def budget_refusals(fleet: Fleet, nodes: list[str]) -> list[str]:
     """Why starting a heavy job on all of ``nodes`` at once would exceed a chassis's power budget (empty: fine)."""
-    reasons = []
-    for d in fleet.power.values():
-        chassis = set(d.nodes) | {d.node}
-        starting = set(nodes) & chassis
-        if not starting:
-            continue
-        cfg = PowerConfig(
-            budget_w=d.budget_w,
-            base_w=d.base_w,
-            node_idle_w=d.node_idle_w,
-            node_heavy_w=max(d.node_heavy_w, d.node_idle_w),
-            restore_margin_w=0.0,
-        )
-        estimates = {n: NodePower(cfg.node_idle_w, cfg.node_heavy_w) for n in chassis}
-        answer = admit_heavy(estimates, set(d.busy) - starting, cfg, starting=starting)
-        reasons.extend(f"chassis of {d.node}: {r}" for r in answer.reasons)
-    return reasons
+    return [f"chassis of {d.node}: {r}" for d in fleet.power.values() for r in admit_against(d, set(nodes)).reasons]
 
 
 def switcher(fleet: Fleet) -> str:

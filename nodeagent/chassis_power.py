@@ -151,20 +151,7 @@ class PowerBudget:
 
     def admit(self, force: bool) -> Admission:
         """May this node start a heavy job, by every driver's budget? Busy nodes count at their heavy estimate."""
-        reasons: list[str] = []
-        for d in self.decisions.values():
-            if self.node not in d.nodes and d.node != self.node:
-                continue  # another chassis of the same cluster
-            cfg = PowerConfig(
-                budget_w=d.budget_w,
-                base_w=d.base_w,
-                node_idle_w=d.node_idle_w,
-                node_heavy_w=max(d.node_heavy_w, d.node_idle_w),
-                restore_margin_w=0.0,
-            )
-            estimates = {n: NodePower(cfg.node_idle_w, cfg.node_heavy_w) for n in d.nodes}
-            answer = admit_heavy(estimates, set(d.busy) - {self.node}, cfg, starting={self.node})
-            reasons.extend(answer.reasons)
+        reasons = [r for d in self.decisions.values() for r in admit_against(d, {self.node}).reasons]
         if not reasons:
             return Admission(admitted=True)
         return Admission(admitted=force, reasons=tuple(reasons), forced=force)
@@ -175,6 +162,24 @@ class PowerBudget:
             self.applied_khz = None
         if self.marker is not None:
             self.marker.unlink(missing_ok=True)
+
+
+def admit_against(decision: ChassisPower, starting: set[str]) -> Admission:
+    """May the nodes in ``starting`` of this driver's chassis all begin a heavy job, by its last decision?
+    Nodes of another chassis are not counted; busy nodes count at the heavy estimate, the rest idle."""
+    chassis = {*decision.nodes, decision.node}
+    starting = starting & chassis
+    if not starting:
+        return Admission(admitted=True)
+    cfg = PowerConfig(
+        budget_w=decision.budget_w,
+        base_w=decision.base_w,
+        node_idle_w=decision.node_idle_w,
+        node_heavy_w=max(decision.node_heavy_w, decision.node_idle_w),
+        restore_margin_w=0.0,
+    )
+    estimates = {n: NodePower(cfg.node_idle_w, cfg.node_heavy_w) for n in chassis}
+    return admit_heavy(estimates, set(decision.busy) - starting, cfg, starting=starting)
 
 
 def _on_ladder(khz: int, ladder: tuple[int, ...]) -> int:
