@@ -112,6 +112,8 @@ class Follower:
         return self._event(run, event)
 
     def _event(self, run: NodeRun, event: Event) -> NodeRun | None:
+        if event.kind == "rejected" and event.data.get("duplicate"):
+            return None  # a redelivered copy refused; the first copy's verdict is still to come
         if event.kind == "accepted":
             run.state = "accepted"
             run.plan = dict(event.data.get("plan") or {})
