@@ -3,6 +3,7 @@ port and the same persistence file; piclusterctl as a real process with its own 
 
 from __future__ import annotations
 
+import getpass
 import signal
 import subprocess
 import sys
@@ -32,11 +33,13 @@ class PersistentBroker:
     def start(self) -> None:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+            # Started as root, mosquitto would drop to its own user, which cannot enter pytest's private tmp dirs.
+            f"user {getpass.getuser()}\nlistener {self.port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
             f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
             f"max_queued_messages 10000\nlog_dest file {self.workdir / 'mosquitto.log'}\n"
         )
-        self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        quiet = subprocess.DEVNULL
+        self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=quiet, stderr=quiet)
         try:
             wait_port(self.port, timeout_s=10)
         except TimeoutError:
