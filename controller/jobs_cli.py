@@ -160,6 +160,7 @@ class Tracker:
         self._cm = recording_session(args, broker, topics, subscriptions, self.history, self.meter)
         self.session: Session
         self.submitted = 0.0
+        self.detached = False
 
     def __enter__(self) -> Tracker:
         try:
@@ -170,7 +171,9 @@ class Tracker:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._cm.__exit__(*exc)
+        self._cm.__exit__(*exc)  # paho's thread is gone after this: nothing writes to the history any more
+        if exc[0] is not None or self.detached:
+            self.history.close()  # otherwise finished() still needs it
 
     def started(self, job: JobSpec, nodes: list[str], plan: dict[str, Any], facts: dict[str, Any]) -> None:
         self.submitted = time.time()
@@ -192,7 +195,7 @@ class Tracker:
             for run in follower.runs.values():
                 print(report.run_line(run), file=sys.stderr)
             print(f"job {job.id} runs on; see it with: piclusterctl results {job.id}")
-        self.history.close()
+        self.detached = True  # the history stays open until the session is closed: events may still arrive
         return 0 if all(r.state not in TERMINAL or r.state == "finished" for r in follower.runs.values()) else 1
 
     def finished(self, job_id: str, runs: list[NodeRun], summary: dict[str, Any]) -> dict[str, Any]:

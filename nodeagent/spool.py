@@ -16,6 +16,7 @@ WAL with ``synchronous=NORMAL``: a process crash loses nothing; a power cut may 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -101,7 +102,7 @@ class Spool:
                 self._trim()
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
                 # The event still goes out (at most once, from memory): losing the disk must not silence the node.
                 log.error("event=spool_write_failed path=%s seq=%d reason=%r", self.path, seq, str(exc))

@@ -151,10 +151,11 @@ def test_a_result_made_while_the_broker_is_away_reaches_a_detached_controller(
     assert [j["id"] for j in json.loads(jobs.stdout)] == [job]
 
 
+@pytest.mark.parametrize("paho", PAHO)
 def test_an_agent_killed_with_an_unacknowledged_result_sends_it_after_restart(
-    pagents: AgentFactory, pbroker: PersistentBroker, cluster: str, tmp_path: Path
+    pagents: AgentFactory, pbroker: PersistentBroker, cluster: str, tmp_path: Path, paho: str
 ) -> None:
-    agent = pagents.start("n1", config=FAST_RECONNECT)
+    agent = pagents.start("n1", paho=paho, config=FAST_RECONNECT)
     _online(pbroker.url, cluster, "n1")
     history = tmp_path / "history.sqlite3"
     job = _detach(pbroker.url, cluster, history)
@@ -164,7 +165,7 @@ def test_an_agent_killed_with_an_unacknowledged_result_sends_it_after_restart(
     agent.stop(signal.SIGKILL)  # paho's in-memory copy dies with it; the spool's does not
     assert "finished" in _spool(tmp_path, "n1")
     pbroker.start()
-    again = pagents.start("n1", config=FAST_RECONNECT)
+    again = pagents.start("n1", paho=paho, config=FAST_RECONNECT)
     out = _results(pbroker.url, cluster, history, job)
     assert out["state"] == "passed", out
     _once_each(history, job)
