@@ -41,7 +41,7 @@ from nodeagent.protocol import (
 )
 from nodeagent.protocol.messages import fan_mode
 from nodeagent.safety import Chassis, ChassisView, NodeSafety, SafetyTick, drives_chassis_fan, open_fans
-from nodeagent.spool import Spool
+from nodeagent.spool import Spool, SpoolError
 from nodeagent.telemetry import alert_fields, pcie_alerts, telemetry_from
 
 log = logging.getLogger("picluster.agent")
@@ -94,9 +94,7 @@ class Agent:
         self._chassis_reasons: tuple[str, ...] = ()
         self._seq_lock = threading.Lock()
         # Events go to disk before the broker and leave it on PUBACK; seq and the job ids seen live there too.
-        self.spool = Spool(
-            cfg.agent.state_dir, max_events=cfg.agent.spool_max_events, max_seen_jobs=cfg.agent.seen_jobs_max
-        )
+        self.spool = self._open_spool(cfg)
         self.outbox = Outbox(self.spool, lambda topic, payload: self.link.publish(topic, payload, qos=1))
         self._tick_seq = 0
         self.last_sample: Sample | None = None
@@ -132,6 +130,17 @@ class Agent:
             else None
         )
         self.notifier = sd.Notifier()
+
+    @staticmethod
+    def _open_spool(cfg: AgentConfig) -> Spool:
+        """The spool in the state dir; in memory, with an error, when the directory is unusable: the node's
+        safety never depends on its disk."""
+        limits = {"max_events": cfg.agent.spool_max_events, "max_seen_jobs": cfg.agent.seen_jobs_max}
+        try:
+            return Spool(cfg.agent.state_dir, **limits)
+        except SpoolError as exc:
+            log.error("event=spool_unavailable reason=%r action='events are kept in memory only'", str(exc))
+            return Spool(None, **limits)
 
     # --- the loop --------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:

@@ -57,14 +57,16 @@ class Pending:
 class Spool:
     """Write-ahead store of outgoing events. Thread-safe: the agent, job and paho threads all call it."""
 
-    def __init__(self, state_dir: str | Path, *, max_events: int = 10000, max_seen_jobs: int = 10000) -> None:
-        self.path = Path(state_dir) / FILE_NAME
+    def __init__(self, state_dir: str | Path | None, *, max_events: int = 10000, max_seen_jobs: int = 10000) -> None:
+        """``state_dir`` None: in memory only (the agent's fallback when the directory is unusable)."""
+        self.path = Path(state_dir) / FILE_NAME if state_dir is not None else Path(":memory:")
         self.max_events = max_events
         self.max_seen_jobs = max_seen_jobs
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            if state_dir is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
@@ -76,7 +78,9 @@ class Spool:
                     f"{self.path}: spool schema {version} is not {SCHEMA_VERSION}; this agent is older than the "
                     "one that wrote it: upgrade the agent, or move the file away (its unsent events are lost)"
                 )
-        except sqlite3.Error as exc:
+        except SpoolError:
+            raise
+        except (sqlite3.Error, OSError) as exc:
             raise SpoolError(
                 f"{self.path}: cannot open the event spool ({exc}); check that agent.state_dir is writable by the "
                 "agent and the file is not damaged (move it away to start afresh)"

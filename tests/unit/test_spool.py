@@ -139,3 +139,15 @@ def test_outbox_forgets_exactly_what_was_acknowledged_even_when_the_ack_beats_pu
 
 def mid_of_last(box: Outbox, seq: int) -> int:
     return next(mid for mid, s in box._inflight.items() if s == seq)
+
+
+def test_a_spool_from_a_newer_agent_is_refused_with_the_fix(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool._db.execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
+    spool.close()
+    try:
+        Spool(tmp_path)
+    except OSError as exc:
+        assert "spool schema 99" in str(exc) and "upgrade the agent" in str(exc)
+    else:
+        raise AssertionError("a newer spool must not be used")
