@@ -15,9 +15,10 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn
 
-from controller import hpl_plan, ops, power, report
+from controller import hpl_plan, jobs_cli, ops, power, report
 from controller.dispatch import NodeRun, new_job_id, submit_and_follow
 from controller.fleet import Fleet, NodeView, subscriptions
+from controller.history import HistoryError
 from controller.select import SelectionError, select
 from controller.session import BrokerUnreachable, Session
 from nodeagent import __version__
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hpl.add_argument("--timeout", type=float, default=3600.0, metavar="S", help="seconds per node (default 3600)")
     hpl.add_argument("--force", action="store_true", help="run even where a node's health gate refuses")
+    jobs_cli.add_run_options(hpl)
     fan = sub.add_parser("fan", help="set the fan of a set of nodes: auto (the curve) or a fixed percent")
     fan.add_argument("nodes", metavar="NODESET")
     fan.add_argument("mode", metavar="auto|PERCENT")
@@ -78,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     pwr.add_argument("--force", action="store_true", help="off: hold the line 8 s (cut power) instead of asking")
     for cmd in (fan, identify, policy, pwr):
         _common(cmd, argparse.SUPPRESS)
+    jobs_cli.add_parsers(sub, _common)
     return parser
 
 
@@ -92,11 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_ops(broker, topics, args)
         if args.command == "power":
             return cmd_power(broker, topics, args)
+        if args.command in jobs_cli.COMMANDS:
+            return jobs_cli.main(args, broker, topics)
         return cmd_run_hpl(broker, topics, args)
     except (UsageError, SelectionError, ProtocolError, ValueError) as exc:
         print(f"piclusterctl: {exc}", file=sys.stderr)
         return 2
-    except BrokerUnreachable as exc:
+    except (BrokerUnreachable, HistoryError) as exc:
         print(f"piclusterctl: {exc}", file=sys.stderr)
         return 1
 
@@ -138,7 +143,8 @@ def cmd_run_hpl(broker: Broker, topics: Topics, args: argparse.Namespace) -> int
     if args.timeout <= 0:
         raise UsageError("--timeout: expected a number of seconds above 0")
     subs = (*subscriptions(topics), topics.all_nodes("events"))
-    with Session(broker, topics.cluster, subscriptions=subs) as session:
+    with jobs_cli.Tracker(args, broker, topics, subs) as track:
+        session = track.session
         fleet = snapshot(broker, topics, session)
         selected = select(args.nodes, fleet.nodes)
         online = [n for n in selected if fleet.nodes[n].online]
@@ -148,6 +154,9 @@ def cmd_run_hpl(broker: Broker, topics: Topics, args: argparse.Namespace) -> int
             raise UsageError("power budget: " + "; ".join(over_budget) + " (select fewer nodes, or --force)")
         offline = [NodeRun(n, state="offline", reason="the node is offline") for n in selected if n not in online]
         job = JobSpec(id=new_job_id("hpl"), kind="hpl", node_params=plans, timeout_s=args.timeout, force=args.force)
+        track.started(job, online, plans, jobs_cli.facts_of(fleet, online))
+        if online and args.detach:
+            return track.detach(job, online, bool(args.json))
         err = report.console(stderr=True)
         if not args.json:
             err.print(f"job {job.id}: HPL on {len(online)} node(s)" + (f", {len(offline)} offline" if offline else ""))
@@ -156,21 +165,24 @@ def cmd_run_hpl(broker: Broker, topics: Topics, args: argparse.Namespace) -> int
             with _progress(args.json) as progress:
                 runs = submit_and_follow(session, job, online, on_change=_show(progress, err, online))
     results = [*(runs[n] for n in online), *offline]
+    summary = {
+        "job": job.id,
+        "kind": "hpl",
+        "passed": all(r.passed for r in results),
+        "nodes": [r.to_dict() for r in results],
+        "total_gflops": sum(r.result.get("gflops", 0.0) for r in results if r.passed and r.result),
+    }
+    summary = track.finished(job.id, results, summary)
     if args.json:
-        report.print_json(
-            {
-                "job": job.id,
-                "kind": "hpl",
-                "passed": all(r.passed for r in results),
-                "nodes": [r.to_dict() for r in results],
-                "total_gflops": sum(r.result.get("gflops", 0.0) for r in results if r.passed and r.result),
-            }
-        )
+        report.print_json(summary)
     else:
         table, total = report.hpl_results_table(results)
         out = report.console()
         out.print(table)
         out.print(f"total: {total:.2f} Gflops from {sum(r.passed for r in results)}/{len(results)} node(s) passed")
+        if "wall_power_avg_w" in summary:
+            per_w = summary.get("wall_gflops_per_w", 0.0)
+            out.print(f"wall: {summary['wall_power_avg_w']:.1f} W average, {per_w:.2f} Gflops/W")
     return 0 if results and all(r.passed for r in results) else 1
 
 

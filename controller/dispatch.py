@@ -112,6 +112,8 @@ class Follower:
         return self._event(run, event)
 
     def _event(self, run: NodeRun, event: Event) -> NodeRun | None:
+        if event.kind == "rejected" and event.data.get("duplicate"):
+            return None  # a redelivered copy refused; the first copy's verdict is still to come
         if event.kind == "accepted":
             run.state = "accepted"
             run.plan = dict(event.data.get("plan") or {})
@@ -155,8 +157,7 @@ def submit_and_follow(
 ) -> dict[str, NodeRun]:
     """Publish ``job`` once for all ``nodes`` and follow it to the end. Ctrl-C cancels it on every node."""
     follower = Follower(session.topics, job.id, nodes, started=clock(), timeout_s=job.timeout_s)
-    cmd = Command(id=job.id, cmd="run", nodes=tuple(nodes), job=job, sender=session.client_id, t=time.time())
-    session.publish(session.topics.cluster_cmd(), encode(cmd))
+    submit(session, job, nodes)
     try:
         while not follower.done:
             msg = session.get(0.25)
@@ -172,6 +173,12 @@ def submit_and_follow(
         for node in live:
             follower.runs[node].state, follower.runs[node].reason = "cancelled", "interrupted by the operator"
     return follower.runs
+
+
+def submit(session: Session, job: JobSpec, nodes: list[str]) -> None:
+    """One ``run`` command on the cluster topic for every node of the selection."""
+    cmd = Command(id=job.id, cmd="run", nodes=tuple(nodes), job=job, sender=session.client_id, t=time.time())
+    session.publish(session.topics.cluster_cmd(), encode(cmd))
 
 
 def cancel(session: Session, job_id: str, nodes: list[str]) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import queue
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from nodeagent.config import Broker
@@ -27,15 +28,44 @@ class Received:
     retained: bool
 
 
-class Session:
-    """A short-lived controller connection. Use as a context manager."""
+def _host() -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname().split(".")[0])[:32]
 
-    def __init__(self, broker: Broker, cluster: str, *, subscriptions: tuple[str, ...] = ()) -> None:
+
+def persistent_client_id(cluster: str) -> str:
+    """The controller's fixed identity for its persistent session: one per user, host and cluster
+    (``PICLUSTER_CLIENT_ID`` or ``--client-id`` to choose another)."""
+    user = "".join(c if c.isalnum() or c in "-_" else "-" for c in getpass.getuser())[:32]
+    return f"piclusterctl-{user}-{_host()}-{cluster}"
+
+
+Tap = Callable[[str, bytes], None]
+
+
+class Session:
+    """A controller connection. Use as a context manager.
+
+    By default a throw-away clean session. With ``client_id`` and ``clean=False`` it is the operator's persistent
+    session: the broker keeps its subscriptions and queues QoS 1 messages while no piclusterctl runs, and hands
+    them over at the next connect. ``taps`` see every message on paho's thread before it is acknowledged (the
+    history writes there, so an acknowledged event is already on disk).
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        cluster: str,
+        *,
+        subscriptions: tuple[str, ...] = (),
+        client_id: str = "",
+        clean: bool = True,
+        taps: tuple[Tap, ...] = (),
+    ) -> None:
         self.topics = Topics(cluster)
-        host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname().split(".")[0])[:32]
-        self.client_id = f"piclusterctl-{host}-{os.getpid()}"
+        self.client_id = client_id or f"piclusterctl-{_host()}-{os.getpid()}"
         self.inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
-        self.link = Link(self.client_id, broker, on_message=lambda t, p, r: self.inbox.put(Received(t, p, r)))
+        self.taps = taps
+        self.link = Link(self.client_id, broker, clean_session=clean, on_message=self._received)
         for topic in (*subscriptions, self.topics.sync(self.client_id)):
             self.link.subscribe(topic, qos=1)
 
@@ -51,6 +81,11 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.link.stop()
+
+    def _received(self, topic: str, payload: bytes, retained: bool) -> None:
+        for tap in self.taps:
+            tap(topic, payload)
+        self.inbox.put(Received(topic, payload, retained))
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
         self.link.publish(topic, payload, qos=qos)

@@ -29,6 +29,7 @@ from nodeagent.hw.root import SysfsRoot
 from nodeagent.hw.slot_lines import SlotLines, find_chip, pin_factory
 from nodeagent.jobs.runner import DuplicateJob, Runner
 from nodeagent.link import Credentials, Link, Will
+from nodeagent.outbox import Outbox
 from nodeagent.protocol import (
     OFFLINE,
     ONLINE,
@@ -53,6 +54,7 @@ from nodeagent.safety import (
     switches_slots,
 )
 from nodeagent.slot_power import SlotPower
+from nodeagent.spool import Spool, SpoolError
 from nodeagent.telemetry import alert_fields, pcie_alerts, telemetry_from
 
 log = logging.getLogger("picluster.agent")
@@ -125,7 +127,9 @@ class Agent:
         self._identify_until = 0.0
         self._chassis_reasons: tuple[str, ...] = ()
         self._seq_lock = threading.Lock()
-        self._event_seq = 0
+        # Events go to disk before the broker and leave it on PUBACK; seq and the job ids seen live there too.
+        self.spool = self._open_spool(cfg)
+        self.outbox = Outbox(self.spool, lambda topic, payload: self.link.publish(topic, payload, qos=1))
         self._tick_seq = 0
         self.last_sample: Sample | None = None
         self._degraded_links: frozenset[str] = frozenset()
@@ -145,6 +149,7 @@ class Agent:
             reconnect_max_s=cfg.mqtt.reconnect_max_s,
             on_connect=lambda session_present: self.inbox.put(("connected",)),
             on_message=lambda topic, payload, retained: self.inbox.put(("message", topic, payload, retained)),
+            on_publish=self.outbox.acked,
         )
         self.link.subscribe(self.topics.node_cmd(self.node), qos=1)
         self.link.subscribe(self.topics.cluster_cmd(), qos=1)
@@ -164,6 +169,17 @@ class Agent:
         )
         self.notifier = sd.Notifier()
 
+    @staticmethod
+    def _open_spool(cfg: AgentConfig) -> Spool:
+        """The spool in the state dir; in memory, with an error, when the directory is unusable: the node's
+        safety never depends on its disk."""
+        limits = {"max_events": cfg.agent.spool_max_events, "max_seen_jobs": cfg.agent.seen_jobs_max}
+        try:
+            return Spool(cfg.agent.state_dir, **limits)
+        except SpoolError as exc:
+            log.error("event=spool_unavailable reason=%r action='events are kept in memory only'", str(exc))
+            return Spool(None, **limits)
+
     # --- the loop --------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Tick every ``agent.tick_s`` and handle queued items in between, until ``stop`` is set."""
@@ -176,6 +192,8 @@ class Agent:
             __version__,
         )
         self.check_watchdog()
+        if replayed := self.outbox.replay():  # paho holds them until the session is up, then sends them first
+            log.info("event=spool_replay events=%d path=%s", replayed, self.spool.path)
         self.link.start()
         if self.hotplug is not None:
             self.hotplug.start()
@@ -207,6 +225,9 @@ class Agent:
         if self.slot_power is not None:
             self.slot_power.close()
         self.power.close()  # a stopped agent enforces no budget, so it leaves no cap behind
+        if unsent := len(self.spool):
+            log.warning("event=spool_unsent events=%d path=%s action='sent at the next start'", unsent, self.spool.path)
+        self.spool.close()
         self.safety.full()  # a stopped agent leaves the fans at full (the unit's stop hook does it after a crash)
         self.backend.close()
         log.info("event=agent_stop node=%s", self.node)
@@ -415,6 +436,9 @@ class Agent:
     def start_job(self, cmd: Command) -> None:
         job = cmd.job
         assert job is not None  # decode() guarantees it for run
+        if not self.spool.first_sight(job.id):  # survives restarts, unlike the runner's own check
+            self._duplicate(job.id)
+            return
         gate = self.safety.admit(self.last_sample, force=job.force)
         budget = self.power.admit(force=job.force)
         for answer, what in ((gate, "health"), (budget, "power")):
@@ -433,10 +457,21 @@ class Agent:
                 annotations=forced,
             )
         except DuplicateJob:
-            log.info("event=duplicate_job_ignored job=%s", job.id)
+            self._duplicate(job.id)
         except JobRejected as exc:
             log.info("event=job_rejected job=%s reason=%r", job.id, exc.reason)
             self.emit("rejected", job.id, reason=exc.reason, field=exc.field)
+
+    def _duplicate(self, job_id: str) -> None:
+        """A job id seen before (a redelivery or a repeated submit): answered, never run again."""
+        log.info("event=duplicate_job_refused job=%s", job_id)
+        self.emit(
+            "rejected",
+            job_id,
+            reason=f"duplicate: job {job_id} was already received by {self.node}; a job id runs at most once",
+            field="job.id",
+            data={"duplicate": True},
+        )
 
     # --- safety (decisions in nodeagent/policy, applied by nodeagent/safety.py) ------------------------------------
     def act_on(self, safe: SafetyTick, sample: Sample) -> None:
@@ -550,18 +585,15 @@ class Agent:
         self.emit("alert", **alert_fields(event))
 
     def emit(self, kind: str, job: str = "", **fields: Any) -> None:
-        """Publish one event (QoS 1). Thread-safe: the job thread calls it too."""
+        """Spool and publish one event (QoS 1). Thread-safe: the job thread calls it too; the lock keeps the
+        wire order the seq order."""
+        t = self.clock()
+
+        def make(seq: int) -> bytes:
+            return encode(Event(node=self.node, seq=seq, t=t, kind=kind, job=job, **fields))  # type: ignore[arg-type]
+
         with self._seq_lock:
-            self._event_seq += 1
-            event = Event(
-                node=self.node,
-                seq=self._event_seq,
-                t=self.clock(),
-                kind=kind,
-                job=job,  # type: ignore[arg-type]
-                **fields,
-            )
-            self.link.publish(self.topics.events(self.node), encode(event), qos=1)
+            self.outbox.send(self.topics.events(self.node), kind, make)
         log.info(
             "event=job_%s job=%s%s", kind, job or "-", f" reason={fields['reason']!r}" if fields.get("reason") else ""
         )

@@ -88,6 +88,8 @@ class AgentSection:
     cluster: str = "default"
     tick_s: float = 1.0
     state_dir: str = "/var/lib/picluster"
+    spool_max_events: int = 10000  # unacknowledged events kept on disk; progress is dropped first, results never
+    seen_jobs_max: int = 10000  # job ids remembered (on disk) so a redelivered job never runs twice
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
@@ -181,7 +183,13 @@ class AgentConfig:
 
 
 _VALIDATORS: dict[type, dict[str, Any]] = {
-    AgentSection: {"tick_s": _above_zero, "node_id": _name_or_empty, "cluster": _name_or_empty},
+    AgentSection: {
+        "tick_s": _above_zero,
+        "node_id": _name_or_empty,
+        "cluster": _name_or_empty,
+        "spool_max_events": _above_zero,
+        "seen_jobs_max": _above_zero,
+    },
     MqttSection: {"broker": _broker, "keepalive_s": _above_zero, "reconnect_min_s": _above_zero},
     HardwareSection: {
         "nvme_smart_interval_s": _above_zero,

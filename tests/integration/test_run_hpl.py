@@ -135,7 +135,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_a_redelivered_job_runs_once_and_is_not_rejected(agents: AgentFactory, broker: Mosquitto, cluster: str) -> None:
+def test_a_redelivered_job_runs_once_and_copies_are_refused_as_duplicates(
+    agents: AgentFactory, broker: Mosquitto, cluster: str
+) -> None:
     agents.start("node1")
     wait_online(broker, cluster, "node1")
     job = JobSpec(id="j-twice", kind="hpl", params={"n": 600, "nb": 64, "p": 1, "q": 1})
@@ -145,10 +147,11 @@ def test_a_redelivered_job_runs_once_and_is_not_rejected(agents: AgentFactory, b
         w.publish(w.topics.node_cmd("node1"), cmd)  # the same job again, as a broker redelivery would bring it
         w.wait("the job to finish", lambda: any(e.kind == "finished" for e in w.events("node1", "j-twice")), 60)
         w.publish(w.topics.cluster_cmd(), cmd)  # and once more after it ended
-        w.wait("telemetry after the repeat", lambda: w.telemetry_count("node1") > 4)
-    kinds = [e.kind for e in w.events("node1", "j-twice")]
+        w.wait("both copies refused", lambda: [e.kind for e in w.events("node1", "j-twice")].count("rejected") == 2)
+    events = w.events("node1", "j-twice")
+    kinds = [e.kind for e in events]
     assert kinds.count("accepted") == 1 and kinds.count("started") == 1 and kinds.count("finished") == 1
-    assert "rejected" not in kinds
+    assert all(e.data.get("duplicate") and e.field == "job.id" for e in events if e.kind == "rejected")
 
 
 def test_stopping_the_agent_cancels_its_job_out_loud(agents: AgentFactory, broker: Mosquitto, cluster: str) -> None:

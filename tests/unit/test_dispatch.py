@@ -96,3 +96,14 @@ def test_select() -> None:
     except SelectionError as exc:
         assert "same --cluster" in str(exc)
     assert fold(["n1", "n2", "n3", "x"]) == "n[1-3],x"
+
+
+def test_a_refused_copy_of_the_job_is_not_the_verdict() -> None:
+    f = follower("a")
+    f.apply(ev("a", 1, "accepted"))
+    dup = ev(
+        "a", 2, "rejected", reason="duplicate: job j1 was already received", field="job.id", data={"duplicate": True}
+    )
+    assert f.apply(dup) is None and f.runs["a"].state == "accepted"
+    f.apply(ev("a", 3, "finished", result={"gflops": 1.0, "passed": True}))
+    assert f.done and f.runs["a"].passed

@@ -1,0 +1,371 @@
+"""``piclusterctl jobs | results | report | cancel`` and what ``run`` needs to keep its jobs in the history.
+
+Every command here first drains the operator's persistent MQTT session into the history (the events the broker
+queued while no piclusterctl ran), then answers from the history. Without a broker they answer from the history
+alone, with a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from ClusterShell.NodeSet import NodeSet, NodeSetParseError
+from rich.table import Table
+
+from controller import report, results
+from controller.dispatch import Follower, NodeRun, cancel, submit
+from controller.fleet import Fleet
+from controller.history import TERMINAL, History, JobRecord, default_path
+from controller.session import BrokerUnreachable, Session, persistent_client_id
+from controller.wallpower import WallMeter
+from nodeagent.config import Broker
+from nodeagent.protocol import Event, JobSpec, Topics, decode
+
+COMMANDS = ("jobs", "results", "report", "cancel")
+CANCEL_WAIT_S = 15.0  # the agent's kill grace is 5 s; a loaded node needs a little more
+DRAIN_S = 5.0
+
+
+class JobsUsageError(ValueError):
+    """Bad arguments to a jobs command (exit 2)."""
+
+
+def add_history_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--history",
+        metavar="PATH",
+        help="job history file (default: PICLUSTER_HISTORY or $XDG_DATA_HOME/picluster/history.sqlite3)",
+    )
+    parser.add_argument(
+        "--client-id",
+        metavar="ID",
+        help="client id of the persistent session (default: PICLUSTER_CLIENT_ID or piclusterctl-USER-HOST-CLUSTER)",
+    )
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Options of ``run <kind>`` that belong to the history and the wall meter."""
+    add_history_options(parser)
+    parser.add_argument(
+        "--detach", action="store_true", help="return once every node has answered; see it later with `results`"
+    )
+    parser.add_argument(
+        "--power-topic",
+        metavar="TOPIC",
+        help="MQTT topic of a smart plug measuring the cluster's wall power (default: PICLUSTER_POWER_TOPIC)",
+    )
+
+
+def add_parsers(sub: Any, common: Any) -> None:
+    """The subcommands of this module; ``common`` adds the global options (--broker, --cluster, --json)."""
+    jobs = sub.add_parser("jobs", help="jobs in the history, newest first")
+    jobs.add_argument("--limit", type=int, default=20, metavar="N", help="at most N jobs (default 20)")
+    res = sub.add_parser("results", help="a job's results per node (default: the newest job)")
+    res.add_argument("job", nargs="?", metavar="JOB")
+    rep = sub.add_parser("report", help="a job's result as a top500-benchmark table row (md), json or csv")
+    rep.add_argument("job", metavar="JOB")
+    rep.add_argument("--format", choices=("md", "json", "csv"), default="md")
+    rep.add_argument("--name", default="", help="md: the Configuration cell (default: from the nodes' facts)")
+    rep.add_argument("--link", default="", metavar="URL", help="md: link the Configuration cell to URL")
+    rep.add_argument("--arch", default="", help="md: the Architecture cell (default: Arm for Cortex/Neoverse)")
+    can = sub.add_parser("cancel", help="stop a job on the nodes running it")
+    can.add_argument("job", metavar="JOB")
+    can.add_argument("--nodes", metavar="NODESET", help="where to cancel (default: its unfinished nodes)")
+    for parser in (jobs, res, rep, can):
+        common(parser, argparse.SUPPRESS)
+        add_history_options(parser)
+
+
+def history_path(args: argparse.Namespace) -> Path:
+    return Path(args.history) if getattr(args, "history", None) else default_path()
+
+
+@contextlib.contextmanager
+def _owner_lock(path: Path) -> Iterator[bool]:
+    """True if this process may use the persistent session: two clients with one id would throw each other
+    off the broker in turn, so a second concurrent piclusterctl takes a throw-away session instead."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def recording_session(
+    args: argparse.Namespace,
+    broker: Broker,
+    topics: Topics,
+    subscriptions: tuple[str, ...],
+    history: History,
+    meter: WallMeter | None = None,
+) -> Iterator[Session]:
+    """A session whose job events land in ``history`` before they are acknowledged: the operator's persistent
+    session when no other piclusterctl holds it, a throw-away one otherwise."""
+    subs = tuple(dict.fromkeys((*subscriptions, topics.all_nodes("events"), *([meter.topic] if meter else []))))
+    taps: list[Any] = [lambda topic, payload: history.record_message(topics, topic, payload)]
+    if meter is not None:
+        taps.append(meter.tap)
+    with _owner_lock(history.path) as owner:
+        client_id = (
+            (getattr(args, "client_id", None) or os.environ.get("PICLUSTER_CLIENT_ID") or persistent_client_id(
+                topics.cluster))
+            if owner
+            else ""
+        )  # fmt: skip
+        with Session(
+            broker, topics.cluster, subscriptions=subs, client_id=client_id, clean=not owner, taps=tuple(taps)
+        ) as session:
+            yield session
+
+
+FACT_KEYS = ("board", "model", "cpu", "cores", "memory_mb", "hostname", "sim")
+
+
+def facts_of(fleet: Fleet, nodes: list[str]) -> dict[str, dict[str, Any]]:
+    """What the history keeps of each node's facts: enough to name the configuration in a report."""
+    out = {}
+    for node in nodes:
+        facts = fleet.nodes[node].facts if node in fleet.nodes else None
+        if facts is not None:
+            out[node] = {k: getattr(facts, k) for k in FACT_KEYS}
+    return out
+
+
+class Tracker:
+    """What ``run`` adds around a job: the history record, the persistent session, the wall meter."""
+
+    def __init__(
+        self, args: argparse.Namespace, broker: Broker, topics: Topics, subscriptions: tuple[str, ...]
+    ) -> None:
+        self.args = args
+        self.topics = topics
+        self.history = History(history_path(args))
+        topic = getattr(args, "power_topic", None) or os.environ.get("PICLUSTER_POWER_TOPIC", "")
+        self.meter = WallMeter(topic) if topic else None
+        self._cm = recording_session(args, broker, topics, subscriptions, self.history, self.meter)
+        self.session: Session
+        self.submitted = 0.0
+        self.detached = False
+
+    def __enter__(self) -> Tracker:
+        try:
+            self.session = self._cm.__enter__()
+        except BaseException:
+            self.history.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._cm.__exit__(*exc)  # paho's thread is gone after this: nothing writes to the history any more
+        if exc[0] is not None or self.detached:
+            self.history.close()  # otherwise finished() still needs it
+
+    def started(self, job: JobSpec, nodes: list[str], plan: dict[str, Any], facts: dict[str, Any]) -> None:
+        self.submitted = time.time()
+        self.history.job_started(job, self.topics.cluster, nodes, plan, facts)
+
+    def detach(self, job: JobSpec, nodes: list[str], as_json: bool) -> int:
+        """Submit, wait until every node has answered (accepted or rejected), and leave the rest to the history."""
+        follower = Follower(self.topics, job.id, nodes, started=time.monotonic(), timeout_s=job.timeout_s)
+        submit(self.session, job, nodes)
+        while any(r.state == "submitted" for r in follower.runs.values()):
+            msg = self.session.get(0.25)
+            if msg is not None:
+                follower.apply(msg)
+            follower.expire(time.monotonic())
+        self._endings(job.id, follower.runs.values())
+        if as_json:
+            report.print_json({"job": job.id, "detached": True, "nodes": [r.to_dict() for r in follower.runs.values()]})
+        else:
+            for run in follower.runs.values():
+                print(report.run_line(run), file=sys.stderr)
+            print(f"job {job.id} runs on; see it with: piclusterctl results {job.id}")
+        self.detached = True  # the history stays open until the session is closed: events may still arrive
+        return 0 if all(r.state not in TERMINAL or r.state == "finished" for r in follower.runs.values()) else 1
+
+    def finished(self, job_id: str, runs: list[NodeRun], summary: dict[str, Any]) -> dict[str, Any]:
+        """Store the controller's own endings and the job's summary, with the wall power of the run added."""
+        self._endings(job_id, runs)
+        if self.meter is not None:
+            starts = [e["t"] for e in self.history.events(job_id) if e["kind"] == "started"]
+            power = self.meter.window(min(starts, default=self.submitted), time.time())
+            if power is not None:
+                gflops = summary.get("gflops", summary.get("total_gflops"))
+                summary.update(power.fields(gflops if gflops else None))
+            else:
+                print(_no_power(self.meter), file=sys.stderr)
+        nodes = summary.get("nodes")
+        per_node = isinstance(nodes, list) and any(isinstance(n, dict) for n in nodes)  # those are in node_runs
+        self.history.set_result(
+            job_id, {k: v for k, v in summary.items() if k != "job" and not (k == "nodes" and per_node)}
+        )
+        self.history.close()
+        return summary
+
+    def _endings(self, job_id: str, runs: Any) -> None:
+        for run in runs:
+            if run.state in ("offline", "no-answer", "timeout") or run.reason == "interrupted by the operator":
+                self.history.node_ended(job_id, run.node, run.state, run.reason)
+
+
+def _no_power(meter: WallMeter) -> str:
+    why = f" (bad payloads: {meter.errors[0]})" if meter.errors else ""
+    return (
+        f"piclusterctl: no wall power samples on {meter.topic!r} during the run{why}; check the plug's topic "
+        "(zigbee2mqtt/<name>, tele/<dev>/SENSOR) and that it reports while the job runs"
+    )
+
+
+# --- the subcommands -----------------------------------------------------------------------------------------
+def main(args: argparse.Namespace, broker: Broker, topics: Topics) -> int:
+    history = History(history_path(args))
+    try:
+        if args.command == "cancel":
+            return cmd_cancel(args, broker, topics, history)
+        drain(args, broker, topics, history)
+        if args.command == "jobs":
+            return cmd_jobs(history, topics, args)
+        job = _job(history, args.job, topics)
+        if args.command == "results":
+            return cmd_results(job, bool(args.json))
+        return cmd_report(job, args)
+    finally:
+        history.close()
+
+
+def drain(args: argparse.Namespace, broker: Broker, topics: Topics, history: History) -> None:
+    """Take in what the broker queued for the persistent session while no piclusterctl ran."""
+    try:
+        with recording_session(args, broker, topics, (), history) as session:
+            for _ in session.snapshot(DRAIN_S):
+                pass  # the tap has stored them; the marker says the queue is empty
+    except BrokerUnreachable as exc:
+        print(f"piclusterctl: {exc}; showing the history as it is", file=sys.stderr)
+
+
+def _job(history: History, job_id: str | None, topics: Topics) -> JobRecord:
+    if job_id is None:
+        newest = history.jobs(limit=1, cluster=topics.cluster)
+        if not newest:
+            raise JobsUsageError(f"no jobs in {history.path} for cluster {topics.cluster!r}; start one with run")
+        return newest[0]
+    job = history.job(job_id)
+    if job is None:
+        raise JobsUsageError(f"job {job_id!r} is not in {history.path}; list them with: piclusterctl jobs")
+    return job
+
+
+def cmd_jobs(history: History, topics: Topics, args: argparse.Namespace) -> int:
+    jobs = history.jobs(limit=args.limit, cluster=topics.cluster)
+    if args.json:
+        report.print_json([j.to_dict() for j in jobs])
+        return 0
+    if not jobs:
+        print(f"no jobs in {history.path} for cluster {topics.cluster!r}", file=sys.stderr)
+        return 0
+    table = Table(box=None, pad_edge=False)
+    for col in ("JOB", "KIND", "STATE", "NODES", "STARTED", "GFLOPS"):
+        table.add_column(col, justify="right" if col == "GFLOPS" else "left")
+    for job in jobs:
+        gflops = results.job_gflops(job)
+        table.add_row(
+            job.id,
+            job.kind,
+            job.state,
+            str(NodeSet.fromlist(job.nodes)) if job.nodes else "-",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created)),
+            "-" if gflops is None else f"{gflops:.2f}",
+        )
+    report.console().print(table)
+    return 0
+
+
+def cmd_results(job: JobRecord, as_json: bool) -> int:
+    if as_json:
+        report.print_json(job.to_dict())
+        return 0 if job.state in ("passed", "running") else 1
+    runs = [NodeRun(r.node, state=r.state, plan=r.plan, result=r.result, reason=r.reason) for r in job.runs]
+    table, _ = report.hpl_results_table(runs)
+    out = report.console()
+    out.print(f"job {job.id} ({job.kind}): {job.state}")
+    out.print(table)
+    gflops = results.job_gflops(job)
+    if gflops is not None:
+        line = f"total: {gflops:.2f} Gflops from {sum(r.passed for r in runs)}/{len(runs)} node(s) passed"
+        watts, source = results.job_watts(job)
+        if watts:
+            line += f"; {watts:.1f} W average ({source}), {gflops / watts:.2f} Gflops/W"
+        out.print(line)
+    return 0 if job.state in ("passed", "running") else 1
+
+
+def cmd_report(job: JobRecord, args: argparse.Namespace) -> int:
+    if args.format == "md":
+        print(results.top500_row(job, name=args.name, link=args.link, arch=args.arch))
+    elif args.format == "json":
+        print(results.to_json(job))
+    else:
+        sys.stdout.write(results.to_csv(job))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, broker: Broker, topics: Topics, history: History) -> int:
+    """Send cancel to the job's nodes and report each node's answer."""
+    job = history.job(args.job)
+    if args.nodes:
+        try:
+            nodes = list(NodeSet(args.nodes))
+        except NodeSetParseError as exc:
+            raise JobsUsageError(f"node set: {exc}: {args.nodes!r}") from None
+    elif job is None:
+        raise JobsUsageError(f"job {args.job!r} is not in {history.path}; name its nodes with --nodes NODESET")
+    else:
+        nodes = [r.node for r in job.runs if r.state not in TERMINAL]
+        if not nodes:
+            print(f"job {args.job} has ended on every node ({job.state}); nothing to cancel", file=sys.stderr)
+            return 0
+    with recording_session(args, broker, topics, (), history) as session:
+        cancel(session, args.job, nodes)
+        answers = _cancel_answers(session, topics, args.job, nodes)
+    return _print_answers(answers, nodes, sys.stdout)
+
+
+def _cancel_answers(session: Session, topics: Topics, job_id: str, nodes: list[str]) -> dict[str, str]:
+    answers: dict[str, str] = {}
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    while len(answers) < len(nodes) and (msg := session.get(deadline - time.monotonic())) is not None:
+        parsed = topics.parse(msg.topic)
+        if parsed is None or parsed[1] != "events" or parsed[0] not in nodes:
+            continue
+        try:
+            event = decode(msg.payload, Event)
+        except ValueError:
+            continue
+        if event.job != job_id:
+            continue
+        if event.kind == "log" and "not running" in event.message:
+            answers[event.node] = "not running there"
+        elif event.kind in ("cancelled", "finished", "failed"):
+            answers[event.node] = event.kind + (f": {event.reason}" if event.reason else "")
+    return answers
+
+
+def _print_answers(answers: dict[str, str], nodes: list[str], out: IO[str]) -> int:
+    for node in nodes:
+        print(f"{node}: {answers.get(node, 'no answer')}", file=out)
+    return 0 if all(n in answers for n in nodes) else 1

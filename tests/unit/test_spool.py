@@ -1,0 +1,153 @@
+"""The agent's event spool and outbox: append, acknowledge, restart and replay in any order never lose or
+duplicate an event; seq only grows; a full spool drops progress first and verdicts never; job ids are
+remembered across restarts."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nodeagent.outbox import Outbox
+from nodeagent.spool import KEEP, Spool
+
+KINDS = ["progress", "log", "alert", "accepted", "started", "finished", "failed"]
+
+# An operation: ("append", kind) | ("ack", index into what is unacknowledged) | ("restart",)
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.sampled_from(KINDS)),
+        st.tuples(st.just("ack"), st.integers(0, 50)),
+        st.tuples(st.just("restart"), st.just(0)),
+    ),
+    max_size=60,
+)
+
+
+def _payload(seq: int) -> bytes:
+    return f"event {seq}".encode()
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops)
+def test_any_order_of_append_ack_and_restart_keeps_exactly_the_unacked(steps: list[tuple[str, object]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        spool = Spool(tmp, max_events=1000)
+        unacked: list[int] = []
+        all_seqs: list[int] = []
+        for op, arg in steps:
+            if op == "append":
+                item = spool.append(_payload, "t/events", str(arg))
+                assert item.payload == _payload(item.seq)
+                unacked.append(item.seq)
+                all_seqs.append(item.seq)
+            elif op == "ack" and unacked:
+                seq = unacked.pop(int(arg) % len(unacked))  # type: ignore[call-overload]
+                spool.ack(seq)
+                spool.ack(seq)  # a second PUBACK for the same message changes nothing
+            elif op == "restart":
+                spool.close()
+                spool = Spool(tmp, max_events=1000)
+            assert [p.seq for p in spool.pending()] == sorted(unacked)
+        assert all_seqs == sorted(set(all_seqs)), "seq must strictly increase, across restarts too"
+        spool.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(KINDS), min_size=1, max_size=40), st.integers(1, 10))
+def test_a_full_spool_drops_progress_first_and_never_a_verdict(kinds: list[str], limit: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        spool = Spool(tmp, max_events=limit)
+        for kind in kinds:
+            spool.append(_payload, "t/events", kind)
+        kept = spool.pending()
+        verdicts = [k for k in kinds if k in KEEP]
+        assert [p.kind for p in kept if p.kind in KEEP] == verdicts  # every verdict, in order
+        assert len(kept) == max(limit, len(verdicts)) if len(kinds) > limit else len(kept) == len(kinds)
+        dropped_progress = kinds.count("progress") - [p.kind for p in kept].count("progress")
+        dropped_other = len(kinds) - len(kept) - dropped_progress
+        if dropped_other:  # something other than progress went only once no progress was left to drop
+            assert all(p.kind != "progress" for p in kept)
+        spool.close()
+
+
+def test_job_ids_are_remembered_across_restarts_and_bounded(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_seen_jobs=3)
+    assert spool.first_sight("j1", now=1) and not spool.first_sight("j1", now=2)
+    spool.close()
+    spool = Spool(tmp_path, max_seen_jobs=3)
+    assert not spool.first_sight("j1", now=3)
+    for i, job in enumerate(("j2", "j3", "j4"), start=4):
+        assert spool.first_sight(job, now=i)
+    assert spool.first_sight("j1", now=9)  # the oldest id was forgotten once four newer ones were seen
+    assert not spool.first_sight("j4", now=10)
+    spool.close()
+
+
+def test_a_spool_file_that_is_not_sqlite_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "spool.sqlite3").write_bytes(b"this is not a database" * 100)
+    try:
+        Spool(tmp_path)
+    except OSError as exc:
+        assert str(tmp_path / "spool.sqlite3") in str(exc) and "move it away" in str(exc)
+    else:
+        raise AssertionError("a damaged spool must refuse to open")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["send", "ack_next", "ack_early", "qos0"]), st.booleans()), max_size=40))
+def test_outbox_forgets_exactly_what_was_acknowledged_even_when_the_ack_beats_publish(
+    steps: list[tuple[str, bool]],
+) -> None:
+    """paho may report a PUBACK before publish() returns its mid; QoS 0 mids are reported too and bound to
+    nothing. Neither may drop an event that was not acknowledged."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spool = Spool(tmp)
+        mids = iter(range(1, 10_000))
+        sent: list[tuple[int, int]] = []  # (mid, seq) published, not acknowledged yet
+        acked: set[int] = set()
+        box: Outbox
+        early = False
+
+        def publish(topic: str, payload: bytes) -> int:
+            mid = next(mids)
+            if early:  # the broker answered before publish() returned
+                box.acked(mid)
+            return mid
+
+        box = Outbox(spool, publish, clock=lambda: 0.0)
+        for op, flag in steps:
+            if op in ("send", "ack_early"):
+                early = op == "ack_early"
+                item = box.send("t/events", "progress", _payload)
+                if early:
+                    acked.add(item.seq)
+                else:
+                    sent.append((mid_of_last(box, item.seq), item.seq))
+            elif op == "ack_next" and sent:
+                mid, seq = sent.pop(0 if flag else -1)
+                box.acked(mid)
+                acked.add(seq)
+            elif op == "qos0":
+                box.acked(next(mids))  # telemetry's mid: bound to nothing
+        assert {p.seq for p in spool.pending()} == {seq for _, seq in sent}
+        assert not acked & {p.seq for p in spool.pending()}
+        spool.close()
+
+
+def mid_of_last(box: Outbox, seq: int) -> int:
+    return next(mid for mid, s in box._inflight.items() if s == seq)
+
+
+def test_a_spool_from_a_newer_agent_is_refused_with_the_fix(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool._db.execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
+    spool.close()
+    try:
+        Spool(tmp_path)
+    except OSError as exc:
+        assert "spool schema 99" in str(exc) and "upgrade the agent" in str(exc)
+    else:
+        raise AssertionError("a newer spool must not be used")
