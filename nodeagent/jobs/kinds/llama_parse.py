@@ -57,7 +57,7 @@ class BenchResult:
         }
 
 
-def test_name(n_prompt: int, n_gen: int, n_depth: int = 0) -> str:
+def label_for(n_prompt: int, n_gen: int, n_depth: int = 0) -> str:
     """The ``test`` column llama-bench prints for these sizes."""
     parts = ([f"pp{n_prompt}"] if n_prompt else []) + ([f"tg{n_gen}"] if n_gen else [])
     return "+".join(parts) + (f" @ d{n_depth}" if n_depth else "")
@@ -111,7 +111,7 @@ def parse_markdown(text: str) -> BenchResult:
 def _row(obj: dict[str, Any]) -> BenchRow:
     n_prompt, n_gen, n_depth = int(obj["n_prompt"]), int(obj["n_gen"]), int(obj.get("n_depth") or 0)
     return BenchRow(
-        test_name(n_prompt, n_gen, n_depth),
+        label_for(n_prompt, n_gen, n_depth),
         n_prompt,
         n_gen,
         n_depth,
