@@ -51,7 +51,10 @@ def tpl(**params: dict[str, Any]) -> dict[str, Any]:
         ([{"name": "t", "argv": ["{p}"], "params": {"p": {}}}], "jobs.template[0].argv: expected a list whose first"),
         ([{"name": "stress", "argv": ["x"]}], "jobs.template[0].name: 'stress' is a built-in job kind"),
         ([{"name": "a", "argv": ["x"]}, {"name": "a", "argv": ["y"]}], "jobs.template[1].name: a second template"),
-        ([{"name": "t", "argv": ["x"], "timeout": 5}], 'jobs.template[0].timeout: unknown key (did you mean "timeout_s"?)'),
+        (
+            [{"name": "t", "argv": ["x"], "timeout": 5}],
+            'jobs.template[0].timeout: unknown key (did you mean "timeout_s"?)',
+        ),
         ([{"name": "t", "argv": ["x"], "timeout_s": 0}], "jobs.template[0].timeout_s: expected a number above 0"),
     ],
 )

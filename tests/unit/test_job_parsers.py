@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from nodeagent.errors import JobFailed
 from nodeagent.jobs.kinds.dllama_parse import parse_dllama
-from nodeagent.jobs.kinds.llama_parse import parse_llama_bench, label_for
+from nodeagent.jobs.kinds.llama_parse import label_for, parse_llama_bench
 from nodeagent.jobs.kinds.stress import parse_metrics_brief, parse_yaml_metrics
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "jobs"
