@@ -123,6 +123,12 @@ class Runner:
             return heavy[0].spec.id if heavy else None
 
     @property
+    def running(self) -> tuple[str, ...]:
+        """Every running job, heavy and light."""
+        with self._lock:
+            return tuple(self._jobs)
+
+    @property
     def queued(self) -> tuple[str, ...]:
         with self._lock:
             return tuple(r.spec.id for r in self._queue)
