@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn
 
-from controller import hpl_plan, jobs_cli, ops, power, report
+from controller import hpl_plan, jobs_cli, ops, power, report, run_kinds
 from controller.dispatch import NodeRun, new_job_id, submit_and_follow
 from controller.fleet import Fleet, NodeView, subscriptions
 from controller.history import HistoryError
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     hpl.add_argument("--timeout", type=float, default=3600.0, metavar="S", help="seconds per node (default 3600)")
     hpl.add_argument("--force", action="store_true", help="run even where a node's health gate refuses")
     jobs_cli.add_run_options(hpl)
+    run_kinds.add_parsers(run_sub, _common)
     fan = sub.add_parser("fan", help="set the fan of a set of nodes: auto (the curve) or a fixed percent")
     fan.add_argument("nodes", metavar="NODESET")
     fan.add_argument("mode", metavar="auto|PERCENT")
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(run_kinds.rewrite(sys.argv[1:] if argv is None else argv))
     try:
         broker = Broker.parse(args.broker or os.environ.get("PICLUSTER_BROKER") or DEFAULT_BROKER)
         topics = Topics(args.cluster or os.environ.get("PICLUSTER_CLUSTER") or "default")
@@ -97,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_power(broker, topics, args)
         if args.command in jobs_cli.COMMANDS:
             return jobs_cli.main(args, broker, topics)
+        if args.kind != "hpl":
+            return run_kinds.cmd_run(broker, topics, args)
         return cmd_run_hpl(broker, topics, args)
     except (UsageError, SelectionError, ProtocolError, ValueError) as exc:
         print(f"piclusterctl: {exc}", file=sys.stderr)

@@ -35,6 +35,7 @@ class NodeRun:
     result: dict[str, Any] | None = None
     reason: str = ""
     last_seq: int = 0
+    ready: dict[str, Any] = field(default_factory=dict)  # a cluster worker's ready event data (its address)
 
     @property
     def ended(self) -> bool:
@@ -119,6 +120,10 @@ class Follower:
             run.plan = dict(event.data.get("plan") or {})
         elif event.kind == "started":
             run.state = "running"
+        elif event.kind == "queued":
+            run.state, run.phase = "queued", f"queued at position {event.data.get('position', '?')}"
+        elif event.kind == "ready":
+            run.state, run.ready = "ready", dict(event.data)
         elif event.kind == "progress":
             run.state = "running"
             run.progress, run.phase = event.progress, event.phase

@@ -479,12 +479,13 @@ class Agent:
         temp = "unreadable" if sample.temp_c is None else f"{sample.temp_c:.1f} °C"
         job = self.runner.current
         if job and safe.stop_job:
-            self.runner.cancel(
-                job,
-                reason=f"stopped by the thermal guard: {temp} reached critical "
-                f"({self.cfg.policy.guard.critical_c:g} °C); the node refuses heavy jobs until it "
-                "has cooled or an operator clears it",
-            )
+            for running in self.runner.running:  # light jobs too: a critical node runs nothing
+                self.runner.cancel(
+                    running,
+                    reason=f"stopped by the thermal guard: {temp} reached critical "
+                    f"({self.cfg.policy.guard.critical_c:g} °C); the node refuses heavy jobs until it "
+                    "has cooled or an operator clears it",
+                )
         elif job and safe.freeze_job and self.runner.freeze():
             log.warning("event=job_frozen job=%s temp=%s", job, temp)
         elif not safe.freeze_job and self.runner.thaw():

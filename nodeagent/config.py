@@ -22,11 +22,14 @@ from nodeagent.hw.fan import FanConfig
 from nodeagent.hw.power import Ina2xx
 from nodeagent.hw.sim import SimConfig
 from nodeagent.hw.slot_lines import SlotPowerConfig
+from nodeagent.jobs.template_config import JobTemplate, validate_templates
 from nodeagent.policy.config import PolicyConfig
 from nodeagent.protocol.topics import NAME_RE
 from nodeagent.typecheck import FieldError, build, check, unknown_key
 
 DEFAULT_PATH = Path("/etc/picluster/agent.toml")
+# Job kinds built into the agent (nodeagent/jobs/kinds/); a template may not take one of these names.
+BUILTIN_KINDS = ("hpl", "stress", "llama-bench", "llama-rpc", "dllama")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,10 @@ def _name_or_empty(value: str) -> str | None:
     if value == "" or NAME_RE.match(value):
         return None
     return f"expected 1-64 letters, digits, '-' or '_', got {value!r}"
+
+
+def _port(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else f"expected a TCP port from 1 to 65535, got {value!r}"
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,25 @@ class JobsSection:
     keep_jobs: int = 20  # finished job directories kept on disk
     governor: str = "performance"  # CPU governor while a job runs, restored afterwards; empty: leave it alone
     fan_boost_pct: float = 60.0  # while a job runs the fan turns at least this fast (the curve may ask for more)
+    # More job kinds (nodeagent/jobs/kinds/): their binaries and defaults.
+    stress_ng: str = "stress-ng"
+    stress_duration_s: int = 60
+    stress_workers: int = 0  # 0: one worker per online CPU
+    llama_bench: str = "llama-bench"
+    rpc_server: str = "rpc-server"
+    llama_rpc_bind: str = "0.0.0.0"  # rpc-server has no authentication: keep the cluster network private
+    llama_rpc_port: int = 50052
+    dllama: str = "dllama"
+    dllama_port: int = 9999
+    dllama_kv_heads: int = 8  # the model's KV heads when the request does not say (Llama 3.x: 8)
+    model_dir: str = ""  # set: model files must lie under this directory
+    threads: int = 0  # llama.cpp/dllama threads; 0: the node's cores
+    advertise_host: str = ""  # the address workers give their leader; empty: the host name
+    queue_max: int = 4  # heavy jobs waiting for the running one (when the request asks to queue)
+    log_lines_per_s: int = 10  # job output lines published as log events per second; the rest are counted
+    systemd_scope: Literal["auto", "off"] = "auto"  # auto: a transient scope when systemd is PID 1
+    scope_properties: tuple[str, ...] = ()  # systemd-run --property values for the scope, e.g. "MemoryMax=90%"
+    template: tuple[JobTemplate, ...] = ()  # [[jobs.template]] tables
 
 
 @dataclass(frozen=True)
@@ -197,7 +223,14 @@ _VALIDATORS: dict[type, dict[str, Any]] = {
         "power_interval_s": _above_zero,
         "slot": _slot,
     },
-    JobsSection: {"progress_interval_s": _above_zero, "max_output_kb": _above_zero},
+    JobsSection: {
+        "progress_interval_s": _above_zero,
+        "max_output_kb": _above_zero,
+        "stress_duration_s": _above_zero,
+        "llama_rpc_port": _port,
+        "dllama_port": _port,
+        "dllama_kv_heads": _above_zero,
+    },
 }
 
 
@@ -233,6 +266,7 @@ def from_mapping(data: Mapping[str, Any], source: str = "(defaults)") -> AgentCo
                 raise FieldError(key, f"expected a table [{key}], got {type(value).__name__}")
             kwargs[key] = build(_SECTIONS[key], value, key, strict=True, validators=_VALIDATORS.get(_SECTIONS[key]))
         cfg = AgentConfig(**kwargs, source=source)
+        validate_templates(cfg.jobs.template, reserved=BUILTIN_KINDS)
         if cfg.mqtt.reconnect_max_s < cfg.mqtt.reconnect_min_s:
             raise FieldError("mqtt.reconnect_max_s", "expected a number at least mqtt.reconnect_min_s")
     except (FieldError, ConfigError) as exc:  # SimConfig checks its own ranges and raises ConfigError

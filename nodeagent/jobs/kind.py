@@ -25,6 +25,7 @@ class JobContext:
     sim: bool
     cfg: JobsSection
     run_as_root: bool = False  # only in --sim mode without a jobs user: Open MPI must be told
+    started: float = 0.0  # time.monotonic() when the process started (0 before)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class Prepared:
     env: Mapping[str, str] = field(default_factory=dict)
     plan: Mapping[str, Any] = field(default_factory=dict)
     heavy: bool = True  # heavy jobs hold the node: one at a time
+    stdout_name: str = ""  # set: stdout goes to this file in the job directory (machine output), stderr to the log
+    timeout_s: float | None = None  # set: the most this job may run, whatever the request asks
+    install_hint: str = "apt install openmpi-bin hpcc libopenblas0"  # how to get a missing binary
 
 
 @dataclass(frozen=True)
@@ -61,3 +65,10 @@ class JobKind(Protocol):
         """The result of a finished process (``prepared`` is what ``prepare`` returned); raise JobFailed saying
         what went wrong and how to fix it."""
         ...
+
+
+class ServingKind(JobKind, Protocol):
+    """A kind whose job serves others until stopped (a cluster worker). The runner asks ``ready`` every progress
+    interval until it answers, then emits one ``ready`` event carrying the answer (e.g. the worker's address)."""
+
+    def ready(self, ctx: JobContext, prepared: Prepared) -> dict[str, Any] | None: ...

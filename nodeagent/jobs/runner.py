@@ -1,7 +1,10 @@
-"""Run one job at a time: as the jobs user, in its own process group, with a timeout, progress and cancel.
+"""Run jobs: as the jobs user, in their own session (and a systemd scope where systemd runs the machine), with
+a timeout, progress, cancel, a cap on the output kept and rate-limited log events.
 
-The runner's thread reports through ``emit(kind, job_id, **fields)``; the agent turns those into events. A job id
-whose directory already exists was seen before (a broker redelivery or a repeated submit) and never runs twice.
+One heavy job at a time: another heavy job is refused, or queued (bounded, ``jobs.queue_max``) when its request
+asks for it; light jobs (templates with ``heavy = false``) run beside it. The runner's threads report through
+``emit(kind, job_id, **fields)``; the agent turns those into events. A job id whose directory already exists was
+seen before (a broker redelivery or a repeated submit) and never runs twice.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,9 @@ from nodeagent.config import JobsSection
 from nodeagent.errors import JobFailed, JobRejected
 from nodeagent.jobs.kind import JobContext, JobKind, Prepared
 from nodeagent.jobs.kinds import KINDS
+from nodeagent.jobs.kinds.template import TemplateKind
+from nodeagent.jobs.loglimit import LogLimiter
+from nodeagent.jobs.scope import scope_argv, systemd_running
 from nodeagent.protocol.messages import JobSpec
 
 log = logging.getLogger("picluster.jobs")
@@ -52,6 +58,11 @@ class _Running:
     thread: threading.Thread | None = None
     frozen: bool = False
     annotations: Mapping[str, Any] | None = None  # merged into the result (e.g. forced past the health gate)
+    user: str = ""
+
+    @property
+    def heavy(self) -> bool:
+        return self.prepared.heavy
 
 
 class Runner:
@@ -78,7 +89,9 @@ class Runner:
         self._emit = emit
         self._kinds = dict(KINDS if kinds is None else kinds)
         self._lock = threading.Lock()
-        self._current: _Running | None = None
+        self._jobs: dict[str, _Running] = {}  # running now (at most one heavy)
+        self._queue: collections.deque[_Running] = collections.deque()  # heavy jobs waiting, in order
+        self.systemd = systemd_running()
         self._cpu_prev: tuple[float, float] | None = None  # (wall time, cpu seconds) of the job's group
 
     def reap_orphans(self) -> list[str]:
@@ -104,11 +117,43 @@ class Runner:
     # --- queries ---------------------------------------------------------------------------------------------
     @property
     def current(self) -> str | None:
+        """The running heavy job (else any running job): what telemetry shows and the guard acts on."""
         with self._lock:
-            return self._current.spec.id if self._current else None
+            heavy = [r for r in self._jobs.values() if r.heavy] or list(self._jobs.values())
+            return heavy[0].spec.id if heavy else None
+
+    @property
+    def running(self) -> tuple[str, ...]:
+        """Every running job, heavy and light."""
+        with self._lock:
+            return tuple(self._jobs)
+
+    @property
+    def queued(self) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(r.spec.id for r in self._queue)
 
     def capabilities(self) -> tuple[str, ...]:
-        return tuple(k for k in self.cfg.kinds if k in self._kinds)
+        """The kinds this node accepts: allowed built-in kinds, then the configured templates."""
+        builtin = tuple(k for k in self.cfg.kinds if k in self._kinds)
+        return builtin + tuple(t.name for t in self.cfg.template if t.name not in builtin)
+
+    def _kind_for(self, name: str) -> JobKind:
+        for tpl in self.cfg.template:
+            if tpl.name == name:
+                return TemplateKind(tpl)
+        if name not in self.cfg.kinds:
+            kinds = ", ".join(self.cfg.kinds) or "none"
+            templates = ", ".join(t.name for t in self.cfg.template)
+            also = f"; templates: {templates}" if templates else ""
+            raise JobRejected(
+                f"job kind {name!r} is not allowed on this node (jobs.kinds: {kinds}{also})",
+                "job.kind",
+            )
+        kind = self._kinds.get(name)
+        if kind is None:
+            raise JobRejected(f"job kind {name!r} is not known to this agent version", "job.kind")
+        return kind
 
     # --- commands --------------------------------------------------------------------------------------------
     def submit(
@@ -118,20 +163,12 @@ class Runner:
         accepted: Callable[[dict[str, Any]], None],
         annotations: Mapping[str, Any] | None = None,
     ) -> None:
-        """Accept and start ``job`` or raise JobRejected. ``accepted(plan)`` runs before the job's thread starts,
-        so the accepted event always precedes started."""
-        if job.kind not in self.cfg.kinds:
-            allowed = ", ".join(self.cfg.kinds) or "none"
-            raise JobRejected(f"job kind {job.kind!r} is not allowed on this node (jobs.kinds: {allowed})", "job.kind")
-        kind = self._kinds.get(job.kind)
-        if kind is None:
-            raise JobRejected(f"job kind {job.kind!r} is not known to this agent version", "job.kind")
+        """Accept and start (or queue) ``job``, or raise JobRejected. ``accepted(plan)`` runs before the job's
+        thread starts, so the accepted event always precedes queued and started."""
+        kind = self._kind_for(job.kind)
         job_dir = self.work_dir / job.id
         if job_dir.exists():  # before the busy check: a redelivery of the running job is a duplicate, not a clash
             raise DuplicateJob(f"job {job.id} was already received by this node; job ids run at most once", "job.id")
-        with self._lock:
-            if self._current is not None:
-                raise JobRejected(f"node is busy with job {self._current.spec.id}; try again when it ends", "job")
         try:
             job_dir.mkdir(parents=True, exist_ok=False)
         except FileExistsError:
@@ -143,30 +180,81 @@ class Runner:
                 f"cannot create the job directory {job_dir}: {exc.strerror}; check agent.state_dir or jobs.work_dir",
                 "job",
             ) from None
+        try:
+            running = self._prepare(job, kind, job_dir, params, annotations)
+            with self._lock:
+                position = self._admit(running)
+        except BaseException:
+            # Refused: forget the id, so the same job may be sent again once the node can take it.
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise
+        accepted(dict(running.prepared.plan))
+        if position:
+            self._emit("queued", job.id, data={"position": position, "running": self.current or ""})
+        else:
+            self._start(running)
+        self._prune()
+
+    def _prepare(
+        self, job: JobSpec, kind: JobKind, job_dir: Path, params: Mapping[str, Any], annotations: Any
+    ) -> _Running:
         user = self._job_user()
         ctx = JobContext(job.id, job_dir, self.cores, self.sim, self.cfg, run_as_root=os.geteuid() == 0 and not user)
         prepared = kind.prepare(params, ctx)
         for binary in dict.fromkeys((prepared.argv[0], *prepared.requires)):
-            self._check_binary(binary)
+            self._check_binary(binary, prepared.install_hint)
         if user:
             _chown_tree(job_dir, user)
             _check_traversable(job_dir, user)
-        running = _Running(job, ctx, kind, prepared, annotations=annotations)
+        return _Running(job, ctx, kind, prepared, annotations=annotations, user=user)
+
+    def _admit(self, running: _Running) -> int:
+        """0: start now; n: queued at position n. Raises JobRejected when the node is busy (caller holds the lock)."""
+        if not running.heavy:
+            return 0
+        busy = next((r.spec.id for r in self._jobs.values() if r.heavy), None) or (
+            self._queue[0].spec.id if self._queue else None
+        )
+        if busy is None:
+            self._jobs[running.spec.id] = running
+            return 0
+        if not running.spec.queue:
+            raise JobRejected(
+                f"node is busy with job {busy}; try again when it ends, or ask to queue (piclusterctl run --queue)",
+                "job",
+            )
+        if len(self._queue) >= self.cfg.queue_max:
+            raise JobRejected(
+                f"node is busy with job {busy} and its queue is full ({self.cfg.queue_max} jobs, jobs.queue_max); "
+                "try again later",
+                "job",
+            )
+        self._queue.append(running)
+        return len(self._queue)
+
+    def _start(self, running: _Running) -> None:
         with self._lock:
-            self._current = running
-        accepted(dict(prepared.plan))
-        running.thread = threading.Thread(target=self._run, args=(running, user), name=f"job-{job.id}", daemon=True)
+            self._jobs[running.spec.id] = running
+        running.thread = threading.Thread(
+            target=self._run, args=(running, running.user), name=f"job-{running.spec.id}", daemon=True
+        )
         running.thread.start()
-        self._prune()
 
     def cancel(self, job_id: str, reason: str = "cancelled by the operator") -> bool:
-        """Stop the job if it is the one running; the runner thread then emits ``cancelled``."""
+        """Stop the job if it runs (its thread then emits ``cancelled``) or drop it from the queue."""
         with self._lock:
-            running = self._current
-            if running is None or running.spec.id != job_id:
-                return False
-            running.cancel_reason = reason
-            started = running.proc is not None
+            waiting = next((r for r in self._queue if r.spec.id == job_id), None)
+            if waiting is not None:
+                self._queue.remove(waiting)
+            running = self._jobs.get(job_id)
+            if running is not None:
+                running.cancel_reason = reason
+            started = running is not None and running.proc is not None
+        if waiting is not None:
+            self._emit("cancelled", job_id, reason=f"{reason} (while queued)")
+            return True
+        if running is None:
+            return False
         if started:
             self._kill(running)
         return True
@@ -174,7 +262,7 @@ class Runner:
     @property
     def frozen(self) -> bool:
         with self._lock:
-            return bool(self._current and self._current.frozen)
+            return any(r.frozen for r in self._jobs.values())
 
     def freeze(self) -> bool:
         """SIGSTOP every process of the running job (the thermal guard's "hot"); True if one was frozen."""
@@ -186,57 +274,71 @@ class Runner:
 
     def _set_frozen(self, frozen: bool) -> bool:
         with self._lock:
-            running = self._current
-            if running is None or running.proc is None or running.frozen == frozen:
-                return False
-            running.frozen = frozen
-        _signal_session(running.proc.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
-        return True
+            changed = [r for r in self._jobs.values() if r.proc is not None and r.frozen != frozen]
+            for running in changed:
+                running.frozen = frozen
+        for running in changed:
+            assert running.proc is not None
+            _signal_session(running.proc.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+        return bool(changed)
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
-        """Stop any running job (agent exit): it ends as cancelled, never silently."""
+        """Stop every job (agent exit): queued and running ones end as cancelled, never silently."""
         with self._lock:
-            running = self._current
-        if running is not None:
-            running.cancel_reason = "the agent is stopping"
-            self._kill(running)
-            if running.thread is not None:
-                running.thread.join(timeout_s)
+            waiting, self._queue = list(self._queue), collections.deque()
+            running = list(self._jobs.values())
+        for job in waiting:
+            self._emit("cancelled", job.spec.id, reason="the agent is stopping (the job was queued)")
+        for job in running:
+            job.cancel_reason = "the agent is stopping"
+            self._kill(job)
+            if job.thread is not None:
+                job.thread.join(timeout_s)
 
     def busy_cores(self, now: float) -> float:
-        """How many cores the running job kept busy since the last call (CPU time of its session)."""
+        """How many cores the running jobs kept busy since the last call (CPU time of their sessions)."""
         with self._lock:
-            running = self._current
-        proc = running.proc if running else None
-        if proc is None:
+            procs = [r.proc for r in self._jobs.values() if r.proc is not None]
+        if not procs:
             self._cpu_prev = None
             return 0.0
-        cpu = _session_cpu_seconds(proc.pid)
+        cpu = sum(_session_cpu_seconds(p.pid) for p in procs)
         prev, self._cpu_prev = self._cpu_prev, (now, cpu)
         if prev is None or now <= prev[0]:
             return 0.0
         return max(0.0, (cpu - prev[1]) / (now - prev[0]))
 
     # --- the job thread ----------------------------------------------------------------------------------------
+    def _argv(self, running: _Running, user: str) -> tuple[tuple[str, ...], dict[str, Any]]:
+        """The argv to execute and the Popen user switch: in a systemd scope when systemd runs the machine."""
+        argv = running.prepared.argv
+        if self.cfg.systemd_scope == "auto" and self.systemd:
+            ids = _user_ids(user)
+            wrapped = scope_argv(argv, running.spec.id, uid=ids[0], gid=ids[1], properties=self.cfg.scope_properties)
+            return wrapped, {}  # systemd-run switches user itself, after creating the scope as root
+        return argv, _user_kwargs(user)
+
     def _run(self, running: _Running, user: str) -> None:
         spec, ctx = running.spec, running.ctx
         out_path = ctx.work_dir / "output.log"
-        tail: collections.deque[str] = collections.deque(maxlen=200)
+        pump = _Pump(self.cfg.max_output_kb * 1024, LogLimiter(self.cfg.log_lines_per_s), self._log_event(spec.id))
         kept = 0
-        limit = self.cfg.max_output_kb * 1024
         try:
-            self._on_start()
+            if running.heavy:  # light jobs leave the governor and the fan boost to the heavy one
+                self._on_start()
             env = {**os.environ, **running.prepared.env}
-            with open(out_path, "wb") as out:
+            argv, user_kwargs = self._argv(running, user)
+            stdout_file = ctx.work_dir / running.prepared.stdout_name if running.prepared.stdout_name else None
+            with open(out_path, "wb") as out, open(stdout_file or os.devnull, "wb") as machine_out:
                 proc = subprocess.Popen(
-                    running.prepared.argv,
+                    argv,
                     cwd=ctx.work_dir,
                     env=env,
                     stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
+                    stdout=machine_out if stdout_file else subprocess.PIPE,
+                    stderr=subprocess.PIPE if stdout_file else subprocess.STDOUT,
                     start_new_session=True,  # own session: cancel, kill and CPU accounting reach every rank
-                    **_user_kwargs(user),
+                    **user_kwargs,
                 )
                 with self._lock:
                     running.proc = proc
@@ -244,18 +346,23 @@ class Runner:
                 if cancelled_early:  # cancel() came before the process existed
                     self._kill(running)
                 running.started = time.monotonic()
-                self._emit("started", spec.id, data={"argv": list(running.prepared.argv), "pid": running.proc.pid})
-                reader = threading.Thread(target=_pump, args=(proc, out, tail, limit), daemon=True)
+                running.ctx = ctx = replace(ctx, started=running.started)
+                self._emit("started", spec.id, data={"argv": list(argv), "pid": proc.pid})
+                stream = proc.stderr if stdout_file else proc.stdout
+                reader = threading.Thread(target=pump.run, args=(stream, out), daemon=True)
                 reader.start()
-                self._watch(running, tail)
+                self._watch(running, pump.tail)
                 reader.join(5)
+                pump.finish()
             kept = out_path.stat().st_size
-            output = out_path.read_text(errors="replace")
+            output = pump.output(out_path.read_text(errors="replace"))
             if running.cancel_reason:
                 self._emit("cancelled", spec.id, reason=running.cancel_reason)
                 return
             result = running.kind.result(ctx, running.prepared, output, proc.returncode)
             result.setdefault("elapsed_s", round(time.monotonic() - running.started, 3))
+            if pump.dropped:
+                result["output_dropped_bytes"] = pump.dropped
             result.update(running.annotations or {})
             self._emit("finished", spec.id, result=result)
         except JobFailed as exc:
@@ -267,19 +374,30 @@ class Runner:
             self._emit("failed", spec.id, reason=f"internal error in the {spec.kind} runner: {exc!r}")
         finally:
             try:
-                self._on_end()
+                if running.heavy:
+                    self._on_end()
             except Exception:  # undoing the preparation must never hide the job's end
                 log.exception("event=job_end_hook_failed job=%s", spec.id)
             log.info("event=job_end job=%s output_bytes=%d", spec.id, kept)
             with self._lock:
-                self._current = None
+                self._jobs.pop(spec.id, None)
+                following = self._queue.popleft() if running.heavy and self._queue else None
+                if following is not None:
+                    self._jobs[following.spec.id] = following  # hold the node before the lock is let go
             self._cpu_prev = None
+            if following is not None:
+                self._start(following)
+
+    def _log_event(self, job_id: str) -> Callable[[str], None]:
+        return lambda message: self._emit("log", job_id, message=message, data={"stream": "output"})
 
     def _watch(self, running: _Running, tail: collections.deque[str]) -> None:
         """Wait for the process, emitting progress and enforcing the timeout."""
         assert running.proc is not None
         last: tuple[float | None, str] | None = None
-        deadline = running.started + running.spec.timeout_s
+        limit_s = min(running.spec.timeout_s, running.prepared.timeout_s or running.spec.timeout_s)
+        deadline = running.started + limit_s
+        ready = getattr(running.kind, "ready", None)
         while True:
             try:
                 running.proc.wait(timeout=self.cfg.progress_interval_s)
@@ -289,9 +407,10 @@ class Runner:
             if time.monotonic() > deadline and not running.cancel_reason:
                 self._kill(running)
                 running.proc.wait()
-                raise JobFailed(
-                    f"timed out after {running.spec.timeout_s:g} s; raise --timeout or make the problem smaller"
-                )
+                raise JobFailed(f"timed out after {limit_s:g} s; raise --timeout or make the problem smaller")
+            if ready is not None and (answer := ready(running.ctx, running.prepared)) is not None:
+                ready = None
+                self._emit("ready", running.spec.id, data=dict(answer))
             progress = running.kind.progress(running.ctx, "".join(tail))
             if progress is not None and (progress.fraction, progress.phase) != last:
                 last = (progress.fraction, progress.phase)
@@ -339,12 +458,10 @@ class Runner:
                 "jobs.user",
             ) from None
 
-    def _check_binary(self, name: str) -> None:
+    def _check_binary(self, name: str, hint: str) -> None:
         if shutil.which(name) is None:
             raise JobRejected(
-                f"{name} not found on this node; install it (apt install openmpi-bin hpcc "
-                "libopenblas0) or set its path in [jobs]",
-                "job.kind",
+                f"{name} not found on this node; install it ({hint}) or set its path in [jobs]", "job.kind"
             )
 
     def _prune(self) -> None:
@@ -357,16 +474,47 @@ class Runner:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _pump(proc: subprocess.Popen[bytes], out: Any, tail: collections.deque[str], limit: int) -> None:
-    """Copy the job's output to output.log (up to ``limit`` bytes) and keep the last lines for progress."""
-    written = 0
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        tail.append(line.decode(errors="replace"))
-        if written < limit:
-            out.write(line[: limit - written])
-            out.flush()
-            written += len(line)
+class _Pump:
+    """Copies a job's output: the first ``limit`` bytes to output.log, the last lines in memory (for progress and
+    for parsers when the middle was dropped), and lines as rate-limited log events."""
+
+    def __init__(self, limit: int, limiter: LogLimiter, publish: Callable[[str], None]) -> None:
+        self.limit = limit
+        self.limiter = limiter
+        self.publish = publish
+        self.tail: collections.deque[str] = collections.deque(maxlen=200)
+        self.written = 0
+        self.dropped = 0
+
+    def run(self, stream: Any, out: Any) -> None:
+        assert stream is not None
+        for raw in stream:
+            line = raw.decode(errors="replace")
+            self.tail.append(line)
+            if self.written < self.limit:
+                out.write(raw[: self.limit - self.written])
+                out.flush()
+            self.dropped += max(0, len(raw) - max(0, self.limit - self.written))
+            self.written += len(raw)
+            for message in self.limiter.offer(line, time.monotonic()):
+                self.publish(message)
+
+    def finish(self) -> None:
+        for message in self.limiter.flush():
+            self.publish(message)
+
+    def output(self, head: str) -> str:
+        """What the kind parses: everything, or the kept head and the last lines when the middle was dropped."""
+        if not self.dropped:
+            return head
+        return f"{head}\n[picluster: {self.dropped} bytes of output not kept]\n{''.join(self.tail)}"
+
+
+def _user_ids(user: str) -> tuple[int | None, int | None]:
+    if not user:
+        return None, None
+    pw = pwd.getpwnam(user)
+    return pw.pw_uid, pw.pw_gid
 
 
 def _user_kwargs(user: str) -> dict[str, Any]:

@@ -22,7 +22,9 @@ from nodeagent.typecheck import FieldError, build
 # Job ids become directory names on the node, so no slashes and no leading dot.
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}$")
 
-EventKind = Literal["accepted", "rejected", "started", "progress", "log", "finished", "failed", "cancelled", "alert"]
+EventKind = Literal[
+    "accepted", "rejected", "queued", "started", "ready", "progress", "log", "finished", "failed", "cancelled", "alert"
+]
 TERMINAL_EVENTS = frozenset({"rejected", "finished", "failed", "cancelled"})
 Scalar = int | float | str | bool
 POWER_ACTIONS = ("on", "off", "force-off", "cycle")
@@ -149,6 +151,7 @@ class JobSpec:
     node_params: dict[str, dict[str, Scalar]] = field(default_factory=dict)
     timeout_s: float = 3600.0
     force: bool = False
+    queue: bool = False  # the node is busy with a heavy job: wait in its queue instead of being refused
 
     def params_for(self, node: str) -> dict[str, Scalar]:
         return {**self.params, **self.node_params.get(node, {})}

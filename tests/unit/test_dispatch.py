@@ -107,3 +107,15 @@ def test_a_refused_copy_of_the_job_is_not_the_verdict() -> None:
     assert f.apply(dup) is None and f.runs["a"].state == "accepted"
     f.apply(ev("a", 3, "finished", result={"gflops": 1.0, "passed": True}))
     assert f.done and f.runs["a"].passed
+
+
+def test_queued_and_ready_are_followed_without_ending_the_run() -> None:
+    f = follower("a", "b")
+    f.apply(ev("a", 1, "accepted"))
+    f.apply(ev("a", 2, "queued", data={"position": 2, "running": "x"}))
+    assert (f.runs["a"].state, f.runs["a"].phase) == ("queued", "queued at position 2")
+    f.apply(ev("b", 1, "accepted"))
+    f.apply(ev("b", 2, "started"))
+    f.apply(ev("b", 3, "ready", data={"address": "10.0.0.2:50052", "port": 50052}))
+    assert f.runs["b"].state == "ready" and f.runs["b"].ready["address"] == "10.0.0.2:50052"
+    assert not f.done and f.expire(130.0) == []  # neither is waiting for an answer any more

@@ -1,0 +1,154 @@
+"""Cluster inference jobs (``llama-rpc``, ``dllama``): workers first, then the leader with their addresses.
+
+1. one ``run`` for every worker (``role=worker``, job id ``<id>.workers``); each answers ``ready`` with its
+   ``host:port`` once its server listens;
+2. when all are ready, one ``run`` for the leader (``role=leader``/``root``, job id ``<id>``) with the addresses;
+3. when the leader ends (or a worker fails before that, or Ctrl-C), ``cancel`` the workers and wait for them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.dispatch import Follower, NodeRun, cancel, new_job_id, submit_and_follow
+from controller.session import Session
+from nodeagent.jobs.kinds.llm import DLLAMA_ROOT, DLLAMA_WORKER, RPC_LEADER, RPC_WORKER, dllama_nodes_problem
+from nodeagent.protocol import Command, JobSpec, encode
+
+READY_TIMEOUT_S = 60.0  # a worker that does not listen by then is reported, and the job is not started
+STOP_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class Roles:
+    leader_role: str
+    address_param: str  # the leader's parameter that takes the worker addresses
+    separator: str
+    worker_keys: frozenset[str]
+    leader_keys: frozenset[str]
+
+
+ROLES = {
+    "llama-rpc": Roles("leader", "rpc", ",", frozenset(RPC_WORKER), frozenset(RPC_LEADER)),
+    "dllama": Roles("root", "workers", " ", frozenset(DLLAMA_WORKER), frozenset(DLLAMA_ROOT)),
+}
+
+
+class PlanError(ValueError):
+    """The request cannot become a cluster job (bad node count, unknown parameter)."""
+
+
+@dataclass
+class ClusterRun:
+    job_id: str
+    leader: NodeRun
+    workers: dict[str, NodeRun] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.leader.passed
+
+
+def split_params(kind: str, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The operator's ``--set`` values as (worker params, leader params); a key neither role takes is an error."""
+    roles = ROLES[kind]
+    unknown = sorted(set(params) - roles.worker_keys - roles.leader_keys - {"role"})
+    if unknown or "role" in params or roles.address_param in params:
+        bad = (unknown or ["role" if "role" in params else roles.address_param])[0]
+        known = sorted((roles.worker_keys | roles.leader_keys) - {"role", roles.address_param})
+        raise PlanError(f"{kind}: parameter {bad!r} is not one to set (parameters: {', '.join(known)})")
+    worker = {k: v for k, v in params.items() if k in roles.worker_keys} | {"role": "worker"}
+    leader = {k: v for k, v in params.items() if k in roles.leader_keys and k != "port"}
+    return worker, leader | {"role": roles.leader_role}
+
+
+def check_nodes(kind: str, nodes: int, params: dict[str, Any]) -> None:
+    """Refuse before starting anything when the node count cannot work."""
+    if kind == "dllama":
+        kv = params.get("kv_heads")
+        problem = dllama_nodes_problem(nodes, int(kv) if kv not in (None, "", 0, "0") else 1 << 30)
+        if problem:
+            raise PlanError(problem)
+
+
+def leader_params(kind: str, base: dict[str, Any], addresses: list[str]) -> dict[str, Any]:
+    roles = ROLES[kind]
+    return {**base, roles.address_param: roles.separator.join(addresses)}
+
+
+def run_cluster(
+    session: Session,
+    kind: str,
+    leader: str,
+    workers: list[str],
+    params: dict[str, Any],
+    *,
+    timeout_s: float,
+    force: bool = False,
+    on_change: Callable[[NodeRun], None] = lambda run: None,
+    clock: Callable[[], float] = time.monotonic,
+) -> ClusterRun:
+    """Start the workers, wait for them, run the leader, stop the workers. Never hangs: every wait is bounded."""
+    worker_params, base = split_params(kind, params)
+    check_nodes(kind, 1 + len(workers), params)
+    job_id = new_job_id(kind)
+    outcome = ClusterRun(job_id, NodeRun(leader))
+    wjob = JobSpec(id=f"{job_id}.workers", kind=kind, params=worker_params, timeout_s=timeout_s + 120, force=force)
+    follower = Follower(session.topics, wjob.id, workers, started=clock(), timeout_s=wjob.timeout_s)
+    try:
+        if workers:
+            _publish(session, wjob, workers)
+            if not _wait_ready(session, follower, on_change, clock):
+                outcome.leader.state = "not-started"
+                outcome.leader.reason = "workers not ready: " + "; ".join(
+                    f"{r.node} {r.state}{': ' + r.reason if r.reason else ''}"
+                    for r in follower.runs.values()
+                    if r.state != "ready"
+                )
+                return outcome
+        addresses = [follower.runs[w].ready.get("address", "") for w in workers]
+        ljob = JobSpec(id=job_id, kind=kind, params=leader_params(kind, base, addresses), timeout_s=timeout_s)
+        outcome.leader = submit_and_follow(session, ljob, [leader], on_change=on_change, clock=clock)[leader]
+    finally:
+        outcome.workers = _stop_workers(session, follower, on_change, clock) if workers else {}
+    return outcome
+
+
+def _publish(session: Session, job: JobSpec, nodes: list[str]) -> None:
+    cmd = Command(id=job.id, cmd="run", nodes=tuple(nodes), job=job, sender=session.client_id, t=time.time())
+    session.publish(session.topics.cluster_cmd(), encode(cmd))
+
+
+def _pump(session: Session, follower: Follower, on_change: Callable[[NodeRun], None], clock: Any) -> None:
+    msg = session.get(0.25)
+    if msg is not None and (run := follower.apply(msg)) is not None:
+        on_change(run)
+    for run in follower.expire(clock()):
+        on_change(run)
+
+
+def _wait_ready(session: Session, follower: Follower, on_change: Any, clock: Any) -> bool:
+    deadline = clock() + READY_TIMEOUT_S
+    while clock() < deadline:
+        _pump(session, follower, on_change, clock)
+        runs = follower.runs.values()
+        if all(r.state == "ready" for r in runs):
+            return True
+        if any(r.ended for r in runs):
+            return False
+    for run in follower.runs.values():
+        if run.state != "ready" and not run.ended:
+            run.reason = f"not listening after {READY_TIMEOUT_S:g} s"
+    return False
+
+
+def _stop_workers(session: Session, follower: Follower, on_change: Any, clock: Any) -> dict[str, NodeRun]:
+    live = [r.node for r in follower.runs.values() if not r.ended]
+    cancel(session, follower.job_id, live)
+    deadline = clock() + STOP_TIMEOUT_S
+    while clock() < deadline and not follower.done:
+        _pump(session, follower, on_change, clock)
+    return follower.runs
