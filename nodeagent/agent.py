@@ -24,8 +24,11 @@ from nodeagent.hw.fan import SimFan
 from nodeagent.hw.governor import Governor
 from nodeagent.hw.hotplug import HotplugMonitor
 from nodeagent.hw.root import SysfsRoot
+from nodeagent.jobs.kinds import KINDS
 from nodeagent.jobs.runner import DuplicateJob, Runner
 from nodeagent.link import Credentials, Link, Will
+from nodeagent.mpi.cluster_kind import ClusterHplKind
+from nodeagent.mpi.launch import accept_launch, launcher_env
 from nodeagent.protocol import (
     OFFLINE,
     ONLINE,
@@ -87,6 +90,8 @@ class Agent:
             emit=self.emit,
             on_start=self._prepare_node,
             on_end=self._restore_node,
+            kinds={**KINDS, "hpl": ClusterHplKind(cfg.mpi)},  # hpl on one node, or one role of a cluster run
+            job_env=launcher_env(cfg, self.node),
         )
         self._identify_until = 0.0
         self._chassis_reasons: tuple[str, ...] = ()
@@ -337,6 +342,8 @@ class Agent:
             self.start_job(cmd)
         elif cmd.cmd in ("fan", "identify"):
             self.operator_command(cmd)
+        elif cmd.cmd == "launch":
+            self.mpi_launch(cmd)
         elif cmd.cmd == "cancel" and not self.runner.cancel(cmd.job_id):
             self.emit("log", cmd.job_id, message=f"cancel: job {cmd.job_id} is not running on {self.node}")
 
@@ -365,6 +372,16 @@ class Agent:
         except JobRejected as exc:
             log.info("event=job_rejected job=%s reason=%r", job.id, exc.reason)
             self.emit("rejected", job.id, reason=exc.reason, field=exc.field)
+
+    def mpi_launch(self, cmd: Command) -> None:
+        """A cluster job's leader asks this member to start Open MPI's daemon (nodeagent/mpi/launch.py)."""
+        try:
+            argv = accept_launch(cmd, self.runner.current, self.runner.work_dir, self.cfg.mpi)
+        except JobRejected as exc:
+            log.warning("event=mpi_launch_refused job=%s from=%s reason=%r", cmd.job_id, cmd.sender, exc.reason)
+            self.emit("rejected", cmd.id, reason=exc.reason, field=exc.field)
+            return
+        self.emit("accepted", cmd.id, data={"job": cmd.job_id, "daemon": argv[0]})
 
     # --- safety (decisions in nodeagent/policy, applied by nodeagent/safety.py) ------------------------------------
     def act_on(self, safe: SafetyTick, sample: Sample) -> None:

@@ -68,8 +68,10 @@ class Runner:
         kinds: Mapping[str, JobKind] | None = None,
         on_start: Callable[[], None] = lambda: None,
         on_end: Callable[[], None] = lambda: None,
+        job_env: Mapping[str, str] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.job_env = dict(job_env or {})  # given to every job (the MPI launcher finds its broker and job in it)
         self._on_start = on_start  # benchmark preparation (governor, fan boost) ...
         self._on_end = on_end  # ... and its undoing, whatever way the job ended
         self.work_dir = work_dir
@@ -226,7 +228,7 @@ class Runner:
         limit = self.cfg.max_output_kb * 1024
         try:
             self._on_start()
-            env = {**os.environ, **running.prepared.env}
+            env = {**os.environ, **self.job_env, **running.prepared.env}
             with open(out_path, "wb") as out:
                 proc = subprocess.Popen(
                     running.prepared.argv,
