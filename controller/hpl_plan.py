@@ -136,7 +136,7 @@ def plan_node(*, cores: int, memory_mb: int, cpu: str, sim: bool, overrides: Map
     nb = int(overrides.get("nb", SIM_NB if sim else nb_for_cpu(cpu)))
     n = int(overrides["n"]) if "n" in overrides else _default_n(memory_mb, nb, sim, overrides)
     ranks = int(overrides.get("ranks_per_node", SIM_RANKS if sim else cores))
-    p, q = _grid_with_overrides(ranks, ranks, overrides)
+    p, q = _grid_with_overrides(cores, ranks, overrides)
     params = HplParams(n=n, nb=nb, p=p, q=q)
     try:
         params.validate()
