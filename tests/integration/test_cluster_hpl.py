@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
+from nodeagent.protocol import Command, JobSpec, encode
 from tests.conftest import AgentFactory, Mosquitto, ctl
 from tests.integration.helpers import Watcher
 
@@ -41,3 +43,37 @@ def test_one_hpl_over_two_nodes_launched_by_the_agents(agents: AgentFactory, bro
     assert out["plan"]["smallest_node"] in ("node1", "node2") and out["plan"]["ranks_per_node"] == 1
     assert set(out["throttled"]) == {"node1", "node2"}
     assert out["telemetry"]["node1"] and out["telemetry"]["node2"]  # both nodes' telemetry recorded with the job
+
+
+def test_a_member_refuses_launches_that_are_not_its_leaders_mpi_daemon(
+    agents: AgentFactory, broker: Mosquitto, cluster: str, tmp_path: Path
+) -> None:
+    agents.start("node2", config=LAUNCHER)
+    wait_online(broker, cluster, "node2")
+    job = JobSpec(id="j-member", kind="hpl", node_params={"node2": {"role": "member", "leader": "node1"}})
+    marker = tmp_path / "pwned"
+    orted = ["orted", "-mca", "ess_base_jobid", "1", "-mca", "ess_base_vpid", "1", "-mca", "orte_hnp_uri", "x"]
+    forged = {
+        "bash": ("node1", ("bash", "-c", f"touch {marker}"), "only Open MPI's daemon"),
+        "other": ("node3", tuple(orted), "only the job's leader node1"),
+        "fork": ("node1", (*orted, "-mca", "orte_fork_agent", "/bin/sh"), "start another program"),
+    }
+    with Watcher(broker.url, cluster) as w:
+        w.publish(w.topics.node_cmd("node2"), encode(Command(id="j-member", cmd="run", job=job)))
+        w.wait("the member holding", lambda: any(e.kind == "started" for e in w.events("node2", "j-member")))
+        for name, (sender, argv, _) in forged.items():
+            cmd = Command(id=f"j-member.{name}", cmd="launch", job_id="j-member", argv=argv, sender=sender)
+            w.publish(w.topics.node_cmd("node2"), encode(cmd))
+        w.wait("three refusals", lambda: len([e for e in w.events("node2") if e.kind == "rejected"]) == 3)
+        # Held for the job: another job is refused while the member waits for its daemon.
+        other = JobSpec(id="j-other", kind="hpl", params={"n": 600, "nb": 64, "p": 1, "q": 1})
+        w.publish(w.topics.node_cmd("node2"), encode(Command(id="j-other", cmd="run", job=other)))
+        busy = w.wait("j-other refused", lambda: [e for e in w.events("node2", "j-other") if e.kind == "rejected"])
+        w.publish(w.topics.node_cmd("node2"), encode(Command(id="j-member.c", cmd="cancel", job_id="j-member")))
+        w.wait("released", lambda: any(e.kind == "cancelled" for e in w.events("node2", "j-member")))
+    for name, (_, _, why) in forged.items():
+        (event,) = w.events("node2", f"j-member.{name}")
+        assert event.kind == "rejected" and why in event.reason
+    assert "busy with job j-member" in busy[0].reason
+    assert not marker.exists()
+    assert not (agents.tmp_path / "node2" / "jobs" / "j-member" / "launch.json").exists()
