@@ -53,9 +53,9 @@ def run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
         nodes = select(args.nodes, fleet.nodes)
         plan = plan_for(fleet, nodes, overrides)
         job = cluster_job(plan, new_job_id("hpl"), timeout_s=args.timeout, force=args.force)
-        if not args.json:
-            err.print(f"job {job.id}: one HPL over {len(plan.nodes)} node(s)")
-            err.print(plan_text(plan))
+        # The plan goes to stderr before the run, --json or not (stdout stays one JSON document).
+        err.print(f"job {job.id}: one HPL over {len(plan.nodes)} node(s)")
+        err.print(plan_text(plan))
         outcome = ClusterRun(session, plan, job, on_change=_line(err, bool(args.json))).run()
     r = outcome.result
     if args.json:

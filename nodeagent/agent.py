@@ -28,7 +28,7 @@ from nodeagent.jobs.kinds import KINDS
 from nodeagent.jobs.runner import DuplicateJob, Runner
 from nodeagent.link import Credentials, Link, Will
 from nodeagent.mpi.cluster_kind import ClusterHplKind
-from nodeagent.mpi.launch import accept_launch, launcher_env
+from nodeagent.mpi.launch import accept_launch, launcher_env, leader_of, member_of
 from nodeagent.protocol import (
     OFFLINE,
     ONLINE,
@@ -320,6 +320,8 @@ class Agent:
     def handle_message(self, topic: str, payload: bytes, retained: bool) -> None:
         parsed = self.topics.parse(topic)
         if parsed is not None and parsed[1] in ("telemetry", "status"):
+            if parsed[1] == "status":
+                self.leader_status(parsed[0], payload)
             self.chassis_message(parsed[0], parsed[1], payload, retained)
             return
         if retained:
@@ -367,11 +369,19 @@ class Agent:
                 accepted=lambda plan: self.emit("accepted", job.id, data={"plan": plan, **(forced or {})}),
                 annotations=forced,
             )
+            if leader := member_of(job, self.node):  # a member lets go of its job when the leader's will fires
+                self.link.subscribe(self.topics.status(leader), qos=1)
         except DuplicateJob:
             log.info("event=duplicate_job_ignored job=%s", job.id)
         except JobRejected as exc:
             log.info("event=job_rejected job=%s reason=%r", job.id, exc.reason)
             self.emit("rejected", job.id, reason=exc.reason, field=exc.field)
+
+    def leader_status(self, node: str, payload: bytes) -> None:
+        """Another node's status: when it leads the cluster job this member holds and went offline, release."""
+        job = self.runner.current
+        if payload == OFFLINE.encode() and job and leader_of(job, self.runner.work_dir) == node:
+            self.runner.cancel(job, reason=f"the job's leader {node} went offline")
 
     def mpi_launch(self, cmd: Command) -> None:
         """A cluster job's leader asks this member to start Open MPI's daemon (nodeagent/mpi/launch.py)."""

@@ -16,7 +16,7 @@ from nodeagent.config import AgentConfig, MpiSection, read_password
 from nodeagent.errors import JobRejected
 from nodeagent.mpi.cluster_kind import LAUNCH_FILE, MEMBER_FILE
 from nodeagent.mpi.orted import BadDaemonCommand, daemon_argv
-from nodeagent.protocol import Command
+from nodeagent.protocol import Command, JobSpec
 
 
 def accept_launch(cmd: Command, current_job: str | None, work_dir: Path, mpi: MpiSection) -> list[str]:
@@ -56,3 +56,18 @@ def launcher_env(cfg: AgentConfig, node: str) -> dict[str, str]:
     if cfg.mqtt.ca_file:
         env["PICLUSTER_MQTT_CA_FILE"] = cfg.mqtt.ca_file
     return env
+
+
+def member_of(job: JobSpec, node: str) -> str:
+    """The leader's name when ``job`` makes ``node`` a member of a cluster job, else ""."""
+    params = job.params_for(node)
+    leader = params.get("leader")
+    return leader if params.get("role") == "member" and isinstance(leader, str) else ""
+
+
+def leader_of(job_id: str, work_dir: Path) -> str:
+    """The leader of the member job ``job_id`` running here, or "" when it is not a member job."""
+    try:
+        return str(json.loads((work_dir / job_id / MEMBER_FILE).read_text())["leader"])
+    except (OSError, ValueError, KeyError):
+        return ""

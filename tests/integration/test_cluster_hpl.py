@@ -4,6 +4,7 @@ daemons the agents launch through the broker (no SSH)."""
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def test_one_hpl_over_two_nodes_launched_by_the_agents(agents: AgentFactory, bro
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
     assert out["passed"] is True and out["state"] == "finished"
+    assert "plan: N=1200 NB=96 grid 1 x 2 = 2 rank(s) over 2 node(s)" in proc.stderr  # shown before the run
     assert (out["n"], out["nb"], out["p"], out["q"]) == (1200, 96, 1, 2)
     assert out["nodes"] == ["node1", "node2"] and out["leader"] == "node1" and out["ranks"] == 2
     assert out["gflops"] > 0.1 and out["residual"] < 16.0
@@ -77,3 +79,18 @@ def test_a_member_refuses_launches_that_are_not_its_leaders_mpi_daemon(
     assert "busy with job j-member" in busy[0].reason
     assert not marker.exists()
     assert not (agents.tmp_path / "node2" / "jobs" / "j-member" / "launch.json").exists()
+
+
+def test_a_member_lets_go_when_its_leaders_will_fires(agents: AgentFactory, broker: Mosquitto, cluster: str) -> None:
+    leader = agents.start("node1", config=LAUNCHER)
+    agents.start("node2", config=LAUNCHER)
+    wait_online(broker, cluster, "node1", "node2")
+    job = JobSpec(id="j-orphan", kind="hpl", node_params={"node2": {"role": "member", "leader": "node1"}})
+    with Watcher(broker.url, cluster) as w:
+        w.publish(w.topics.node_cmd("node2"), encode(Command(id="j-orphan", cmd="run", job=job)))
+        w.wait("the member holding", lambda: any(e.kind == "started" for e in w.events("node2", "j-orphan")))
+        leader.stop(signal.SIGKILL)  # no controller needed: the member sees the leader's will itself
+        cancelled = w.wait(
+            "the member released", lambda: [e for e in w.events("node2", "j-orphan") if e.kind == "cancelled"], 30
+        )
+    assert cancelled[0].reason == "the job's leader node1 went offline"
