@@ -107,6 +107,7 @@ def main() -> int:
         events = Session(Broker.parse(url), "bench", subscriptions=(Topics("bench").events("node1"),)).__enter__()
         agents: list[float] = []
         hand: list[float] = []
+        agent_share: list[float] = []
         hand_env = {**env, "OPENBLAS_NUM_THREADS": "1"}
         if os.geteuid() == 0:
             hand_env |= {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
@@ -114,10 +115,13 @@ def main() -> int:
             order = ("agents", "hand") if rep % 2 == 0 else ("hand", "agents")
             for which in order:
                 if which == "agents" or not agents:  # the first hand run needs a leader's argv: one agents run first
+                    cpu0, wall0 = sum(_cpu_s(p.pid) for p in procs[1:]), time.monotonic()
                     gflops, argv, job_dir = by_agents(url, args.nodes, args.n, args.nb, work, events)
+                    cpu, wall = sum(_cpu_s(p.pid) for p in procs[1:]) - cpu0, time.monotonic() - wall0
                     if which == "agents" or rep > 0:
                         agents.append(gflops)
-                        print(f"rep {rep + 1}: agents {gflops:.3f} Gflops", flush=True)
+                        agent_share.append(cpu / (wall * 2))  # of the two ranks' cores for the whole run
+                        print(f"rep {rep + 1}: agents {gflops:.3f} Gflops (agents' CPU {cpu:.2f} s in {wall:.1f} s)")
                     if which == "agents":
                         continue
                 hand_gflops = by_hand(argv, job_dir, work, hand_env)
@@ -138,6 +142,8 @@ def main() -> int:
             "agents_median": statistics.median(agents),
             "hand_median": statistics.median(hand),
             "ratio": ratio,
+            "paired_ratio_median": statistics.median(a / h for a, h in zip(agents, hand, strict=True)),
+            "agent_cpu_share_median": statistics.median(agent_share),
             "mpirun": argv,
         }
         print(json.dumps(summary, indent=2))
@@ -148,6 +154,13 @@ def main() -> int:
         for proc in reversed(procs):
             stop(proc)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _cpu_s(pid: int) -> float:
+    """utime + stime of one process, in seconds."""
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        fields = fh.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":
