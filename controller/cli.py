@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn
 
-from controller import hpl_plan, jobs_cli, ops, power, report, run_kinds
+from controller import cluster_cli, hpl_plan, jobs_cli, ops, power, report, run_kinds
 from controller.dispatch import NodeRun, new_job_id, submit_and_follow
 from controller.fleet import Fleet, NodeView, subscriptions
 from controller.history import HistoryError
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(nodes, argparse.SUPPRESS)
     run = sub.add_parser("run", help="run a job on a set of nodes")
     run_sub = run.add_subparsers(dest="kind", required=True)
-    hpl = run_sub.add_parser("hpl", help="HPL (Linpack) on each selected node")
+    hpl = run_sub.add_parser("hpl", help="HPL (Linpack): one run over all selected nodes (--per-node: one each)")
     _common(hpl, argparse.SUPPRESS)
     hpl.add_argument("--nodes", required=True, metavar="NODESET", help="all, node[1-4], node1,node3 ...")
     hpl.add_argument(
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     hpl.add_argument("--force", action="store_true", help="run even where a node's health gate refuses")
     jobs_cli.add_run_options(hpl)
     run_kinds.add_parsers(run_sub, _common)
+    hpl.add_argument("--per-node", action="store_true", help="a separate HPL on each node instead of one over all")
     fan = sub.add_parser("fan", help="set the fan of a set of nodes: auto (the curve) or a fixed percent")
     fan.add_argument("nodes", metavar="NODESET")
     fan.add_argument("mode", metavar="auto|PERCENT")
@@ -100,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return jobs_cli.main(args, broker, topics)
         if args.kind != "hpl":
             return run_kinds.cmd_run(broker, topics, args)
+        if not args.per_node:
+            if args.timeout <= 0:
+                raise UsageError("--timeout: expected a number of seconds above 0")
+            return cluster_cli.run(broker, topics, args)
         return cmd_run_hpl(broker, topics, args)
     except (UsageError, SelectionError, ProtocolError, ValueError) as exc:
         print(f"piclusterctl: {exc}", file=sys.stderr)

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 
 from nodeagent.errors import JobRejected
 from nodeagent.jobs.kinds.hpl import HplParams
 
-PARAM_KEYS: tuple[str, ...] = ("n", "nb", "p", "q", "mem_fraction")
+PARAM_KEYS: tuple[str, ...] = ("n", "nb", "p", "q", "mem_fraction", "ranks_per_node")
 
 # Why 0.75 x 0.9 and not top500-benchmark's exact formula: see plan_node's docstring.
 DEFAULT_MEM_FRACTION = 0.75 * 0.9
@@ -27,16 +28,17 @@ SIM_N = 6000
 SIM_NB = 128
 SIM_RANKS = 1
 
-_INT_KEYS = ("n", "nb", "p", "q")
-_EXAMPLES = {"n": 20000, "nb": 256, "p": 2, "q": 2}
+_INT_KEYS = ("n", "nb", "p", "q", "ranks_per_node")
+_EXAMPLES = {"n": 20000, "nb": 256, "p": 2, "q": 2, "ranks_per_node": 4}
 _BYTES_PER_DOUBLE = 8
 
 
 def parse_params(items: list[str]) -> dict[str, float | int]:
     """Parse ``--param key=value`` strings into overrides for :func:`plan_node`.
 
-    Keys are ``n``, ``nb``, ``p``, ``q`` (positive whole numbers) and ``mem_fraction`` (a fraction of the node's
-    memory for the matrix, above 0 and at most 0.95). Raises ``ValueError`` with a message for the operator.
+    Keys are ``n``, ``nb``, ``p``, ``q``, ``ranks_per_node`` (positive whole numbers) and ``mem_fraction`` (a
+    fraction of the node's memory for the matrix, above 0 and at most 0.95).
+    Raises ``ValueError`` with a message for the operator.
     """
     overrides: dict[str, float | int] = {}
     for item in items:
@@ -133,7 +135,8 @@ def plan_node(*, cores: int, memory_mb: int, cpu: str, sim: bool, overrides: Map
         raise ValueError(f"node facts look wrong: cores={cores}, memory_mb={memory_mb}; both must be at least 1")
     nb = int(overrides.get("nb", SIM_NB if sim else nb_for_cpu(cpu)))
     n = int(overrides["n"]) if "n" in overrides else _default_n(memory_mb, nb, sim, overrides)
-    p, q = _grid_with_overrides(cores, SIM_RANKS if sim else cores, overrides)
+    ranks = int(overrides.get("ranks_per_node", SIM_RANKS if sim else cores))
+    p, q = _grid_with_overrides(cores, ranks, overrides)
     params = HplParams(n=n, nb=nb, p=p, q=q)
     try:
         params.validate()
@@ -170,3 +173,98 @@ def _other_side(cores: int, given_name: str, given: int) -> int:
             f"from it; give both p and q"
         )
     return cores // given
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One HPL over the whole selection (the default of `piclusterctl run hpl`)
+
+
+@dataclass(frozen=True)
+class NodeSize:
+    """What the cluster plan needs of one node (from its retained facts)."""
+
+    name: str
+    cores: int
+    memory_mb: int
+    cpu: str = ""
+    sim: bool = False
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    """One HPL run over ``nodes``: N/NB, the P x Q grid over every rank, and who launches it (``leader``)."""
+
+    n: int
+    nb: int
+    p: int
+    q: int
+    nodes: tuple[str, ...]
+    ranks_per_node: int
+    leader: str
+    smallest_node: str  # the node whose memory sized N
+    mem_fraction: float
+
+    @property
+    def ranks(self) -> int:
+        return self.p * self.q
+
+    @property
+    def slots(self) -> int:
+        """Ranks the host file offers (``ranks_per_node`` on every node); P x Q may use fewer when overridden."""
+        return self.ranks_per_node * len(self.nodes)
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "nodes": list(self.nodes), "ranks": self.ranks}
+
+
+def plan_cluster(sizes: Sequence[NodeSize], overrides: Mapping[str, float | int]) -> ClusterPlan:
+    """The HPL problem for one run over every node in ``sizes`` (the first is the leader that runs mpirun).
+
+    * N: each node holds an equal share of the matrix, so the *smallest* node's memory sets it:
+      N = sqrt(min_memory x mem_fraction x nodes / 8), rounded down to a multiple of NB. (top500-benchmark sizes
+      from the first node's memory and runs out of memory on a mixed cluster, its issue #98.)
+    * NB: :func:`nb_for_cpu`, the smallest over the nodes when their CPUs differ.
+    * ranks: ``ranks_per_node`` on every node, by default the fewest cores any node has (1 on a simulated node).
+    * P x Q: :func:`grid` over all the ranks, as square as possible with P <= Q (top500-benchmark leaves 1 x 4).
+
+    Every value can be overridden; raises ``ValueError`` with a message for the operator.
+    """
+    if not sizes:
+        raise ValueError("no nodes to plan HPL for")
+    for s in sizes:
+        if s.cores < 1 or s.memory_mb < 1:
+            raise ValueError(f"node {s.name}: facts look wrong: cores={s.cores}, memory_mb={s.memory_mb}")
+    sim = any(s.sim for s in sizes)
+    smallest = min(sizes, key=lambda s: s.memory_mb)
+    nb = int(overrides.get("nb", SIM_NB if sim else min(nb_for_cpu(s.cpu) for s in sizes)))
+    per_node = int(overrides.get("ranks_per_node", SIM_RANKS if sim else min(s.cores for s in sizes)))
+    fraction = float(overrides.get("mem_fraction", DEFAULT_MEM_FRACTION))
+    if "n" in overrides:
+        n = int(overrides["n"])
+    elif sim and "mem_fraction" not in overrides:
+        n = SIM_N // nb * nb
+    else:
+        matrix_bytes = int(smallest.memory_mb * 1024 * 1024 * fraction) * len(sizes)
+        n = math.isqrt(matrix_bytes // _BYTES_PER_DOUBLE) // nb * nb
+    slots = per_node * len(sizes)
+    p, q = _grid_with_overrides(slots, slots, overrides)
+    if p * q > slots:
+        raise ValueError(
+            f"a {p} x {q} grid needs {p * q} ranks but {len(sizes)} node(s) x {per_node} rank(s) offer {slots}; "
+            "make the grid smaller or raise ranks_per_node"
+        )
+    try:
+        HplParams(n=n, nb=nb, p=p, q=q).validate()
+    except JobRejected as exc:
+        raise ValueError(str(exc)) from exc
+    return ClusterPlan(
+        n=n,
+        nb=nb,
+        p=p,
+        q=q,
+        nodes=tuple(s.name for s in sizes),
+        ranks_per_node=per_node,
+        leader=sizes[0].name,
+        smallest_node=smallest.name,
+        mem_fraction=fraction,
+    )

@@ -27,8 +27,11 @@ from nodeagent.hw.governor import Governor
 from nodeagent.hw.hotplug import HotplugMonitor
 from nodeagent.hw.root import SysfsRoot
 from nodeagent.hw.slot_lines import SlotLines, find_chip, pin_factory
+from nodeagent.jobs.kinds import KINDS
 from nodeagent.jobs.runner import DuplicateJob, Runner
 from nodeagent.link import Credentials, Link, Will
+from nodeagent.mpi.cluster_kind import ClusterHplKind
+from nodeagent.mpi.launch import accept_launch, launcher_env, leader_of, member_of
 from nodeagent.outbox import Outbox
 from nodeagent.protocol import (
     OFFLINE,
@@ -123,6 +126,8 @@ class Agent:
             emit=self.emit,
             on_start=self._prepare_node,
             on_end=self._restore_node,
+            kinds={**KINDS, "hpl": ClusterHplKind(cfg.mpi)},  # hpl on one node, or one role of a cluster run
+            job_env=launcher_env(cfg, self.node),
         )
         self._identify_until = 0.0
         self._chassis_reasons: tuple[str, ...] = ()
@@ -406,6 +411,8 @@ class Agent:
     def handle_message(self, topic: str, payload: bytes, retained: bool) -> None:
         parsed = self.topics.parse(topic)
         if parsed is not None and parsed[1] in ("telemetry", "status", "facts", "power"):
+            if parsed[1] == "status":
+                self.leader_status(parsed[0], payload)
             self.chassis_message(parsed[0], parsed[1], payload, retained)
             return
         if retained:
@@ -430,6 +437,8 @@ class Agent:
             self.operator_command(cmd)
         elif cmd.cmd == "power":
             self.power_command(cmd)
+        elif cmd.cmd == "launch":
+            self.mpi_launch(cmd)
         elif cmd.cmd == "cancel" and not self.runner.cancel(cmd.job_id):
             self.emit("log", cmd.job_id, message=f"cancel: job {cmd.job_id} is not running on {self.node}")
 
@@ -456,6 +465,8 @@ class Agent:
                 accepted=lambda plan: self.emit("accepted", job.id, data={"plan": plan, **(forced or {})}),
                 annotations=forced,
             )
+            if leader := member_of(job, self.node):  # a member lets go of its job when the leader's will fires
+                self.link.subscribe(self.topics.status(leader), qos=1)
         except DuplicateJob:
             self._duplicate(job.id)
         except JobRejected as exc:
@@ -472,6 +483,22 @@ class Agent:
             field="job.id",
             data={"duplicate": True},
         )
+
+    def leader_status(self, node: str, payload: bytes) -> None:
+        """Another node's status: when it leads the cluster job this member holds and went offline, release."""
+        job = self.runner.current
+        if payload == OFFLINE.encode() and job and leader_of(job, self.runner.work_dir) == node:
+            self.runner.cancel(job, reason=f"the job's leader {node} went offline")
+
+    def mpi_launch(self, cmd: Command) -> None:
+        """A cluster job's leader asks this member to start Open MPI's daemon (nodeagent/mpi/launch.py)."""
+        try:
+            argv = accept_launch(cmd, self.runner.current, self.runner.work_dir, self.cfg.mpi)
+        except JobRejected as exc:
+            log.warning("event=mpi_launch_refused job=%s from=%s reason=%r", cmd.job_id, cmd.sender, exc.reason)
+            self.emit("rejected", cmd.id, reason=exc.reason, field=exc.field)
+            return
+        self.emit("accepted", cmd.id, data={"job": cmd.job_id, "daemon": argv[0]})
 
     # --- safety (decisions in nodeagent/policy, applied by nodeagent/safety.py) ------------------------------------
     def act_on(self, safe: SafetyTick, sample: Sample) -> None:

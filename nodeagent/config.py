@@ -182,6 +182,18 @@ class JobsSection:
 
 
 @dataclass(frozen=True)
+class MpiSection:
+    """[mpi]: how a cluster-wide job starts Open MPI's daemons on the other nodes (nodeagent/mpi/)."""
+
+    launcher: Literal["agent", "ssh"] = "agent"  # agent: through the agents over MQTT, no SSH keys; ssh: plain ssh
+    launch_agent: str = "picluster-mpi-launch"  # mpirun's plm_rsh_agent in "agent" mode
+    ssh: str = "ssh"  # mpirun's plm_rsh_agent in "ssh" mode
+    if_include: str = ""  # network (CIDR) or interface MPI traffic uses; empty: Open MPI picks
+    btl: str = "self,vader,tcp"  # Open MPI transports: vader within a node, tcp between nodes
+    launch_timeout_s: float = 300.0  # a member gives up when the leader has not launched its daemon by then
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """The whole agent configuration. ``source`` names the file it came from (for messages)."""
 
@@ -191,6 +203,7 @@ class AgentConfig:
     sim: SimConfig = field(default_factory=SimConfig)
     jobs: JobsSection = field(default_factory=JobsSection)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    mpi: MpiSection = field(default_factory=MpiSection)
     fan: tuple[FanConfig, ...] = ()  # [[fan]] tables; empty: the board profile's fan
     slot_power: SlotPowerConfig = field(default_factory=SlotPowerConfig)
     source: str = "(defaults)"
@@ -231,6 +244,7 @@ _VALIDATORS: dict[type, dict[str, Any]] = {
         "dllama_port": _port,
         "dllama_kv_heads": _above_zero,
     },
+    MpiSection: {"launch_timeout_s": _above_zero},
 }
 
 
@@ -249,6 +263,7 @@ _SECTIONS: dict[str, type] = {
     "jobs": JobsSection,
     "policy": PolicyConfig,
     "slot_power": SlotPowerConfig,
+    "mpi": MpiSection,
 }
 
 

@@ -1,4 +1,7 @@
-"""`make demo`: a broker and four simulated nodes on this machine, HPL on all of them, then everything stops.
+"""`make demo`: a broker and four simulated nodes on this machine, one HPL over all of them, then everything stops.
+
+The nodes share this machine's loopback, so the cluster HPL really runs one mpirun whose remote daemons the
+agents start for each other over MQTT (no SSH), one rank per simulated node.
 
 Every process started here is stopped by its PID on the way out, whatever happens.
 """
@@ -46,10 +49,13 @@ def main() -> int:
         for node in NODES:
             state = work / node
             state.mkdir()
+            conf = state / "agent.toml"
+            # The launcher by module path: `make demo` runs from the source tree, where no console script is installed.
+            conf.write_text(f'[mpi]\nlaunch_agent = "{sys.executable} -m nodeagent.mpi.launcher"\n')
             with open(state / "agent.log", "wb") as log:
                 procs.append(
                     subprocess.Popen(
-                        agent_argv(node, url, CLUSTER, state),
+                        agent_argv(node, url, CLUSTER, state, "--config", str(conf)),
                         stdout=log,
                         stderr=subprocess.STDOUT,
                     )

@@ -79,8 +79,10 @@ class Runner:
         kinds: Mapping[str, JobKind] | None = None,
         on_start: Callable[[], None] = lambda: None,
         on_end: Callable[[], None] = lambda: None,
+        job_env: Mapping[str, str] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.job_env = dict(job_env or {})  # given to every job (the MPI launcher finds its broker and job in it)
         self._on_start = on_start  # benchmark preparation (governor, fan boost) ...
         self._on_end = on_end  # ... and its undoing, whatever way the job ended
         self.work_dir = work_dir
@@ -326,7 +328,7 @@ class Runner:
         try:
             if running.heavy:  # light jobs leave the governor and the fan boost to the heavy one
                 self._on_start()
-            env = {**os.environ, **running.prepared.env}
+            env = {**os.environ, **self.job_env, **running.prepared.env}
             argv, user_kwargs = self._argv(running, user)
             stdout_file = ctx.work_dir / running.prepared.stdout_name if running.prepared.stdout_name else None
             with open(out_path, "wb") as out, open(stdout_file or os.devnull, "wb") as machine_out:

@@ -25,7 +25,9 @@ def test_three_nodes_each_pass_a_real_hpl_run(agents: AgentFactory, broker: Mosq
         agents.start(f"node{i}", paho=paho)
     wait_online(broker, cluster, "node1", "node2", "node3")
 
-    proc = ctl(broker, cluster, "run", "hpl", "--nodes", "all", "--json", "--param", "n=1200", "--param", "nb=96")
+    proc = ctl(
+        broker, cluster, "run", "hpl", "--per-node", "--nodes", "all", "--json", "--param", "n=1200", "--param", "nb=96"
+    )
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
@@ -43,7 +45,9 @@ def test_node_set_and_table_output(agents: AgentFactory, broker: Mosquitto, clus
     agents.start("node1")
     agents.start("node2")
     wait_online(broker, cluster, "node1", "node2")
-    proc = ctl(broker, cluster, "run", "hpl", "--nodes", "node[2]", "--param", "n=800", "--param", "nb=64")
+    proc = ctl(
+        broker, cluster, "run", "hpl", "--per-node", "--nodes", "node[2]", "--param", "n=800", "--param", "nb=64"
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split()[:3] == ["NODE", "RESULT", "GFLOPS"]
@@ -77,6 +81,7 @@ def test_hpcc_fallback_to_other_sizes_fails_the_job(agents: AgentFactory, broker
         cluster,
         "run",
         "hpl",
+        "--per-node",
         "--nodes",
         "node1",
         "--json",
@@ -96,7 +101,7 @@ def test_hpcc_fallback_to_other_sizes_fails_the_job(agents: AgentFactory, broker
 def test_missing_binary_is_rejected_with_the_fix(agents: AgentFactory, broker: Mosquitto, cluster: str) -> None:
     agents.start("node1", config='hpcc = "/nonexistent/hpcc"\n')
     wait_online(broker, cluster, "node1")
-    proc = ctl(broker, cluster, "run", "hpl", "--nodes", "node1", "--json", "--param", "n=1000")
+    proc = ctl(broker, cluster, "run", "hpl", "--per-node", "--nodes", "node1", "--json", "--param", "n=1000")
     assert proc.returncode == 1
     node = json.loads(proc.stdout)["nodes"][0]
     assert node["state"] == "rejected"

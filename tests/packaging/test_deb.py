@@ -193,7 +193,8 @@ def test_the_service_under_systemd(root: Root, broker: Mosquitto, cluster: str) 
             assert re.search(r"^NoNewPrivs:\s+1$", status, re.M)
 
             # A real HPL job, two MPI ranks, as the jobs user, inside the sandbox (MemoryDenyWriteExecute, seccomp).
-            run = ctl(broker, cluster, "run", "hpl", "--nodes", node, "--param", "n=1000", "--param", "q=2", "--json")
+            hpl = ("run", "hpl", "--per-node", "--nodes", node, "--param", "n=1000", "--param", "q=2", "--json")
+            run = ctl(broker, cluster, *hpl)
             assert run.returncode == 0, run.stdout + run.stderr
             job = re.search(r'"job": "([^"]+)"', run.stdout).group(1)  # type: ignore[union-attr]
             journal = box.run("journalctl", "-u", UNIT, f"JOB_ID={job}", f"NODE={node}", "-o", "cat").stdout

@@ -1,0 +1,91 @@
+"""``piclusterctl run hpl --nodes NODESET`` (without ``--per-node``): one HPL over all the selected nodes.
+
+Printing only; the plan is hpl_plan.plan_cluster, the run is cluster_run.ClusterRun.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from controller import hpl_plan, report
+from controller.cluster_run import ClusterRun, cluster_job
+from controller.dispatch import NodeRun, new_job_id
+from controller.fleet import Fleet, subscriptions
+from controller.select import select
+from controller.session import Session
+from nodeagent.config import Broker
+from nodeagent.protocol import Topics
+
+
+class PlanError(ValueError):
+    """The selection cannot be planned (offline node, no facts): a usage error."""
+
+
+def plan_for(fleet: Fleet, nodes: list[str], overrides: dict[str, Any]) -> hpl_plan.ClusterPlan:
+    """The cluster plan for ``nodes`` (the first is the leader) from their facts."""
+    sizes = []
+    for name in nodes:
+        view = fleet.nodes[name]
+        if not view.online:
+            raise PlanError(f"node {name} is offline; bring it back or leave it out of --nodes")
+        if view.facts is None:
+            raise PlanError(f"node {name} has published no facts yet; wait for its agent to connect")
+        f = view.facts
+        sizes.append(hpl_plan.NodeSize(name, f.cores, f.memory_mb, f.cpu, f.sim))
+    return hpl_plan.plan_cluster(sizes, overrides)
+
+
+def plan_text(plan: hpl_plan.ClusterPlan) -> str:
+    return (
+        f"plan: N={plan.n} NB={plan.nb} grid {plan.p} x {plan.q} = {plan.ranks} rank(s) over {len(plan.nodes)} "
+        f"node(s) ({plan.ranks_per_node} per node); N sized by {plan.smallest_node}'s memory "
+        f"(mem_fraction {plan.mem_fraction:g}); leader {plan.leader} runs mpirun"
+    )
+
+
+def run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
+    overrides = hpl_plan.parse_params(args.param)
+    subs = (*subscriptions(topics), topics.all_nodes("events"))
+    err = report.console(stderr=True)
+    with Session(broker, topics.cluster, subscriptions=subs) as session:
+        fleet = Fleet(topics).feed(session.snapshot())
+        nodes = select(args.nodes, fleet.nodes)
+        plan = plan_for(fleet, nodes, overrides)
+        job = cluster_job(plan, new_job_id("hpl"), timeout_s=args.timeout, force=args.force)
+        # The plan goes to stderr before the run, --json or not (stdout stays one JSON document).
+        err.print(f"job {job.id}: one HPL over {len(plan.nodes)} node(s)")
+        err.print(plan_text(plan))
+        outcome = ClusterRun(session, plan, job, on_change=_line(err, bool(args.json))).run()
+    r = outcome.result
+    if args.json:
+        runs = [outcome.runs[n].to_dict() for n in plan.nodes]
+        report.print_json({"job": job.id, "kind": "hpl", "mode": "cluster", "state": outcome.state, **r, "runs": runs})
+    else:
+        out = report.console()
+        if outcome.passed:
+            out.print(
+                f"PASSED {r['gflops']:.3f} Gflops  N={r['n']} NB={r['nb']} {r['p']}x{r['q']}  {r['time_s']:.1f} s  "
+                f"residual {r['residual']:.4g}  {len(r['nodes'])} node(s), {r['ranks']} rank(s)"
+            )
+        else:
+            out.print(f"FAILED on {outcome.node or plan.leader}: {outcome.reason}")
+        out.print(
+            f"power avg {_w(r['power_avg_w'])} peak {_w(r['power_peak_w'])}  "
+            f"Gflops/W {r['gflops_per_w'] if r['gflops_per_w'] is not None else '-'}  "
+            f"peak {r['temp_peak_c'] if r['temp_peak_c'] is not None else '-'} °C  "
+            f"throttled: {', '.join(n for n, t in r['throttled'].items() if t) or 'none'}"
+        )
+    return 0 if outcome.passed else 1
+
+
+def _w(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} W"
+
+
+def _line(err: Any, quiet: bool) -> Any:
+    def on_change(run: NodeRun) -> None:
+        if not quiet and run.state not in ("progress",):
+            err.print(report.run_line(run))
+
+    return on_change

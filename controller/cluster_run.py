@@ -1,0 +1,238 @@
+"""One HPL over several nodes: members first, then the leader's mpirun; follow all of them; never a hang.
+
+The members are asked to hold themselves for the job and wait for their MPI daemon; once every member runs,
+the leader is asked to run mpirun over all of them (its launcher starts each member's daemon through that
+member's agent). The job ends with the leader's verdict, or as failed the moment any node drops out (its will
+fires), fails or refuses, naming that node; then every node still in it is cancelled, which releases it.
+Telemetry of every node is recorded during the run for the result's power, temperature and throttling facts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.dispatch import ACCEPT_TIMEOUT_S, Follower, NodeRun, cancel
+from controller.hpl_plan import ClusterPlan
+from controller.session import Received, Session
+from nodeagent.errors import ProtocolError
+from nodeagent.protocol import Command, JobSpec, Telemetry, decode, encode
+
+MEMBERS_READY_S = 30.0  # members must be holding for the job by then
+RELEASE_S = 20.0  # after the leader's verdict, members still running are cancelled after this long
+MAX_SAMPLES = 3600  # telemetry samples kept per node in the result
+CURRENT_THROTTLE_BITS = 0xF  # under-voltage, frequency capped, throttled, soft temperature limit (now)
+
+
+def cluster_job(plan: ClusterPlan, job_id: str, *, timeout_s: float, force: bool) -> JobSpec:
+    """The one job every node of ``plan`` receives; ``node_params`` give each its role."""
+    leader, members = plan.leader, [n for n in plan.nodes if n != plan.leader]
+    node_params: dict[str, dict[str, Any]] = {leader: {"role": "leader", "hosts": ",".join(plan.nodes)}}
+    node_params |= {m: {"role": "member", "leader": leader} for m in members}
+    params = {"n": plan.n, "nb": plan.nb, "p": plan.p, "q": plan.q, "ranks_per_node": plan.ranks_per_node}
+    return JobSpec(id=job_id, kind="hpl", params=params, node_params=node_params, timeout_s=timeout_s, force=force)
+
+
+@dataclass
+class Recorder:
+    """Every participant's telemetry during the run (pure: fed messages, asked for the summary)."""
+
+    nodes: tuple[str, ...]
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    _latest_power: dict[str, float] = field(default_factory=dict)
+    _power_sums: list[float] = field(default_factory=list)
+
+    def feed(self, node: str, t: Telemetry) -> None:
+        if node not in self.nodes:
+            return
+        rows = self.samples.setdefault(node, [])
+        if len(rows) < MAX_SAMPLES:
+            rows.append(
+                {
+                    "t": t.t,
+                    "temp_c": t.temp_c,
+                    "freq_mhz": t.freq_mhz,
+                    "throttled": t.throttled,
+                    "power_w": t.power_w,
+                    "job": t.job,
+                }
+            )
+        if t.power_w is not None:
+            self._latest_power[node] = t.power_w
+            self._power_sums.append(sum(self._latest_power.values()))
+
+    def summary(self) -> dict[str, Any]:
+        """power_avg_w / power_peak_w (summed over the nodes that report power; None when none does),
+        temp_peak_c, and throttled per node (any current throttle bit seen)."""
+        temps = [r["temp_c"] for rows in self.samples.values() for r in rows if r["temp_c"] is not None]
+        per_node_avg = [
+            sum(p) / len(p)
+            for rows in self.samples.values()
+            if (p := [r["power_w"] for r in rows if r["power_w"] is not None])
+        ]
+        return {
+            "power_avg_w": round(sum(per_node_avg), 2) if per_node_avg else None,
+            "power_peak_w": round(max(self._power_sums), 2) if self._power_sums else None,
+            "temp_peak_c": max(temps) if temps else None,
+            "throttled": {
+                n: any((r["throttled"] or 0) & CURRENT_THROTTLE_BITS for r in self.samples.get(n, []))
+                for n in self.nodes
+            },
+        }
+
+
+@dataclass
+class ClusterOutcome:
+    state: str  # finished | failed
+    reason: str
+    node: str  # the node the failure is pinned on ("" when it passed)
+    result: dict[str, Any]
+    runs: dict[str, NodeRun]
+
+    @property
+    def passed(self) -> bool:
+        return self.state == "finished" and bool(self.result.get("passed"))
+
+
+class ClusterRun:
+    """Drives one cluster job through a Session (I/O here; the bookkeeping is Follower's and Recorder's)."""
+
+    def __init__(
+        self,
+        session: Session,
+        plan: ClusterPlan,
+        job: JobSpec,
+        *,
+        on_change: Callable[[NodeRun], None] = lambda run: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.session = session
+        self.plan = plan
+        self.job = job
+        self.on_change = on_change
+        self.clock = clock
+        self.follower = Follower(session.topics, job.id, plan.nodes, started=clock(), timeout_s=job.timeout_s)
+        self.recorder = Recorder(plan.nodes)
+        self.recording = False
+        self.started = 0.0
+
+    @property
+    def members(self) -> list[str]:
+        return [n for n in self.plan.nodes if n != self.plan.leader]
+
+    def run(self) -> ClusterOutcome:
+        try:
+            return self._run()
+        except KeyboardInterrupt:
+            self._release(self.plan.nodes)
+            return self._outcome("failed", "interrupted by the operator", "")
+
+    def _run(self) -> ClusterOutcome:
+        runs = self.follower.runs
+        if self.members:
+            self._submit(self.members)
+            deadline = self.clock() + MEMBERS_READY_S
+            while not all(runs[m].state == "running" for m in self.members):
+                if bad := self._first_bad(self.members):
+                    self._release(self.plan.nodes)
+                    return self._outcome("failed", _why(runs[bad]), bad)
+                if self.clock() > deadline:
+                    late = next(m for m in self.members if runs[m].state != "running")
+                    self._release(self.plan.nodes)
+                    return self._outcome("failed", f"{late} was not ready within {MEMBERS_READY_S:g} s", late)
+                self._pump()
+                for run in self.follower.expire(self.clock()):
+                    self.on_change(run)
+        self.recording, self.started = True, time.time()
+        self.follower.accept_deadline = self.clock() + ACCEPT_TIMEOUT_S
+        self._submit([self.plan.leader])
+        leader = runs[self.plan.leader]
+        while not leader.ended:
+            if (bad := self._first_bad(self.members)) is not None:
+                self._release(self.plan.nodes)
+                return self._outcome("failed", _why(runs[bad]), bad)
+            self._pump()
+            for run in self.follower.expire(self.clock()):
+                self.on_change(run)
+        ended_at = self.clock()
+        while not all(runs[m].ended for m in self.members) and self.clock() - ended_at < RELEASE_S:
+            if leader.state != "finished":
+                break  # the leader failed: release the members now
+            self._pump()
+        self._release([m for m in self.members if not runs[m].ended])
+        if leader.state != "finished" or not leader.passed:
+            bad = self._first_bad(self.members)
+            node = bad if bad is not None else self.plan.leader
+            return self._outcome("failed", _why(runs[node]), node)
+        return self._outcome("finished", "", "")
+
+    # --- helpers ---------------------------------------------------------------------------------------------
+    def _submit(self, nodes: list[str]) -> None:
+        cmd = Command(
+            id=self.job.id, cmd="run", nodes=tuple(nodes), job=self.job, sender=self.session.client_id, t=time.time()
+        )
+        self.session.publish(self.session.topics.cluster_cmd(), encode(cmd))
+
+    def _pump(self) -> None:
+        msg = self.session.get(0.25)
+        while msg is not None:
+            self._apply(msg)
+            msg = self.session.get(0)
+
+    def _apply(self, msg: Received) -> None:
+        parsed = self.session.topics.parse(msg.topic)
+        if parsed is not None and parsed[1] == "telemetry":
+            if self.recording and not msg.retained:
+                with contextlib.suppress(ProtocolError):  # a malformed sample is left out, not fatal
+                    self.recorder.feed(parsed[0], decode(msg.payload, Telemetry))
+            return
+        if (run := self.follower.apply(msg)) is not None:
+            self.on_change(run)
+
+    def _first_bad(self, nodes: list[str]) -> str | None:
+        """A node that left the job other than by finishing (offline, failed, refused, cancelled, silent)."""
+        for node in nodes:
+            run = self.follower.runs[node]
+            if run.ended and run.state != "finished":
+                return node
+        return None
+
+    def _release(self, nodes: list[str] | tuple[str, ...]) -> None:
+        """Cancel the job wherever it may still hold a node (a late accept after no-answer included)."""
+        done = ("finished", "failed", "cancelled", "rejected")
+        cancel(self.session, self.job.id, [n for n in nodes if self.follower.runs[n].state not in done])
+
+    def _outcome(self, state: str, reason: str, node: str) -> ClusterOutcome:
+        leader = self.follower.runs[self.plan.leader]
+        hpl = leader.result or {}
+        summary = self.recorder.summary()
+        gflops = hpl.get("gflops")
+        result = {
+            "gflops": gflops,
+            "n": hpl.get("n", self.plan.n),
+            "nb": hpl.get("nb", self.plan.nb),
+            "p": hpl.get("p", self.plan.p),
+            "q": hpl.get("q", self.plan.q),
+            "time_s": hpl.get("time_s"),
+            "residual": hpl.get("residual"),
+            "passed": state == "finished" and bool(hpl.get("passed")),
+            "nodes": list(self.plan.nodes),
+            "ranks": self.plan.ranks,
+            **summary,
+            "gflops_per_w": round(gflops / summary["power_avg_w"], 3) if gflops and summary["power_avg_w"] else None,
+            "plan": self.plan.to_dict(),
+            "leader": self.plan.leader,
+            "telemetry": self.recorder.samples,
+            "started_at": self.started or None,
+        }
+        if state != "finished":
+            result["failed_node"] = node
+            result["reason"] = reason
+        return ClusterOutcome(state, reason, node, result, self.follower.runs)
+
+
+def _why(run: NodeRun) -> str:
+    return f"{run.node} {run.state}: {run.reason}" if run.reason else f"{run.node} {run.state}"

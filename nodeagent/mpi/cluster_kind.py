@@ -1,0 +1,171 @@
+"""The ``hpl`` kind with a cluster role: the leader runs mpirun over every node, a member hosts its MPI daemon.
+
+A job's ``params`` pick the role. Without ``role`` it is today's single-node HPL (HplKind). With
+``role = "leader"`` the node writes a host file of ``hosts`` and runs mpirun over it, with Open MPI's remote
+launcher (``plm_rsh_agent``) set to ``[mpi] launch_agent`` (or ssh). With ``role = "member"`` the node holds
+itself for the job (one heavy job at a time, governor and fan prepared) and runs ``nodeagent.mpi.member``,
+which becomes the MPI daemon once the leader's launch request has been accepted (see ``launch.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from nodeagent.config import MpiSection
+from nodeagent.errors import JobFailed, JobRejected
+from nodeagent.jobs.kind import JobContext, Prepared, Progress
+from nodeagent.jobs.kinds.hpl import render_input
+from nodeagent.jobs.kinds.hpl_kind import HplKind, _last_words, params_from
+from nodeagent.protocol.messages import Scalar
+from nodeagent.protocol.topics import NAME_RE
+
+MEMBER_FILE = "member.json"  # written at accept: who the leader is
+LAUNCH_FILE = "launch.json"  # written when the leader's launch request is accepted: the daemon's argv
+HOSTFILE = "hostfile"
+NO_LAUNCH_EXIT = 3  # the member's exit status when no launch came (nodeagent/mpi/member.py)
+_HOSTS_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}(,[A-Za-z0-9_-]{1,64}){0,1049}$")
+
+
+def _str_param(params: Mapping[str, Scalar], key: str, what: str) -> str:
+    value = params.get(key)
+    if not isinstance(value, str) or not value:
+        raise JobRejected(f"cluster HPL parameter {key!r} must be {what}, got {value!r}", f"params.{key}")
+    return value
+
+
+def _hosts(params: Mapping[str, Scalar]) -> list[str]:
+    hosts = _str_param(params, "hosts", "the comma-separated node names, the leader first")
+    if not _HOSTS_RE.match(hosts):
+        raise JobRejected(f"params.hosts {hosts!r}: expected node names separated by commas", "params.hosts")
+    names = hosts.split(",")
+    if len(set(names)) != len(names):
+        raise JobRejected(f"params.hosts {hosts!r} names a node twice", "params.hosts")
+    return names
+
+
+def _ranks_per_node(params: Mapping[str, Scalar]) -> int:
+    value = params.get("ranks_per_node")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise JobRejected(
+            f"params.ranks_per_node must be a whole number from 1, got {value!r}",
+            "params.ranks_per_node",
+        )
+    return value
+
+
+class ClusterHplKind:
+    """``hpl`` for one node, or one role of a cluster run (see the module docstring)."""
+
+    name = "hpl"
+
+    def __init__(self, mpi: MpiSection, base: HplKind | None = None) -> None:
+        self.mpi = mpi
+        self.base = base or HplKind()
+
+    def prepare(self, params: Mapping[str, Scalar], ctx: JobContext) -> Prepared:
+        role = params.get("role")
+        if role is None:
+            return self.base.prepare(params, ctx)
+        if role == "leader":
+            return self._leader(params, ctx)
+        if role == "member":
+            return self._member(params, ctx)
+        raise JobRejected(f"params.role must be 'leader' or 'member', got {role!r}", "params.role")
+
+    # --- leader ------------------------------------------------------------------------------------------------
+    def _leader(self, params: Mapping[str, Scalar], ctx: JobContext) -> Prepared:
+        if ctx.cfg.xhpl:
+            raise JobRejected("cluster HPL runs hpcc; unset jobs.xhpl on the leader", "jobs.xhpl")
+        hpl = params_from(params)
+        hosts = _hosts(params)
+        per_node = _ranks_per_node(params)
+        if hpl.ranks > per_node * len(hosts):
+            raise JobRejected(
+                f"a {hpl.p} x {hpl.q} grid needs {hpl.ranks} ranks; {len(hosts)} nodes x {per_node} offer fewer",
+                "params.p",
+            )
+        (ctx.work_dir / "hpccinf.txt").write_text(render_input(hpl))
+        # The leader's own line is "localhost", which Open MPI knows is mpirun's node; the others are node names,
+        # which the agent launcher resolves through the broker (ssh mode: they must be resolvable host names).
+        lines = [f"{'localhost' if i == 0 else h} slots={per_node}" for i, h in enumerate(hosts)]
+        (ctx.work_dir / HOSTFILE).write_text("\n".join(lines) + "\n")
+        agent_mode = self.mpi.launcher == "agent"
+        argv = [
+            ctx.cfg.mpirun,
+            *ctx.cfg.mpirun_args,
+            "--hostfile",
+            HOSTFILE,
+            "-np",
+            str(hpl.ranks),
+            # Keep each remote daemon attached to its launcher, so the launcher lives exactly as long as the
+            # daemon and mpirun notices a daemon's end; and let mpirun (on the leader) launch every daemon itself.
+            "--leave-session-attached",
+            *("--mca", "plm_rsh_no_tree_spawn", "1"),
+            *("--mca", "plm_rsh_agent", self.mpi.launch_agent if agent_mode else self.mpi.ssh),
+            *("--mca", "btl", self.mpi.btl),
+        ]
+        if self.mpi.if_include:
+            argv += ["--mca", "oob_tcp_if_include", self.mpi.if_include]
+            argv += ["--mca", "btl_tcp_if_include", self.mpi.if_include]
+        argv += ["-x", "OPENBLAS_NUM_THREADS", ctx.cfg.hpcc]
+        env = {"OPENBLAS_NUM_THREADS": "1", "PICLUSTER_JOB": ctx.job_id}
+        if ctx.run_as_root:
+            env |= {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+        launcher = (self.mpi.launch_agent if agent_mode else self.mpi.ssh).split()[0]
+        plan = {
+            "role": "leader",
+            "n": hpl.n,
+            "nb": hpl.nb,
+            "p": hpl.p,
+            "q": hpl.q,
+            "ranks": hpl.ranks,
+            "ranks_per_node": per_node,
+            "hosts": hosts,
+            "launcher": self.mpi.launcher,
+            "binary": "hpcc",
+        }
+        return Prepared(argv=tuple(argv), requires=(ctx.cfg.hpcc, launcher), env=env, plan=plan)
+
+    # --- member ------------------------------------------------------------------------------------------------
+    def _member(self, params: Mapping[str, Scalar], ctx: JobContext) -> Prepared:
+        leader = _str_param(params, "leader", "the leader's node name")
+        if not NAME_RE.match(leader):
+            raise JobRejected(f"params.leader {leader!r} is not a node name", "params.leader")
+        (ctx.work_dir / MEMBER_FILE).write_text(json.dumps({"leader": leader}))
+        argv = (sys.executable, "-m", "nodeagent.mpi.member", f"{self.mpi.launch_timeout_s:g}")
+        env = {"OPENBLAS_NUM_THREADS": "1"}
+        if ctx.run_as_root:
+            env |= {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+        return Prepared(argv=argv, env=env, plan={"role": "member", "leader": leader})
+
+    # --- both ----------------------------------------------------------------------------------------------------
+    def progress(self, ctx: JobContext, output_tail: str) -> Progress | None:
+        if (ctx.work_dir / MEMBER_FILE).exists():
+            launched = (ctx.work_dir / LAUNCH_FILE).exists()
+            return Progress(None, "MPI daemon running" if launched else "waiting for the leader's launch")
+        return self.base.progress(ctx, output_tail)
+
+    def result(self, ctx: JobContext, prepared: Prepared, output: str, returncode: int) -> dict[str, Any]:
+        role = prepared.plan.get("role")
+        if role == "member":
+            return _member_result(ctx.work_dir, prepared, output, returncode, self.mpi.launch_timeout_s)
+        result = self.base.result(ctx, prepared, output, returncode)
+        if role == "leader":
+            result |= {"role": "leader", "hosts": list(prepared.plan["hosts"]), "ranks": prepared.plan["ranks"]}
+        return result
+
+
+def _member_result(
+    work_dir: Path, prepared: Prepared, output: str, returncode: int, timeout_s: float
+) -> dict[str, Any]:
+    leader = prepared.plan.get("leader")
+    if not (work_dir / LAUNCH_FILE).exists() and returncode == NO_LAUNCH_EXIT:
+        raise JobFailed(f"the leader {leader} did not launch this node's MPI daemon within {timeout_s:g} s")
+    if returncode != 0:
+        raise JobFailed(f"the MPI daemon exited with status {returncode}: {_last_words(output)}")
+    return {"role": "member", "leader": leader, "passed": True}

@@ -1,0 +1,96 @@
+"""`piclusterctl run hpl` over several simulated nodes on loopback: one real hpcc under one mpirun, whose remote
+daemons the agents launch through the broker (no SSH)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from nodeagent.protocol import Command, JobSpec, encode
+from tests.conftest import AgentFactory, Mosquitto, ctl
+from tests.integration.helpers import Watcher
+
+pytestmark = pytest.mark.slow
+
+LAUNCHER = f'[mpi]\nlaunch_agent = "{sys.executable} -m nodeagent.mpi.launcher"\n'
+
+
+def wait_online(broker: Mosquitto, cluster: str, *nodes: str) -> None:
+    with Watcher(broker.url, cluster) as w:
+        w.wait(f"{nodes} online", lambda: w.online(*nodes))
+
+
+def test_one_hpl_over_two_nodes_launched_by_the_agents(agents: AgentFactory, broker: Mosquitto, cluster: str) -> None:
+    for node in ("node1", "node2"):
+        agents.start(node, config=LAUNCHER)
+    wait_online(broker, cluster, "node1", "node2")
+
+    proc = ctl(broker, cluster, "run", "hpl", "--nodes", "node[1-2]", "--json", "--param", "n=1200", "--param", "nb=96")
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["passed"] is True and out["state"] == "finished"
+    assert "plan: N=1200 NB=96 grid 1 x 2 = 2 rank(s) over 2 node(s)" in proc.stderr  # shown before the run
+    assert (out["n"], out["nb"], out["p"], out["q"]) == (1200, 96, 1, 2)
+    assert out["nodes"] == ["node1", "node2"] and out["leader"] == "node1" and out["ranks"] == 2
+    assert out["gflops"] > 0.1 and out["residual"] < 16.0
+    member = out["runs"][1]
+    assert member["node"] == "node2" and member["state"] == "finished" and member["result"]["role"] == "member"
+    launch = agents.tmp_path / "node2" / "jobs" / out["job"] / "launch.json"
+    assert json.loads(launch.read_text())["argv"][0] == "orted"  # node2 really hosted an MPI daemon
+    assert out["plan"]["smallest_node"] in ("node1", "node2") and out["plan"]["ranks_per_node"] == 1
+    assert set(out["throttled"]) == {"node1", "node2"}
+    assert out["telemetry"]["node1"] and out["telemetry"]["node2"]  # both nodes' telemetry recorded with the job
+
+
+def test_a_member_refuses_launches_that_are_not_its_leaders_mpi_daemon(
+    agents: AgentFactory, broker: Mosquitto, cluster: str, tmp_path: Path
+) -> None:
+    agents.start("node2", config=LAUNCHER)
+    wait_online(broker, cluster, "node2")
+    job = JobSpec(id="j-member", kind="hpl", node_params={"node2": {"role": "member", "leader": "node1"}})
+    marker = tmp_path / "pwned"
+    orted = ["orted", "-mca", "ess_base_jobid", "1", "-mca", "ess_base_vpid", "1", "-mca", "orte_hnp_uri", "x"]
+    forged = {
+        "bash": ("node1", ("bash", "-c", f"touch {marker}"), "only Open MPI's daemon"),
+        "other": ("node3", tuple(orted), "only the job's leader node1"),
+        "fork": ("node1", (*orted, "-mca", "orte_fork_agent", "/bin/sh"), "start another program"),
+    }
+    with Watcher(broker.url, cluster) as w:
+        w.publish(w.topics.node_cmd("node2"), encode(Command(id="j-member", cmd="run", job=job)))
+        w.wait("the member holding", lambda: any(e.kind == "started" for e in w.events("node2", "j-member")))
+        for name, (sender, argv, _) in forged.items():
+            cmd = Command(id=f"j-member.{name}", cmd="launch", job_id="j-member", argv=argv, sender=sender)
+            w.publish(w.topics.node_cmd("node2"), encode(cmd))
+        w.wait("three refusals", lambda: len([e for e in w.events("node2") if e.kind == "rejected"]) == 3)
+        # Held for the job: another job is refused while the member waits for its daemon.
+        other = JobSpec(id="j-other", kind="hpl", params={"n": 600, "nb": 64, "p": 1, "q": 1})
+        w.publish(w.topics.node_cmd("node2"), encode(Command(id="j-other", cmd="run", job=other)))
+        busy = w.wait("j-other refused", lambda: [e for e in w.events("node2", "j-other") if e.kind == "rejected"])
+        w.publish(w.topics.node_cmd("node2"), encode(Command(id="j-member.c", cmd="cancel", job_id="j-member")))
+        w.wait("released", lambda: any(e.kind == "cancelled" for e in w.events("node2", "j-member")))
+    for name, (_, _, why) in forged.items():
+        (event,) = w.events("node2", f"j-member.{name}")
+        assert event.kind == "rejected" and why in event.reason
+    assert "busy with job j-member" in busy[0].reason
+    assert not marker.exists()
+    assert not (agents.tmp_path / "node2" / "jobs" / "j-member" / "launch.json").exists()
+
+
+def test_a_member_lets_go_when_its_leaders_will_fires(agents: AgentFactory, broker: Mosquitto, cluster: str) -> None:
+    leader = agents.start("node1", config=LAUNCHER)
+    agents.start("node2", config=LAUNCHER)
+    wait_online(broker, cluster, "node1", "node2")
+    job = JobSpec(id="j-orphan", kind="hpl", node_params={"node2": {"role": "member", "leader": "node1"}})
+    with Watcher(broker.url, cluster) as w:
+        w.publish(w.topics.node_cmd("node2"), encode(Command(id="j-orphan", cmd="run", job=job)))
+        w.wait("the member holding", lambda: any(e.kind == "started" for e in w.events("node2", "j-orphan")))
+        leader.stop(signal.SIGKILL)  # no controller needed: the member sees the leader's will itself
+        cancelled = w.wait(
+            "the member released", lambda: [e for e in w.events("node2", "j-orphan") if e.kind == "cancelled"], 30
+        )
+    assert cancelled[0].reason == "the job's leader node1 went offline"
