@@ -57,12 +57,18 @@ class _Running:
     cancel_reason: str = ""
     thread: threading.Thread | None = None
     frozen: bool = False
+    frozen_since: float = 0.0  # monotonic time of the last freeze
+    frozen_s: float = 0.0  # time spent frozen before that: the timeout does not count it
     annotations: Mapping[str, Any] | None = None  # merged into the result (e.g. forced past the health gate)
     user: str = ""
 
     @property
     def heavy(self) -> bool:
         return self.prepared.heavy
+
+    def paused_s(self, now: float) -> float:
+        """Seconds the thermal guard has kept this job frozen: the node's doing, so not the job's time."""
+        return self.frozen_s + (now - self.frozen_since if self.frozen else 0.0)
 
 
 class Runner:
@@ -277,7 +283,12 @@ class Runner:
     def _set_frozen(self, frozen: bool) -> bool:
         with self._lock:
             changed = [r for r in self._jobs.values() if r.proc is not None and r.frozen != frozen]
+            now = time.monotonic()
             for running in changed:
+                if frozen:
+                    running.frozen_since = now
+                else:
+                    running.frozen_s += now - running.frozen_since
                 running.frozen = frozen
         for running in changed:
             assert running.proc is not None
@@ -406,10 +417,13 @@ class Runner:
                 return
             except subprocess.TimeoutExpired:
                 pass
-            if time.monotonic() > deadline and not running.cancel_reason:
+            now = time.monotonic()
+            if now > deadline + running.paused_s(now) and not running.cancel_reason:
+                paused = running.paused_s(now)
                 self._kill(running)
                 running.proc.wait()
-                raise JobFailed(f"timed out after {limit_s:g} s; raise --timeout or make the problem smaller")
+                frozen = f" (and {paused:.0f} s frozen by the thermal guard, not counted)" if paused >= 1 else ""
+                raise JobFailed(f"timed out after {limit_s:g} s{frozen}; raise --timeout or make the problem smaller")
             if ready is not None and (answer := ready(running.ctx, running.prepared)) is not None:
                 ready = None
                 self._emit("ready", running.spec.id, data=dict(answer))

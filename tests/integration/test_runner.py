@@ -96,6 +96,20 @@ def test_timeout_fails_the_job_and_kills_it(tmp_path: Path) -> None:
     assert _session(pid) == []
 
 
+def test_time_frozen_by_the_thermal_guard_does_not_count_against_the_timeout(tmp_path: Path) -> None:
+    # A 4 s job with a 3.5 s timeout, frozen for 3 s of it: the guard's pause is the node's doing, not the job's.
+    runner, rec = make(tmp_path)
+    runner.submit(JobSpec(id="s9", kind="spin", timeout_s=3.5), {"seconds": 4}, accepted=lambda plan: None)
+    pid = _wait_started(rec)
+    _wait_for(lambda: len(_session(pid)) == 3, "three processes")
+    time.sleep(0.5)  # each has read the clock its 4 s count from
+    assert runner.freeze()
+    time.sleep(3.0)
+    assert runner.thaw()
+    assert rec.done.wait(15)
+    assert rec.events[-1][0] == "finished", rec.events[-1]
+
+
 def test_busy_cores_counts_every_process_of_the_session(tmp_path: Path) -> None:
     runner, rec = make(tmp_path)
     runner.submit(JobSpec(id="s3", kind="spin"), {"seconds": 30}, accepted=lambda plan: None)
