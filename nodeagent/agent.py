@@ -18,6 +18,7 @@ from typing import Any
 from nodeagent import __version__, sd
 from nodeagent.config import AgentConfig, read_password
 from nodeagent.errors import ConfigError, JobRejected, ProtocolError
+from nodeagent.ha.bridge import HaBridge
 from nodeagent.hw.base import Backend, Sample
 from nodeagent.hw.events import HwEvent
 from nodeagent.hw.fan import SimFan
@@ -26,6 +27,7 @@ from nodeagent.hw.hotplug import HotplugMonitor
 from nodeagent.hw.root import SysfsRoot
 from nodeagent.jobs.runner import DuplicateJob, Runner
 from nodeagent.link import Credentials, Link, Will
+from nodeagent.metrics.exporter import MetricsExporter
 from nodeagent.protocol import (
     OFFLINE,
     ONLINE,
@@ -117,6 +119,19 @@ class Agent:
         if self.chassis is not None:  # the chassis fan follows every node's temperature
             self.link.subscribe(self.topics.all_nodes("telemetry"), qos=0)
             self.link.subscribe(self.topics.all_nodes("status"), qos=1)
+        # Home Assistant and Prometheus: where operators already look (nodeagent/ha, nodeagent/metrics).
+        self.last_hpl_gflops: float | None = None
+        self.ha = HaBridge(
+            cfg.homeassistant,
+            self.topics,
+            self.node,
+            self.link,
+            deliver=lambda topic, payload: self.handle_message(topic, payload, False),
+            busy=lambda: self.runner.current is not None,
+            note=lambda message: self.emit("log", message=message),
+            drives_chassis=self.chassis is not None,
+        )
+        self.metrics = MetricsExporter(cfg.prometheus, cfg.agent.cluster)
         self._orphans = self.runner.reap_orphans()
         # udev tells about drives and PCI devices coming and going the moment it happens (real hardware only).
         self.hotplug = (
@@ -166,6 +181,7 @@ class Agent:
         if self.hotplug is not None:
             self.hotplug.stop()
         self.link.stop(goodbye=Will(self.topics.status(self.node), OFFLINE))
+        self.metrics.close()
         self.safety.full()  # a stopped agent leaves the fans at full (the unit's stop hook does it after a crash)
         self.backend.close()
         log.info("event=agent_stop node=%s", self.node)
@@ -211,6 +227,8 @@ class Agent:
         for event in (*sample.events, *pcie_events):
             self.hardware_event(event)
         self.link.publish(self.topics.telemetry(self.node), encode(telemetry), qos=0, retain=True)
+        self.ha.tick(telemetry, mono, self.last_hpl_gflops)
+        self.metrics.tick(telemetry, self.facts_message, self.last_hpl_gflops, mono)
         return telemetry
 
     def dispatch(self, item: tuple[Any, ...]) -> None:
@@ -221,6 +239,8 @@ class Agent:
             elif item[0] == "hotplug":
                 self.hardware_event(item[1])
                 self.backend.rescan()
+            elif item[0] == "message" and self.ha.owns(item[1]):
+                self.ha.handle(item[1], item[2], item[3], time.monotonic())
             elif item[0] == "message":
                 self.handle_message(item[1], item[2], item[3])
             elif item[0] == "reload":
@@ -284,8 +304,24 @@ class Agent:
     # --- broker side -----------------------------------------------------------------------------------------
     def announce(self) -> None:
         """After every (re)connect: online and facts, both retained."""
+        facts = self.facts_message()
+        self.link.publish(self.topics.facts(self.node), encode(facts), qos=1, retain=True)
+        self.link.publish(self.topics.status(self.node), ONLINE, qos=1, retain=True)
+        self.ha.connected(facts)
+        for job in self._orphans:
+            self.emit(
+                "failed",
+                job,
+                reason="the agent stopped unexpectedly while this job ran; its processes "
+                "were killed when the agent restarted",
+            )
+        self._orphans = []
+
+    def facts_message(self) -> NodeFacts:
+        """What this node is, as the ``facts`` message says it (also Home Assistant's device and Prometheus's
+        node_info)."""
         f = self.node_facts
-        facts = NodeFacts(
+        return NodeFacts(
             node=self.node,
             agent_version=__version__,
             board=f.board,
@@ -301,16 +337,6 @@ class Agent:
             policy=asdict(self.cfg.policy),
             t=self.clock(),
         )
-        self.link.publish(self.topics.facts(self.node), encode(facts), qos=1, retain=True)
-        self.link.publish(self.topics.status(self.node), ONLINE, qos=1, retain=True)
-        for job in self._orphans:
-            self.emit(
-                "failed",
-                job,
-                reason="the agent stopped unexpectedly while this job ran; its processes "
-                "were killed when the agent restarted",
-            )
-        self._orphans = []
 
     def handle_message(self, topic: str, payload: bytes, retained: bool) -> None:
         parsed = self.topics.parse(topic)
@@ -448,6 +474,9 @@ class Agent:
 
     def emit(self, kind: str, job: str = "", **fields: Any) -> None:
         """Publish one event (QoS 1). Thread-safe: the job thread calls it too."""
+        result = fields.get("result")
+        if kind == "finished" and isinstance(result, dict) and isinstance(result.get("gflops"), (int, float)):
+            self.last_hpl_gflops = float(result["gflops"])  # a Home Assistant entity and a Prometheus gauge
         with self._seq_lock:
             self._event_seq += 1
             event = Event(

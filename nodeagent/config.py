@@ -18,9 +18,11 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from nodeagent.errors import ConfigError
+from nodeagent.ha.config import HomeAssistantConfig
 from nodeagent.hw.fan import FanConfig
 from nodeagent.hw.power import Ina2xx
 from nodeagent.hw.sim import SimConfig
+from nodeagent.metrics.config import PrometheusConfig
 from nodeagent.policy.config import PolicyConfig
 from nodeagent.protocol.topics import NAME_RE
 from nodeagent.typecheck import FieldError, build, check, unknown_key
@@ -163,6 +165,8 @@ class AgentConfig:
     jobs: JobsSection = field(default_factory=JobsSection)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     fan: tuple[FanConfig, ...] = ()  # [[fan]] tables; empty: the board profile's fan
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     source: str = "(defaults)"
 
     @property
@@ -205,6 +209,8 @@ _SECTIONS: dict[str, type] = {
     "sim": SimConfig,
     "jobs": JobsSection,
     "policy": PolicyConfig,
+    "homeassistant": HomeAssistantConfig,
+    "prometheus": PrometheusConfig,
 }
 
 
