@@ -32,9 +32,10 @@ DISCRETE = (
 def fan_mode_option(mode: str) -> str:
     """Telemetry's fan mode ("auto", "30.0") as the select's option text ("auto", "30")."""
     try:
-        return f"{float(mode):g}"
+        pct = float(mode)
     except ValueError:
         return mode
+    return str(int(pct)) if pct.is_integer() else repr(pct)
 
 
 def state_document(telemetry: Telemetry, last_hpl_gflops: float | None) -> dict[str, Any]:
