@@ -15,9 +15,6 @@ fi
 HA_PYTHON=${HA_PYTHON:-python3.13}
 CACHE=${PICLUSTER_TEST_CACHE:-/var/cache/picluster-test}
 VENV=$CACHE/ha-venv-$HA_VERSION
-# Requirements of the integrations the test loads (their manifests), installed now so HA runs with --skip-pip
-# and never reaches for the network during a test. paho-mqtt: homeassistant/components/mqtt/manifest.json.
-EXTRA=("paho-mqtt==2.1.0")
 
 if ! "$HA_PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then
   echo "ha-venv: no Python 3.13 found ($HA_PYTHON); install one (pyenv install 3.13) or set HA_PYTHON" >&2
@@ -32,8 +29,12 @@ if [[ ! -f $VENV/.complete ]]; then
   started=$(date +%s)
   "$HA_PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "homeassistant==$HA_VERSION" "${EXTRA[@]}" >&2
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "homeassistant==$HA_VERSION" >&2
   "$VENV/bin/python" -c "import homeassistant.const as c; assert c.__version__ == '$HA_VERSION', c.__version__"
+  # The requirements of the integrations the test's HA loads (their manifests: mqtt's paho-mqtt, frontend, ...),
+  # installed now so HA runs with --skip-pip and never reaches for the network during a test.
+  mapfile -t reqs < <("$VENV/bin/python" "$(dirname "$0")/ha_requirements.py")
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${reqs[@]}" >&2
   echo "$HA_VERSION built in $(($(date +%s) - started)) s on $(date -u +%FT%TZ)" >"$VENV/.complete"
   echo "ha-venv: built in $(($(date +%s) - started)) s" >&2
 fi

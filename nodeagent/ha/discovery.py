@@ -167,7 +167,7 @@ def node_document(
 def chassis_document(facts: NodeFacts, cfg: HomeAssistantConfig, topics: Topics, chassis: str) -> Discovery:
     """The chassis device, published by the node that drives the chassis fan: its fan duty is that node's."""
     ident = chassis_id(topics.cluster, chassis)
-    fan = Entity("fan_duty", "sensor", "Chassis fan duty", ("fan_duty_pct",), None, "%", "measurement", icon="mdi:fan")
+    fan = Entity("fan_duty", "sensor", "Fan duty", ("fan_duty_pct",), None, "%", "measurement", icon="mdi:fan")
     document = {
         "dev": {
             "ids": [ident],
