@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from controller import hpl_plan, ops, report
 from controller.dispatch import NodeRun, new_job_id, submit_and_follow
 from controller.fleet import Fleet, NodeView, subscriptions
+from controller.forget import ForgetRefused, forget
 from controller.select import SelectionError, select
 from controller.session import BrokerUnreachable, Session
 from nodeagent import __version__
@@ -72,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     identify.add_argument("nodes", metavar="NODESET")
     policy = sub.add_parser("policy", help="effective thresholds and the thermal guard's state of each node")
     policy.add_argument("nodes", metavar="NODESET")
-    for cmd in (fan, identify, policy):
+    forget = sub.add_parser("forget", help="remove a decommissioned node from the broker and Home Assistant")
+    forget.add_argument("node", metavar="NODE")
+    forget.add_argument("--force", action="store_true", help="even when the node is online")
+    forget.add_argument("--ha-prefix", default="homeassistant", metavar="PREFIX", help="HA discovery prefix")
+    for cmd in (fan, identify, policy, forget):
         _common(cmd, argparse.SUPPRESS)
     return parser
 
@@ -86,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_nodes(broker, topics, as_json=bool(args.json))
         if args.command in ("fan", "identify", "policy"):
             return cmd_ops(broker, topics, args)
+        if args.command == "forget":
+            return cmd_forget(broker, topics, args)
         return cmd_run_hpl(broker, topics, args)
     except (UsageError, SelectionError, ProtocolError, ValueError) as exc:
         print(f"piclusterctl: {exc}", file=sys.stderr)
@@ -190,6 +197,20 @@ def cmd_ops(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
     for node in missing:
         print(f"{node}: {'offline' if node not in online else 'no confirmation'}", file=sys.stderr)
     return 1 if missing else 0
+
+
+def cmd_forget(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
+    with Session(broker, topics.cluster, subscriptions=subscriptions(topics)) as session:
+        try:
+            done = forget(session, args.node, ha_prefix=args.ha_prefix, force=args.force)
+        except ForgetRefused as exc:
+            print(f"piclusterctl: {exc}", file=sys.stderr)
+            return 1
+    if args.json:
+        report.print_json({"node": done.node, "was": done.was, "cleared": list(done.topics)})
+    else:
+        print(f"{done.node}: forgotten (was {done.was}); cleared {len(done.topics)} retained topics")
+    return 0
 
 
 def _progress(quiet: bool) -> AbstractContextManager[Progress | None]:

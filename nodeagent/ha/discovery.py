@@ -39,6 +39,11 @@ def discovery_topic(prefix: str, object_id: str) -> str:
     return f"{prefix}/device/{object_id}/config"
 
 
+def chassis_topic(prefix: str, node: str) -> str:
+    """Where the node that drives a chassis fan publishes the chassis device."""
+    return f"{prefix}/device/{node}/chassis/config"
+
+
 def ha_command_topic(topics: Topics, node: str, command: str) -> str:
     """Where HA's button or select publishes: ``picluster/v1/<cluster>/node/<node>/ha/<command>``."""
     return topics.node(node, "cmd").removesuffix("/cmd") + f"/ha/{command}"
@@ -184,7 +189,9 @@ def chassis_document(facts: NodeFacts, cfg: HomeAssistantConfig, topics: Topics,
             )
         },
     }
-    return Discovery(discovery_topic(cfg.prefix, ident), document)
+    # <prefix>/device/<node>/chassis/config: the node_id level keeps it under the publishing node's name, so a
+    # broker ACL can allow each node its own discovery topics only (systemd/mosquitto/picluster.acl).
+    return Discovery(chassis_topic(cfg.prefix, facts.node), document)
 
 
 def template_paths(document: Mapping[str, Any]) -> list[tuple[str, ...]]:

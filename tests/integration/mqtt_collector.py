@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import queue
 import time
 from typing import Any
@@ -26,7 +27,8 @@ class Collector:
             Broker.parse(url),
             on_message=lambda t, p, r: self.inbox.put((t, p, r)),
         )
-        for topic in topics:
+        self.marker_topic = f"test/collector/{self.link.client_id}"
+        for topic in (*topics, self.marker_topic):
             self.link.subscribe(topic, qos=1)
 
     def __enter__(self) -> Collector:
@@ -56,6 +58,13 @@ class Collector:
         return wait_until(
             what, self.pump, cond, timeout_s, detail=lambda: f"topics seen: {sorted({t for t, _, _ in self.seen})}"
         )
+
+    def sync(self) -> None:
+        """Return once the broker has delivered everything before now (retained copies included): a marker
+        published after subscribing comes back after them."""
+        marker = os.urandom(8)
+        self.link.publish(self.marker_topic, marker, qos=1)
+        self.wait("the sync marker", lambda: marker in self.on(self.marker_topic))
 
     def publish(self, topic: str, payload: bytes | str, *, retain: bool = False) -> None:
         self.link.publish(topic, payload, qos=1, retain=retain)
