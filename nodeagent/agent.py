@@ -7,12 +7,14 @@ logged and answered, never fatal.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, fields, replace
+from pathlib import Path
 from typing import Any
 
 from nodeagent import __version__, sd
@@ -27,6 +29,7 @@ from nodeagent.hw.hotplug import HotplugMonitor
 from nodeagent.hw.root import SysfsRoot
 from nodeagent.jobs.runner import DuplicateJob, Runner
 from nodeagent.link import Credentials, Link, Will
+from nodeagent.metrics.config import PrometheusConfig
 from nodeagent.metrics.exporter import MetricsExporter
 from nodeagent.protocol import (
     OFFLINE,
@@ -131,7 +134,13 @@ class Agent:
             note=lambda message: self.emit("log", message=message),
             drives_chassis=self.chassis is not None,
         )
-        self.metrics = MetricsExporter(cfg.prometheus, cfg.agent.cluster)
+        prometheus = cfg.prometheus
+        if self.sim and prometheus.textfile == PrometheusConfig().textfile:
+            # A simulated node is not this machine's hardware: keep it out of the real node_exporter directory.
+            prometheus = replace(prometheus, textfile=str(Path(cfg.agent.state_dir) / "picluster.prom"))
+            with contextlib.suppress(OSError):
+                Path(cfg.agent.state_dir).mkdir(parents=True, exist_ok=True)
+        self.metrics = MetricsExporter(prometheus, cfg.agent.cluster)
         self._orphans = self.runner.reap_orphans()
         # udev tells about drives and PCI devices coming and going the moment it happens (real hardware only).
         self.hotplug = (

@@ -114,9 +114,7 @@ class AgentFactory:
         state = self.tmp_path / node
         state.mkdir(exist_ok=True)
         conf = state / "agent.toml"
-        # Never the machine's node_exporter directory: each test agent writes its metrics into its own state dir.
-        metrics = "" if "[prometheus]" in config else f'[prometheus]\ntextfile = "{state / "picluster.prom"}"\n'
-        conf.write_text("[agent]\ntick_s = 0.5\n[jobs]\nprogress_interval_s = 0.5\n" + metrics + config)
+        conf.write_text("[agent]\ntick_s = 0.5\n[jobs]\nprogress_interval_s = 0.5\n" + config)
         log = state / "agent.log"
         argv = agent_argv(node, self.broker.url, self.cluster, state, "--config", str(conf), *extra)
         with open(log, "wb") as fh:

@@ -60,13 +60,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     broker.start()
     ha = start_home_assistant(work / "config", http_port=free_port(), broker_port=broker.port)
     agents = AgentFactory(work, broker, CLUSTER)
+    stack = Stack(broker, ha, agents, work)
     try:
         ha.wait_running()
         print(f"Home Assistant running after {ha.started_s:.1f} s")
-        yield Stack(broker, ha, agents, work)
+        yield stack
     finally:
         agents.stop_all()
         ha.stop()
+        stack.ha.stop()  # a test may have restarted HA: stop whichever instance runs now
         broker.stop()
 
 
@@ -191,10 +193,9 @@ def test_availability_follows_the_agent_and_birth_restores_discovery(stack: Stac
     with Collector(stack.broker.url, CONFIG_TOPIC) as c:
         c.publish(CONFIG_TOPIC, b"", retain=True)
         c.wait("the retained document is gone", lambda: c.on(CONFIG_TOPIC)[-1:] == [b""])
-    restarted = start_home_assistant(
+    stack.ha = restarted = start_home_assistant(
         stack.ha.config_dir, http_port=stack.ha.port, broker_port=stack.broker.port, fresh=False
     )
-    stack.ha = restarted
     restarted.wait_running()
     wait_until(
         "entities back after HA's birth",
