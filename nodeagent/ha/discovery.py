@@ -118,13 +118,16 @@ def component(entity: Entity, unique: str, node: str, state_topic: str, command_
 
 def value_template(entity: Entity) -> str:
     """The Jinja template that reads ``entity.path`` from the state JSON. A select shows "None" (no option)
-    when the node runs a fixed percent that is not one of the options (set from piclusterctl)."""
+    when the node runs a fixed percent that is not one of the options (set from piclusterctl); every template
+    shows "None" (unknown) for a payload that is not JSON."""
     ref = "value_json" + "".join(f"[{json.dumps(p)}]" for p in entity.path)
+    expr = ref
     if entity.platform == "select":
-        return f"{{{{ {ref} if {ref} in {json.dumps(list(entity.options))} else 'None' }}}}"
-    if entity.key == "job":
-        return f"{{{{ {ref} or 'idle' }}}}"
-    return f"{{{{ {ref} }}}}"
+        expr = f"{ref} if {ref} in {json.dumps(list(entity.options))} else 'None'"
+    elif entity.key == "job":
+        expr = f"{ref} or 'idle'"
+    # An empty payload (the retained state cleared by ``piclusterctl forget``) is not JSON: unknown, not an error.
+    return f"{{{{ ({expr}) if value_json is defined else 'None' }}}}"
 
 
 def node_document(
@@ -199,7 +202,7 @@ def template_paths(document: Mapping[str, Any]) -> list[tuple[str, ...]]:
     paths = []
     for c in document["cmps"].values():
         tpl = c.get("value_template", "")
-        match = re.match(r"\{\{ value_json((?:\[\"[^\"]*\"\])+)", tpl)
+        match = re.search(r"value_json((?:\[\"[^\"]*\"\])+)", tpl)
         if match:
             paths.append(tuple(json.loads(f"[{p}]")[0] for p in re.findall(r"\[(\"[^\"]*\")\]", match.group(1))))
     return paths

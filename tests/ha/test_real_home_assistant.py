@@ -16,7 +16,7 @@ import pytest
 
 from nodeagent.protocol import Telemetry, Topics, decode
 from scripts.localcluster import free_port
-from tests.conftest import AgentFactory, AgentProc, Mosquitto
+from tests.conftest import AgentFactory, AgentProc, Mosquitto, ctl
 from tests.ha.hass import HomeAssistant, start_home_assistant
 from tests.integration.helpers import Watcher
 from tests.integration.mqtt_collector import Collector
@@ -203,6 +203,17 @@ def test_availability_follows_the_agent_and_birth_restores_discovery(stack: Stac
         lambda: restarted.states().get(soc, {}).get("state") not in (None, "unavailable", "unknown"),
         60,
     )
+
+
+def test_forget_removes_the_device_from_home_assistant(stack: Stack) -> None:
+    states = stack.ha.states()
+    soc = by_name(states, f"{NODE} SoC temperature")["entity_id"]  # type: ignore[index]
+    assert stack.agent is not None and stack.agent.stop() == 0  # decommissioned: its agent is stopped
+    done = ctl(stack.broker, CLUSTER, "forget", NODE)
+    assert done.returncode == 0, done.stderr
+    wait_until("the device's entities gone from HA", lambda: None, lambda: soc not in stack.ha.states(), 60)
+    device = stack.ha.template(f"{{{{ device_id('{soc}') }}}}")
+    assert device in ("", "None")
 
 
 def test_home_assistant_logged_no_discovery_error_or_deprecation(stack: Stack) -> None:

@@ -52,6 +52,8 @@ def test_every_template_reads_a_field_the_state_has(t, f, restart, reboot) -> No
         assert value is None or isinstance(value, (int, float, str, bool))
     with_template = [c for c in doc["cmps"].values() if "state_topic" in c]
     assert len(template_paths(doc)) == len(with_template)
+    # A cleared (empty, not JSON) state must read as unknown in HA, not as a template error.
+    assert all("if value_json is defined else 'None'" in c["value_template"] for c in with_template)
 
 
 @given(telemetry, facts, flags, flags, st.sampled_from(["", "rack1"]))
