@@ -148,3 +148,21 @@ def test_disabled_removes_the_device(agents: AgentFactory, broker: Mosquitto, cl
         c.wait("the stale document", lambda: c.on(config_topic))
         agents.start("n1", config="[homeassistant]\nenabled = false\n")
         c.wait("an empty retained payload (HA removes the device)", lambda: c.on(config_topic)[-1:] == [b""])
+
+
+def test_a_significant_change_is_published_before_the_interval(
+    agents: AgentFactory, broker: Mosquitto, cluster: str
+) -> None:
+    topics = Topics(cluster)
+    agents.start(
+        "n1", config="[homeassistant]\nstate_interval_s = 120.0\nexpire_after_s = 0.0\nsignificant_temp_c = 50.0\n"
+    )
+    config_topic = "homeassistant/device/n1/config"
+    with Collector(broker.url, config_topic, topics.state("n1")) as c, Watcher(broker.url, cluster) as w:
+        doc = c.wait("discovery", lambda: c.last_json(config_topic))
+        c.wait("first state", lambda: c.last_json(topics.state("n1")))
+        w.wait("n1 online", lambda: w.online("n1"))
+        select = next(v for k, v in doc["cmps"].items() if k.endswith("fan_mode"))
+        c.publish(select["command_topic"], "30")
+        # Well before the 120 s interval: the fan mode is what an automation (and HA's select) waits for.
+        c.wait("a state with fan_mode 30", lambda: c.last_json(topics.state("n1"))["fan_mode"] == "30", timeout_s=15)
