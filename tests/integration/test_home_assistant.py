@@ -4,6 +4,7 @@ availability from the will, and HA's commands reaching the agent through its own
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -11,9 +12,10 @@ import pytest
 
 from nodeagent.ha.discovery import ha_command_topic, template_paths
 from nodeagent.protocol import Telemetry, Topics, decode
-from tests.conftest import AgentFactory, Mosquitto
+from tests.conftest import AgentFactory, Mosquitto, ctl
 from tests.integration.helpers import Watcher
 from tests.integration.mqtt_collector import Collector
+from tests.waits import wait_until
 
 FAST = "[homeassistant]\nstate_interval_s = 1.0\nexpire_after_s = 10.0\nresend_delay_max_s = 0.5\n"
 PAHO = ["1.6", "2.x"]
@@ -166,3 +168,23 @@ def test_a_significant_change_is_published_before_the_interval(
         c.publish(select["command_topic"], "30")
         # Well before the 120 s interval: the fan mode is what an automation (and HA's select) waits for.
         c.wait("a state with fan_mode 30", lambda: c.last_json(topics.state("n1"))["fan_mode"] == "30", timeout_s=15)
+
+
+@pytest.mark.slow
+def test_last_hpl_gflops_comes_from_a_real_run(
+    agents: AgentFactory, broker: Mosquitto, cluster: str, tmp_path: Path
+) -> None:
+    topics = Topics(cluster)
+    prom = tmp_path / "n1.prom"
+    agents.start("n1", config=FAST + f'[prometheus]\ntextfile = "{prom}"\ntextfile_interval_s = 1.0\n')
+    with Watcher(broker.url, cluster) as w:
+        w.wait("n1 online", lambda: w.online("n1"))
+    proc = ctl(broker, cluster, "run", "hpl", "--nodes", "n1", "--json", "--param", "n=800", "--param", "nb=64")
+    assert proc.returncode == 0, proc.stderr
+    gflops = json.loads(proc.stdout)["nodes"][0]["result"]["gflops"]
+    with Collector(broker.url, topics.state("n1")) as c:
+        c.wait(
+            "the state's last HPL result",
+            lambda: (c.last_json(topics.state("n1")) or {}).get("last_hpl_gflops") == round(gflops, 2),
+        )
+    wait_until("the gauge", lambda: None, lambda: f"picluster_hpl_last_gflops {gflops!r}" in prom.read_text(), 20)
