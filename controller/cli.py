@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from controller import cluster_cli, hpl_plan, jobs_cli, ops, power, report, run_kinds
 from controller.dispatch import NodeRun, new_job_id, submit_and_follow
 from controller.fleet import Fleet, NodeView, subscriptions
+from controller.forget import ForgetRefused, forget
 from controller.history import HistoryError
 from controller.select import SelectionError, select
 from controller.session import BrokerUnreachable, Session
@@ -80,7 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     pwr.add_argument("action", choices=("on", "off", "cycle"))
     pwr.add_argument("nodes", metavar="NODESET")
     pwr.add_argument("--force", action="store_true", help="off: hold the line 8 s (cut power) instead of asking")
-    for cmd in (fan, identify, policy, pwr):
+    forget = sub.add_parser("forget", help="remove a decommissioned node from the broker and Home Assistant")
+    forget.add_argument("node", metavar="NODE")
+    forget.add_argument("--force", action="store_true", help="even when the node is online")
+    forget.add_argument("--ha-prefix", default="homeassistant", metavar="PREFIX", help="HA discovery prefix")
+    for cmd in (fan, identify, policy, pwr, forget):
         _common(cmd, argparse.SUPPRESS)
     jobs_cli.add_parsers(sub, _common)
     return parser
@@ -95,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_nodes(broker, topics, as_json=bool(args.json))
         if args.command in ("fan", "identify", "policy"):
             return cmd_ops(broker, topics, args)
+        if args.command == "forget":
+            return cmd_forget(broker, topics, args)
         if args.command == "power":
             return cmd_power(broker, topics, args)
         if args.command in jobs_cli.COMMANDS:
@@ -245,6 +252,20 @@ def cmd_power(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
         why = f"{event.kind}: {event.reason}" if event is not None else f"no answer from {to}"
         print(f"{node}: power {action} (slot {slots[node]}): {why}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def cmd_forget(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
+    with Session(broker, topics.cluster, subscriptions=subscriptions(topics)) as session:
+        try:
+            done = forget(session, args.node, ha_prefix=args.ha_prefix, force=args.force)
+        except ForgetRefused as exc:
+            print(f"piclusterctl: {exc}", file=sys.stderr)
+            return 1
+    if args.json:
+        report.print_json({"node": done.node, "was": done.was, "cleared": list(done.topics)})
+    else:
+        print(f"{done.node}: forgotten (was {done.was}); cleared {len(done.topics)} retained topics")
+    return 0
 
 
 def _progress(quiet: bool) -> AbstractContextManager[Progress | None]:

@@ -7,6 +7,7 @@ logged and answered, never fatal.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -20,6 +21,7 @@ from nodeagent import __version__, sd
 from nodeagent.chassis_power import PowerBudget
 from nodeagent.config import AgentConfig, read_password
 from nodeagent.errors import ConfigError, JobRejected, ProtocolError
+from nodeagent.ha.bridge import HaBridge
 from nodeagent.hw.base import Backend, Sample
 from nodeagent.hw.events import HwEvent
 from nodeagent.hw.fan import SimFan
@@ -30,6 +32,8 @@ from nodeagent.hw.slot_lines import SlotLines, find_chip, pin_factory
 from nodeagent.jobs.kinds import KINDS
 from nodeagent.jobs.runner import DuplicateJob, Runner
 from nodeagent.link import Credentials, Link, Will
+from nodeagent.metrics.config import PrometheusConfig
+from nodeagent.metrics.exporter import MetricsExporter
 from nodeagent.mpi.cluster_kind import ClusterHplKind
 from nodeagent.mpi.launch import accept_launch, launcher_env, leader_of, member_of
 from nodeagent.outbox import Outbox
@@ -165,6 +169,25 @@ class Agent:
         if self.slot_power is not None:  # which node sits in which slot
             self.link.subscribe(self.topics.all_nodes("facts"), qos=1)
         self.link.subscribe(self.topics.all_nodes("power"), qos=1)  # the chassis's frequency cap and budget
+        # Home Assistant and Prometheus: where operators already look (nodeagent/ha, nodeagent/metrics).
+        self.last_hpl_gflops: float | None = None
+        self.ha = HaBridge(
+            cfg.homeassistant,
+            self.topics,
+            self.node,
+            self.link,
+            deliver=lambda topic, payload: self.handle_message(topic, payload, False),
+            busy=lambda: self.runner.current is not None,
+            note=lambda message: self.emit("log", message=message),
+            drives_chassis=self.chassis is not None,
+        )
+        prometheus = cfg.prometheus
+        if self.sim and prometheus.textfile == PrometheusConfig().textfile:
+            # A simulated node is not this machine's hardware: keep it out of the real node_exporter directory.
+            prometheus = replace(prometheus, textfile=str(Path(cfg.agent.state_dir) / "picluster.prom"))
+            with contextlib.suppress(OSError):
+                Path(cfg.agent.state_dir).mkdir(parents=True, exist_ok=True)
+        self.metrics = MetricsExporter(prometheus, cfg.agent.cluster)
         self._orphans = self.runner.reap_orphans()
         # udev tells about drives and PCI devices coming and going the moment it happens (real hardware only).
         self.hotplug = (
@@ -233,6 +256,7 @@ class Agent:
         if unsent := len(self.spool):
             log.warning("event=spool_unsent events=%d path=%s action='sent at the next start'", unsent, self.spool.path)
         self.spool.close()
+        self.metrics.close()
         self.safety.full()  # a stopped agent leaves the fans at full (the unit's stop hook does it after a crash)
         self.backend.close()
         log.info("event=agent_stop node=%s", self.node)
@@ -279,6 +303,8 @@ class Agent:
         for event in (*sample.events, *pcie_events):
             self.hardware_event(event)
         self.link.publish(self.topics.telemetry(self.node), encode(telemetry), qos=0, retain=True)
+        self.ha.tick(telemetry, mono, self.last_hpl_gflops)
+        self.metrics.tick(telemetry, self.facts_message, self.last_hpl_gflops, mono)
         return telemetry
 
     def budget_step(self, telemetry: Telemetry, mono: float, wall: float) -> Telemetry:
@@ -312,6 +338,8 @@ class Agent:
             elif item[0] == "hotplug":
                 self.hardware_event(item[1])
                 self.backend.rescan()
+            elif item[0] == "message" and self.ha.owns(item[1]):
+                self.ha.handle(item[1], item[2], item[3], time.monotonic())
             elif item[0] == "message":
                 self.handle_message(item[1], item[2], item[3])
             elif item[0] == "reload":
@@ -375,8 +403,24 @@ class Agent:
     # --- broker side -----------------------------------------------------------------------------------------
     def announce(self) -> None:
         """After every (re)connect: online and facts, both retained."""
+        facts = self.facts_message()
+        self.link.publish(self.topics.facts(self.node), encode(facts), qos=1, retain=True)
+        self.link.publish(self.topics.status(self.node), ONLINE, qos=1, retain=True)
+        self.ha.connected(facts)
+        for job in self._orphans:
+            self.emit(
+                "failed",
+                job,
+                reason="the agent stopped unexpectedly while this job ran; its processes "
+                "were killed when the agent restarted",
+            )
+        self._orphans = []
+
+    def facts_message(self) -> NodeFacts:
+        """What this node is, as the ``facts`` message says it (also Home Assistant's device and Prometheus's
+        node_info)."""
         f = self.node_facts
-        facts = NodeFacts(
+        return NodeFacts(
             node=self.node,
             agent_version=__version__,
             board=f.board,
@@ -397,16 +441,6 @@ class Agent:
             policy=asdict(self.cfg.policy),
             t=self.clock(),
         )
-        self.link.publish(self.topics.facts(self.node), encode(facts), qos=1, retain=True)
-        self.link.publish(self.topics.status(self.node), ONLINE, qos=1, retain=True)
-        for job in self._orphans:
-            self.emit(
-                "failed",
-                job,
-                reason="the agent stopped unexpectedly while this job ran; its processes "
-                "were killed when the agent restarted",
-            )
-        self._orphans = []
 
     def handle_message(self, topic: str, payload: bytes, retained: bool) -> None:
         parsed = self.topics.parse(topic)
@@ -615,6 +649,9 @@ class Agent:
     def emit(self, kind: str, job: str = "", **fields: Any) -> None:
         """Spool and publish one event (QoS 1). Thread-safe: the job thread calls it too; the lock keeps the
         wire order the seq order."""
+        result = fields.get("result")
+        if kind == "finished" and isinstance(result, dict) and isinstance(result.get("gflops"), (int, float)):
+            self.last_hpl_gflops = float(result["gflops"])  # a Home Assistant entity and a Prometheus gauge
         t = self.clock()
 
         def make(seq: int) -> bytes:

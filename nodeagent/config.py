@@ -18,11 +18,13 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from nodeagent.errors import ConfigError
+from nodeagent.ha.config import HomeAssistantConfig
 from nodeagent.hw.fan import FanConfig
 from nodeagent.hw.power import Ina2xx
 from nodeagent.hw.sim import SimConfig
 from nodeagent.hw.slot_lines import SlotPowerConfig
 from nodeagent.jobs.template_config import JobTemplate, validate_templates
+from nodeagent.metrics.config import PrometheusConfig
 from nodeagent.policy.config import PolicyConfig
 from nodeagent.protocol.topics import NAME_RE
 from nodeagent.typecheck import FieldError, build, check, unknown_key
@@ -206,6 +208,8 @@ class AgentConfig:
     mpi: MpiSection = field(default_factory=MpiSection)
     fan: tuple[FanConfig, ...] = ()  # [[fan]] tables; empty: the board profile's fan
     slot_power: SlotPowerConfig = field(default_factory=SlotPowerConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     source: str = "(defaults)"
 
     @property
@@ -264,6 +268,8 @@ _SECTIONS: dict[str, type] = {
     "policy": PolicyConfig,
     "slot_power": SlotPowerConfig,
     "mpi": MpiSection,
+    "homeassistant": HomeAssistantConfig,
+    "prometheus": PrometheusConfig,
 }
 
 

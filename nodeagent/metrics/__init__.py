@@ -1,0 +1,1 @@
+"""Prometheus: the node's telemetry as a node_exporter textfile and, optionally, a /metrics endpoint."""
