@@ -8,12 +8,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from controller import hpl_plan, report
+from controller import hpl_plan, jobs_cli, power, report
 from controller.cluster_run import ClusterRun, cluster_job
 from controller.dispatch import NodeRun, new_job_id
 from controller.fleet import Fleet, subscriptions
 from controller.select import select
-from controller.session import Session
 from nodeagent.config import Broker
 from nodeagent.protocol import Topics
 
@@ -48,16 +47,31 @@ def run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
     overrides = hpl_plan.parse_params(args.param)
     subs = (*subscriptions(topics), topics.all_nodes("events"))
     err = report.console(stderr=True)
-    with Session(broker, topics.cluster, subscriptions=subs) as session:
-        fleet = Fleet(topics).feed(session.snapshot())
+    with jobs_cli.Tracker(args, broker, topics, subs) as track:
+        fleet = Fleet(topics).feed(track.session.snapshot())
         nodes = select(args.nodes, fleet.nodes)
         plan = plan_for(fleet, nodes, overrides)
+        over_budget = power.budget_refusals(fleet, list(plan.nodes))
+        if over_budget and not args.force:
+            raise PlanError("power budget: " + "; ".join(over_budget) + " (select fewer nodes, or --force)")
         job = cluster_job(plan, new_job_id("hpl"), timeout_s=args.timeout, force=args.force)
+        track.started(job, list(plan.nodes), plan.to_dict(), jobs_cli.facts_of(fleet, list(plan.nodes)))
         # The plan goes to stderr before the run, --json or not (stdout stays one JSON document).
         err.print(f"job {job.id}: one HPL over {len(plan.nodes)} node(s)")
         err.print(plan_text(plan))
-        outcome = ClusterRun(session, plan, job, on_change=_line(err, bool(args.json))).run()
-    r = outcome.result
+        outcome = ClusterRun(
+            track.session, plan, job, on_change=_line(err, bool(args.json)), detach=bool(args.detach)
+        ).run()
+        if outcome.state == "detached":
+            track.detached = True
+            if args.json:
+                report.print_json({"job": job.id, "detached": True, "leader": plan.leader, "nodes": list(plan.nodes)})
+            else:
+                print(f"job {job.id} runs on; see it with: piclusterctl results {job.id}")
+            return 0
+    r = track.finished(
+        job.id, list(outcome.runs.values()), {"job": job.id, "kind": "hpl", "mode": "cluster", **outcome.result}
+    )
     if args.json:
         runs = [outcome.runs[n].to_dict() for n in plan.nodes]
         report.print_json({"job": job.id, "kind": "hpl", "mode": "cluster", "state": outcome.state, **r, "runs": runs})
@@ -70,6 +84,8 @@ def run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
             )
         else:
             out.print(f"FAILED on {outcome.node or plan.leader}: {outcome.reason}")
+        if "wall_power_avg_w" in r:
+            out.print(f"wall: {r['wall_power_avg_w']:.1f} W average, {r.get('wall_gflops_per_w') or 0:.2f} Gflops/W")
         out.print(
             f"power avg {_w(r['power_avg_w'])} peak {_w(r['power_peak_w'])}  "
             f"Gflops/W {r['gflops_per_w'] if r['gflops_per_w'] is not None else '-'}  "

@@ -86,7 +86,7 @@ class Recorder:
 
 @dataclass
 class ClusterOutcome:
-    state: str  # finished | failed
+    state: str  # finished | failed | detached
     reason: str
     node: str  # the node the failure is pinned on ("" when it passed)
     result: dict[str, Any]
@@ -108,6 +108,7 @@ class ClusterRun:
         *,
         on_change: Callable[[NodeRun], None] = lambda run: None,
         clock: Callable[[], float] = time.monotonic,
+        detach: bool = False,
     ) -> None:
         self.session = session
         self.plan = plan
@@ -118,6 +119,7 @@ class ClusterRun:
         self.recorder = Recorder(plan.nodes)
         self.recording = False
         self.started = 0.0
+        self.detach = detach  # stop following once the leader has answered (the nodes finish on their own)
 
     @property
     def members(self) -> list[str]:
@@ -150,6 +152,12 @@ class ClusterRun:
         self.follower.accept_deadline = self.clock() + ACCEPT_TIMEOUT_S
         self._submit([self.plan.leader])
         leader = runs[self.plan.leader]
+        while self.detach and leader.state == "submitted":
+            self._pump()
+            for run in self.follower.expire(self.clock()):
+                self.on_change(run)
+        if self.detach and not leader.ended:
+            return self._outcome("detached", "", "")
         while not leader.ended:
             if (bad := self._first_bad(self.members)) is not None:
                 self._release(self.plan.nodes)
@@ -228,7 +236,7 @@ class ClusterRun:
             "telemetry": self.recorder.samples,
             "started_at": self.started or None,
         }
-        if state != "finished":
+        if state not in ("finished", "detached"):
             result["failed_node"] = node
             result["reason"] = reason
         return ClusterOutcome(state, reason, node, result, self.follower.runs)

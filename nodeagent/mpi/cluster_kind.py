@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +24,17 @@ from nodeagent.jobs.kinds.hpl import render_input
 from nodeagent.jobs.kinds.hpl_kind import HplKind, _last_words, params_from
 from nodeagent.protocol.messages import Scalar
 from nodeagent.protocol.topics import NAME_RE
+
+DEFAULT_LAUNCH_AGENT = MpiSection().launch_agent
+
+
+def launch_agent(mpi: MpiSection) -> str:
+    """mpirun's remote launcher: the configured one; the default command where it is installed, else this
+    Python running the same module (a checkout or a venv, where the console script is not on PATH)."""
+    if mpi.launch_agent == DEFAULT_LAUNCH_AGENT and shutil.which(DEFAULT_LAUNCH_AGENT) is None:
+        return f"{sys.executable} -m nodeagent.mpi.launcher"
+    return mpi.launch_agent
+
 
 MEMBER_FILE = "member.json"  # written at accept: who the leader is
 LAUNCH_FILE = "launch.json"  # written when the leader's launch request is accepted: the daemon's argv
@@ -106,7 +118,7 @@ class ClusterHplKind:
             # daemon and mpirun notices a daemon's end; and let mpirun (on the leader) launch every daemon itself.
             "--leave-session-attached",
             *("--mca", "plm_rsh_no_tree_spawn", "1"),
-            *("--mca", "plm_rsh_agent", self.mpi.launch_agent if agent_mode else self.mpi.ssh),
+            *("--mca", "plm_rsh_agent", launch_agent(self.mpi) if agent_mode else self.mpi.ssh),
             *("--mca", "btl", self.mpi.btl),
         ]
         if self.mpi.if_include:
@@ -116,7 +128,7 @@ class ClusterHplKind:
         env = {"OPENBLAS_NUM_THREADS": "1", "PICLUSTER_JOB": ctx.job_id}
         if ctx.run_as_root:
             env |= {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-        launcher = (self.mpi.launch_agent if agent_mode else self.mpi.ssh).split()[0]
+        launcher = (launch_agent(self.mpi) if agent_mode else self.mpi.ssh).split()[0]
         plan = {
             "role": "leader",
             "n": hpl.n,

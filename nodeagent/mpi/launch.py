@@ -14,7 +14,7 @@ from pathlib import Path
 
 from nodeagent.config import AgentConfig, MpiSection, read_password
 from nodeagent.errors import JobRejected
-from nodeagent.mpi.cluster_kind import LAUNCH_FILE, MEMBER_FILE
+from nodeagent.mpi.cluster_kind import LAUNCH_FILE, MEMBER_FILE, launch_agent
 from nodeagent.mpi.orted import BadDaemonCommand, daemon_argv
 from nodeagent.protocol import Command, JobSpec
 
@@ -34,7 +34,7 @@ def accept_launch(cmd: Command, current_job: str | None, work_dir: Path, mpi: Mp
     if (job_dir / LAUNCH_FILE).exists():
         raise JobRejected(f"the MPI daemon of job {cmd.job_id} was already launched on this node", "job_id")
     try:
-        argv = daemon_argv(cmd.argv, rsh_agents=(mpi.launch_agent, mpi.ssh))
+        argv = daemon_argv(cmd.argv, rsh_agents=(launch_agent(mpi), mpi.ssh))
     except BadDaemonCommand as exc:
         raise JobRejected(f"launch refused: {exc}", "argv") from None
     tmp = job_dir / (LAUNCH_FILE + ".tmp")

@@ -179,7 +179,9 @@ def test_last_hpl_gflops_comes_from_a_real_run(
     agents.start("n1", config=FAST + f'[prometheus]\ntextfile = "{prom}"\ntextfile_interval_s = 1.0\n')
     with Watcher(broker.url, cluster) as w:
         w.wait("n1 online", lambda: w.online("n1"))
-    proc = ctl(broker, cluster, "run", "hpl", "--nodes", "n1", "--json", "--param", "n=800", "--param", "nb=64")
+    proc = ctl(
+        broker, cluster, "run", "hpl", "--nodes", "n1", "--per-node", "--json", "--param", "n=800", "--param", "nb=64"
+    )
     assert proc.returncode == 0, proc.stderr
     gflops = json.loads(proc.stdout)["nodes"][0]["result"]["gflops"]
     with Collector(broker.url, topics.state("n1")) as c:

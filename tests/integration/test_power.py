@@ -106,7 +106,7 @@ def test_heavy_jobs_are_admitted_by_the_budget_and_force_overrides(
         w.wait("the node's answer", lambda: any(e.terminal for e in w.events("node2", "direct1")))
         (answer,) = [e for e in w.events("node2", "direct1") if e.terminal]
         assert answer.kind == "rejected" and answer.field == "power" and "29.6 W" in answer.reason
-    proc = ctl(broker, cluster, *args[:3], "node2", *args[4:], "--force")
+    proc = ctl(broker, cluster, *args[:3], "node2", *args[4:], "--force", "--per-node")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout)["nodes"][0]["result"]
     assert result["forced"] is True and any("budget" in r for r in result["forced_reasons"])
