@@ -193,7 +193,7 @@ class Runner:
             with self._lock:
                 position = self._admit(running)
         except BaseException:
-            # Refused: forget the id, so the same job may be sent again once the node can take it.
+            # Refused: nothing of it stays here (the agent's spool remembers the id: a copy is a duplicate).
             shutil.rmtree(job_dir, ignore_errors=True)
             raise
         accepted(dict(running.prepared.plan))

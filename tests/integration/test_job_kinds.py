@@ -139,9 +139,13 @@ def test_second_heavy_job_is_refused_or_queued_and_queued_jobs_cancel(
         assert kinds_of(w, "n1", "c")[:3] == ["accepted", "queued", "started"]
         assert "started" not in kinds_of(w, "n1", "d")
         assert kinds_of(w, "n1", "a")[-1] == "cancelled"
-        # the refused id was forgotten: it may be sent again once the node is free
+        # An id is judged once: a copy of the refused job (a redelivery, a resend) never runs later behind the
+        # operator's back; a new attempt is a new job id.
         run_cmd(w, "n1", JobSpec(id="b", kind="stress", params={"duration_s": 1, "workers": 1}))
-        w.wait("b finished", lambda: event(w, "n1", "b", "finished"), timeout_s=60)
+        w.wait("b refused again", lambda: len([e for e in w.events("n1", "b") if e.kind == "rejected"]) == 2)
+        assert [e for e in w.events("n1", "b") if e.kind == "rejected"][-1].data.get("duplicate") is True
+        run_cmd(w, "n1", JobSpec(id="b2", kind="stress", params={"duration_s": 1, "workers": 1}))
+        w.wait("b2 finished", lambda: event(w, "n1", "b2", "finished"), timeout_s=60)
 
 
 def test_log_events_are_rate_limited_and_output_is_capped(
