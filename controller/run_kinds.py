@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.table import Table
 
-from controller import report
+from controller import power, report
 from controller.dispatch import NodeRun, new_job_id, submit_and_follow
 from controller.fleet import Fleet, subscriptions
 from controller.orchestrate import ROLES, PlanError, run_cluster
@@ -30,6 +30,7 @@ CLUSTER = {
     "dllama": "distributed-llama across 1, 2, 4, 8 ... nodes: dllama worker, then dllama inference on the root",
 }
 KNOWN = ("hpl", *SINGLE, *CLUSTER, "template")
+HEAVY_KINDS = (*SINGLE, *CLUSTER)  # checked against the chassis power budget; templates are judged by the node
 
 
 def rewrite(argv: Sequence[str]) -> list[str]:
@@ -92,6 +93,9 @@ def cmd_run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
         offline = [NodeRun(n, state="offline", reason="the node is offline") for n in selected if n not in online]
         err = report.console(stderr=True)
         on_change = (lambda run: None) if args.json else (lambda run: err.print(report.run_line(run)))
+        over_budget = power.budget_refusals(fleet, online) if kind in HEAVY_KINDS else []
+        if over_budget and not args.force:
+            raise PlanError("power budget: " + "; ".join(over_budget) + " (select fewer nodes, or --force)")
         if kind in ROLES:
             return _cluster(session, kind, online, offline, params, args, on_change)
         job = JobSpec(

@@ -37,6 +37,7 @@ from nodeagent.metrics.exporter import MetricsExporter
 from nodeagent.mpi.cluster_kind import ClusterHplKind
 from nodeagent.mpi.launch import accept_launch, launcher_env, leader_of, member_of
 from nodeagent.outbox import Outbox
+from nodeagent.policy import Admission
 from nodeagent.protocol import (
     OFFLINE,
     ONLINE,
@@ -483,7 +484,8 @@ class Agent:
             self._duplicate(job.id)
             return
         gate = self.safety.admit(self.last_sample, force=job.force)
-        budget = self.power.admit(force=job.force)
+        light = any(t.name == job.kind and not t.heavy for t in self.cfg.jobs.template)
+        budget = Admission(admitted=True) if light else self.power.admit(force=job.force)
         for answer, what in ((gate, "health"), (budget, "power")):
             if not answer.admitted:
                 label = "health gate" if what == "health" else "power budget"
