@@ -99,6 +99,8 @@ def test_heavy_jobs_are_admitted_by_the_budget_and_force_overrides(
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "power budget: chassis of node1:" in proc.stderr and "25 W budget" in proc.stderr
     assert "--force" in proc.stderr
+    stress = ctl(broker, cluster, "run", "stress", "--nodes", "node[2-3]", "--set", "duration_s=5")
+    assert stress.returncode == 2 and "power budget: chassis of node1:" in stress.stderr  # every heavy kind
     # A node judges for itself too (a job sent by anything but piclusterctl): rejected with field "power".
     with Watcher(broker.url, cluster) as w:
         job = JobSpec(id="direct1", kind="hpl", params={"n": 400, "nb": 64, "p": 1, "q": 1})
