@@ -32,6 +32,7 @@ from nodeagent.protocol import Event, JobSpec, Topics, decode
 COMMANDS = ("jobs", "results", "report", "cancel")
 CANCEL_WAIT_S = 15.0  # the agent's kill grace is 5 s; a loaded node needs a little more
 DRAIN_S = 5.0
+SETTLE_S = 5.0  # the recorder trails the run's own session by a few ms; the broker keeps the rest for next time
 
 
 class JobsUsageError(ValueError):
@@ -106,20 +107,14 @@ def _owner_lock(path: Path) -> Iterator[bool]:
 
 
 @contextlib.contextmanager
-def recording_session(
-    args: argparse.Namespace,
-    broker: Broker,
-    topics: Topics,
-    subscriptions: tuple[str, ...],
-    history: History,
-    meter: WallMeter | None = None,
-) -> Iterator[Session]:
-    """A session whose job events land in ``history`` before they are acknowledged: the operator's persistent
-    session when no other piclusterctl holds it, a throw-away one otherwise."""
-    subs = tuple(dict.fromkeys((*subscriptions, topics.all_nodes("events"), *([meter.topic] if meter else []))))
-    taps: list[Any] = [lambda topic, payload: history.record_message(topics, topic, payload)]
-    if meter is not None:
-        taps.append(meter.tap)
+def recording_session(args: argparse.Namespace, broker: Broker, topics: Topics, history: History) -> Iterator[Session]:
+    """A session subscribed to every node's events, which land in ``history`` before they are acknowledged: the
+    operator's persistent session when no other piclusterctl holds it, a throw-away one otherwise.
+
+    It subscribes to events only, ever: the broker keeps a persistent session's subscriptions and queues what
+    they match while piclusterctl is away, and retained fleet messages must not fill that queue."""
+    subs = (topics.all_nodes("events"),)
+    taps = (lambda topic, payload: history.record_message(topics, topic, payload),)
     with _owner_lock(history.path) as owner:
         client_id = (
             (getattr(args, "client_id", None) or os.environ.get("PICLUSTER_CLIENT_ID") or persistent_client_id(
@@ -128,7 +123,7 @@ def recording_session(
             else ""
         )  # fmt: skip
         with Session(
-            broker, topics.cluster, subscriptions=subs, client_id=client_id, clean=not owner, taps=tuple(taps)
+            broker, topics.cluster, subscriptions=subs, client_id=client_id, clean=not owner, taps=taps
         ) as session:
             yield session
 
@@ -147,7 +142,10 @@ def facts_of(fleet: Fleet, nodes: list[str]) -> dict[str, dict[str, Any]]:
 
 
 class Tracker:
-    """What ``run`` adds around a job: the history record, the persistent session, the wall meter."""
+    """What ``run`` adds around a job: the history record, the persistent session, the wall meter.
+
+    ``session`` is the run's own throw-away session (fleet, events, the plug); a second connection, the
+    recorder, is the persistent session that stores every event in the history."""
 
     def __init__(
         self, args: argparse.Namespace, broker: Broker, topics: Topics, subscriptions: tuple[str, ...]
@@ -157,23 +155,33 @@ class Tracker:
         self.history = History(history_path(args))
         topic = getattr(args, "power_topic", None) or os.environ.get("PICLUSTER_POWER_TOPIC", "")
         self.meter = WallMeter(topic) if topic else None
-        self._cm = recording_session(args, broker, topics, subscriptions, self.history, self.meter)
+        self._stack = contextlib.ExitStack()
+        self._recorder = recording_session(args, broker, topics, self.history)
+        subs = (*subscriptions, *([self.meter.topic] if self.meter else ()))
+        taps = (self.meter.tap,) if self.meter else ()
+        self._session = Session(broker, topics.cluster, subscriptions=subs, taps=taps)
         self.session: Session
         self.submitted = 0.0
         self.detached = False
 
     def __enter__(self) -> Tracker:
         try:
-            self.session = self._cm.__enter__()
+            self._stack.enter_context(self._recorder)  # first: subscribed before the job is submitted
+            self.session = self._stack.enter_context(self._session)
         except BaseException:
+            self._stack.close()
             self.history.close()
             raise
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._cm.__exit__(*exc)  # paho's thread is gone after this: nothing writes to the history any more
         if exc[0] is not None or self.detached:
-            self.history.close()  # otherwise finished() still needs it
+            self._close()
+        # else the recorder stays connected until finished() has seen it store the verdicts the run saw
+
+    def _close(self) -> None:
+        self._stack.close()  # paho's threads are gone after this: nothing writes to the history any more
+        self.history.close()
 
     def started(self, job: JobSpec, nodes: list[str], plan: dict[str, Any], facts: dict[str, Any]) -> None:
         self.submitted = time.time()
@@ -200,6 +208,24 @@ class Tracker:
 
     def finished(self, job_id: str, runs: list[NodeRun], summary: dict[str, Any]) -> dict[str, Any]:
         """Store the controller's own endings and the job's summary, with the wall power of the run added."""
+        try:
+            self._settle(job_id, runs)
+            return self._finish(job_id, runs, summary)
+        finally:
+            self._close()
+
+    def _settle(self, job_id: str, runs: list[NodeRun]) -> None:
+        """Wait (briefly) until the recorder, a connection of its own, has stored the verdicts the run saw."""
+        want = {r.node: r.state for r in runs if r.state in ("finished", "failed", "rejected", "cancelled")}
+        deadline = time.monotonic() + SETTLE_S
+        while time.monotonic() < deadline:
+            job = self.history.job(job_id)
+            stored = {r.node: r.state for r in job.runs} if job else {}
+            if all(stored.get(node) == state for node, state in want.items()):
+                return
+            time.sleep(0.05)
+
+    def _finish(self, job_id: str, runs: list[NodeRun], summary: dict[str, Any]) -> dict[str, Any]:
         self._endings(job_id, runs)
         if self.meter is not None:
             starts = [e["t"] for e in self.history.events(job_id) if e["kind"] == "started"]
@@ -214,7 +240,6 @@ class Tracker:
         self.history.set_result(
             job_id, {k: v for k, v in summary.items() if k != "job" and not (k == "nodes" and per_node)}
         )
-        self.history.close()
         return summary
 
     def _endings(self, job_id: str, runs: Any) -> None:
@@ -251,7 +276,7 @@ def main(args: argparse.Namespace, broker: Broker, topics: Topics) -> int:
 def drain(args: argparse.Namespace, broker: Broker, topics: Topics, history: History) -> None:
     """Take in what the broker queued for the persistent session while no piclusterctl ran."""
     try:
-        with recording_session(args, broker, topics, (), history) as session:
+        with recording_session(args, broker, topics, history) as session:
             for _ in session.snapshot(DRAIN_S):
                 pass  # the tap has stored them; the marker says the queue is empty
     except BrokerUnreachable as exc:
@@ -339,7 +364,7 @@ def cmd_cancel(args: argparse.Namespace, broker: Broker, topics: Topics, history
         if not nodes:
             print(f"job {args.job} has ended on every node ({job.state}); nothing to cancel", file=sys.stderr)
             return 0
-    with recording_session(args, broker, topics, (), history) as session:
+    with recording_session(args, broker, topics, history) as session:
         cancel(session, args.job, nodes)
         answers = _cancel_answers(session, topics, args.job, nodes)
     return _print_answers(answers, nodes, sys.stdout)

@@ -49,6 +49,19 @@ class Mosquitto:
         self.start()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """piclusterctl processes started by tests keep their job history under a temporary XDG_DATA_HOME, never in
+    the home directory of whoever runs the suite."""
+    old = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = old
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     if shutil.which("mosquitto") is None:
