@@ -32,6 +32,7 @@ from nodeagent.jobs.kind import JobContext, JobKind, Prepared
 from nodeagent.jobs.kinds import KINDS
 from nodeagent.jobs.kinds.template import TemplateKind
 from nodeagent.jobs.loglimit import LogLimiter
+from nodeagent.jobs.output import OutputPump
 from nodeagent.jobs.scope import scope_argv, systemd_running
 from nodeagent.protocol.messages import JobSpec
 
@@ -334,7 +335,7 @@ class Runner:
     def _run(self, running: _Running, user: str) -> None:
         spec, ctx = running.spec, running.ctx
         out_path = ctx.work_dir / "output.log"
-        pump = _Pump(self.cfg.max_output_kb * 1024, LogLimiter(self.cfg.log_lines_per_s), self._log_event(spec.id))
+        pump = OutputPump(self.cfg.max_output_kb * 1024, LogLimiter(self.cfg.log_lines_per_s), self._log_event(spec.id))
         kept = 0
         try:
             if running.heavy:  # light jobs leave the governor and the fan boost to the heavy one
@@ -488,42 +489,6 @@ class Runner:
             return
         for old in dirs[: max(0, len(dirs) - self.cfg.keep_jobs)]:
             shutil.rmtree(old, ignore_errors=True)
-
-
-class _Pump:
-    """Copies a job's output: the first ``limit`` bytes to output.log, the last lines in memory (for progress and
-    for parsers when the middle was dropped), and lines as rate-limited log events."""
-
-    def __init__(self, limit: int, limiter: LogLimiter, publish: Callable[[str], None]) -> None:
-        self.limit = limit
-        self.limiter = limiter
-        self.publish = publish
-        self.tail: collections.deque[str] = collections.deque(maxlen=200)
-        self.written = 0
-        self.dropped = 0
-
-    def run(self, stream: Any, out: Any) -> None:
-        assert stream is not None
-        for raw in stream:
-            line = raw.decode(errors="replace")
-            self.tail.append(line)
-            if self.written < self.limit:
-                out.write(raw[: self.limit - self.written])
-                out.flush()
-            self.dropped += max(0, len(raw) - max(0, self.limit - self.written))
-            self.written += len(raw)
-            for message in self.limiter.offer(line, time.monotonic()):
-                self.publish(message)
-
-    def finish(self) -> None:
-        for message in self.limiter.flush():
-            self.publish(message)
-
-    def output(self, head: str) -> str:
-        """What the kind parses: everything, or the kept head and the last lines when the middle was dropped."""
-        if not self.dropped:
-            return head
-        return f"{head}\n[picluster: {self.dropped} bytes of output not kept]\n{''.join(self.tail)}"
 
 
 def _user_ids(user: str) -> tuple[int | None, int | None]:

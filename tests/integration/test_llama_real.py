@@ -103,3 +103,17 @@ def test_dllama_count_is_refused_before_anything_starts(agents: AgentFactory, br
         assert "distributed-llama runs on 1, 2, 4, 8 ... nodes (a power of two), not 3; use 2" in proc.stderr
         w.pump(0.5)
         assert w.events() == []  # no node was asked to do anything
+
+
+def test_a_worker_that_cannot_start_means_no_leader_run(agents: AgentFactory, broker: Mosquitto, cluster: str) -> None:
+    agents.start("n1", config='kinds = ["llama-rpc"]\n')
+    agents.start("n2", config='kinds = ["llama-rpc"]\nrpc_server = "/nonexistent/rpc-server"\n')
+    with Watcher(broker.url, cluster) as w:
+        w.wait("online", lambda: w.online("n1", "n2"))
+        proc = ctl(broker, cluster, "run", "llama-rpc", "--nodes", "n[1-2]", "--set", "model=/m.gguf", "--json")
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        leader, worker = json.loads(proc.stdout)["nodes"]
+        assert worker["state"] == "rejected" and "/nonexistent/rpc-server not found on this node" in worker["reason"]
+        assert leader["state"] == "not-started" and leader["reason"].startswith("workers not ready: n2 rejected")
+        w.pump(0.5)
+        assert w.events("n1") == []  # the leader was never asked

@@ -166,3 +166,22 @@ def test_dllama_round_trip(
     assert (r.batches, r.prompt_tokens, r.gen_tokens) == (batches, p_tok, g_tok)
     assert r.prompt_tps == pytest.approx(p_tps, abs=0.006) and r.gen_tps == pytest.approx(g_tps, abs=0.006)
     assert r.gen_ms_per_token == pytest.approx(g_ms, abs=0.006)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "rpc"])
+def test_llama_bench_recorded_markdown_and_json_agree(backend: str) -> None:
+    md = parse_llama_bench(read(f"llama-bench_0.3.36_tiny_{backend}.md.txt"))
+    js = parse_llama_bench(read(f"llama-bench_0.3.36_tiny_{backend}.json.txt"))
+    assert [(r.n_prompt, r.n_gen) for r in md.rows] == [(r.n_prompt, r.n_gen) for r in js.rows]
+    assert md.rows[0].test == js.rows[0].test == "pp64" and md.rows[1].test == "tg16"
+    assert md.build == js.build == "unknown (0)"
+    assert {r.backend for r in md.rows} == {r.backend for r in js.rows} == {backend.upper()}
+    assert md.pp_ts and md.tg_ts and js.pp_ts and js.tg_ts  # separate runs: the figures differ, both are there
+
+
+def test_llama_bench_recorded_jsonl_with_a_pp_tg_test() -> None:
+    result = parse_llama_bench(read("llama-bench_0.3.36_tiny_cpu.jsonl.txt"))
+    assert [r.test for r in result.rows] == ["pp64", "tg16", "pp64+tg16"]
+    md = parse_llama_bench(read("llama-bench_0.3.36_tiny_cpu.md.txt"))
+    assert [r.test for r in md.rows] == ["pp64", "tg16", "pp64+tg16"]
+    assert result.pp_ts is not None and result.pp_ts > 0 and result.tg_ts is not None and result.tg_ts > 0
