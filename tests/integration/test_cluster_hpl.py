@@ -25,8 +25,8 @@ def wait_online(broker: Mosquitto, cluster: str, *nodes: str) -> None:
 
 
 def test_one_hpl_over_two_nodes_launched_by_the_agents(agents: AgentFactory, broker: Mosquitto, cluster: str) -> None:
-    for node in ("node1", "node2"):
-        agents.start(node, config=LAUNCHER)
+    for node, paho in (("node1", "2.x"), ("node2", "1.6")):  # the leader's launcher inherits its paho
+        agents.start(node, paho=paho, config=LAUNCHER)
     wait_online(broker, cluster, "node1", "node2")
 
     proc = ctl(broker, cluster, "run", "hpl", "--nodes", "node[1-2]", "--json", "--param", "n=1200", "--param", "nb=96")
