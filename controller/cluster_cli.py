@@ -38,8 +38,7 @@ def plan_for(fleet: Fleet, nodes: list[str], overrides: dict[str, Any]) -> hpl_p
 def plan_text(plan: hpl_plan.ClusterPlan) -> str:
     return (
         f"plan: N={plan.n} NB={plan.nb} grid {plan.p} x {plan.q} = {plan.ranks} rank(s) over {len(plan.nodes)} "
-        f"node(s) ({plan.ranks_per_node} per node); N sized by {plan.smallest_node}'s memory "
-        f"(mem_fraction {plan.mem_fraction:g}); leader {plan.leader} runs mpirun"
+        f"node(s) ({plan.ranks_per_node} per node); N from {plan.n_from}; leader {plan.leader} runs mpirun"
     )
 
 

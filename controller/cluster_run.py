@@ -23,6 +23,9 @@ from nodeagent.protocol import Command, JobSpec, Telemetry, decode, encode
 
 MEMBERS_READY_S = 30.0  # members must be holding for the job by then
 RELEASE_S = 20.0  # after the leader's verdict, members still running are cancelled after this long
+BLAME_GRACE_S = 2.0  # after a failed leader, how long a member's will may lag behind it
+# How long a cancelled node may take to confirm: the runner gives a job 5 s to stop before SIGKILL.
+RELEASE_WAIT_S = 12.0
 MAX_SAMPLES = 3600  # telemetry samples kept per node in the result
 CURRENT_THROTTLE_BITS = 0xF  # under-voltage, frequency capped, throttled, soft temperature limit (now)
 
@@ -120,6 +123,7 @@ class ClusterRun:
         self.recording = False
         self.started = 0.0
         self.detach = detach  # stop following once the leader has answered (the nodes finish on their own)
+        self.submitted: set[str] = set()
 
     @property
     def members(self) -> list[str]:
@@ -165,20 +169,30 @@ class ClusterRun:
             self._pump()
             for run in self.follower.expire(self.clock()):
                 self.on_change(run)
+        if leader.state != "finished" or not leader.passed:
+            node = self._culprit()
+            self._release(self.plan.nodes)
+            return self._outcome("failed", _why(runs[node]), node)
         ended_at = self.clock()
         while not all(runs[m].ended for m in self.members) and self.clock() - ended_at < RELEASE_S:
-            if leader.state != "finished":
-                break  # the leader failed: release the members now
             self._pump()
         self._release([m for m in self.members if not runs[m].ended])
-        if leader.state != "finished" or not leader.passed:
-            bad = self._first_bad(self.members)
-            node = bad if bad is not None else self.plan.leader
-            return self._outcome("failed", _why(runs[node]), node)
         return self._outcome("finished", "", "")
+
+    def _culprit(self) -> str:
+        """Whom a failed run is pinned on. mpirun fails when a member's daemon dies, and the member's will may
+        arrive a moment after the leader's verdict: give it BLAME_GRACE_S. A member that failed only after the
+        leader did was taken down by it (mpirun stops every daemon when it fails), so it is not the cause."""
+        runs = self.follower.runs
+        deadline = self.clock() + BLAME_GRACE_S
+        while self.clock() < deadline and not any(runs[m].state == "offline" for m in self.members):
+            self._pump()
+        offline = [m for m in self.members if runs[m].state == "offline"]
+        return offline[0] if offline else self.plan.leader
 
     # --- helpers ---------------------------------------------------------------------------------------------
     def _submit(self, nodes: list[str]) -> None:
+        self.submitted.update(nodes)
         cmd = Command(
             id=self.job.id, cmd="run", nodes=tuple(nodes), job=self.job, sender=self.session.client_id, t=time.time()
         )
@@ -209,9 +223,15 @@ class ClusterRun:
         return None
 
     def _release(self, nodes: list[str] | tuple[str, ...]) -> None:
-        """Cancel the job wherever it may still hold a node (a late accept after no-answer included)."""
+        """Cancel the job wherever it may still hold a node (a late accept after no-answer included), and wait
+        until the nodes still in it confirm, so that they take the next job the moment the command returns."""
+        runs = self.follower.runs
         done = ("finished", "failed", "cancelled", "rejected")
-        cancel(self.session, self.job.id, [n for n in nodes if self.follower.runs[n].state not in done])
+        nodes = [n for n in nodes if n in self.submitted]  # the leader is not asked before the members are ready
+        cancel(self.session, self.job.id, [n for n in nodes if runs[n].state not in done])
+        deadline = self.clock() + RELEASE_WAIT_S
+        while any(not runs[n].ended for n in nodes) and self.clock() < deadline:
+            self._pump()
 
     def _outcome(self, state: str, reason: str, node: str) -> ClusterOutcome:
         leader = self.follower.runs[self.plan.leader]

@@ -201,8 +201,9 @@ class ClusterPlan:
     nodes: tuple[str, ...]
     ranks_per_node: int
     leader: str
-    smallest_node: str  # the node whose memory sized N
+    smallest_node: str  # the node with the least memory
     mem_fraction: float
+    n_from: str = ""  # where N came from, for the operator
 
     @property
     def ranks(self) -> int:
@@ -239,10 +240,11 @@ def plan_cluster(sizes: Sequence[NodeSize], overrides: Mapping[str, float | int]
     nb = int(overrides.get("nb", SIM_NB if sim else min(nb_for_cpu(s.cpu) for s in sizes)))
     per_node = int(overrides.get("ranks_per_node", SIM_RANKS if sim else min(s.cores for s in sizes)))
     fraction = float(overrides.get("mem_fraction", DEFAULT_MEM_FRACTION))
+    n_from = f"{smallest.name}'s memory (mem_fraction {fraction:g})"
     if "n" in overrides:
-        n = int(overrides["n"])
+        n, n_from = int(overrides["n"]), "--param n"
     elif sim and "mem_fraction" not in overrides:
-        n = SIM_N // nb * nb
+        n, n_from = SIM_N // nb * nb, "the simulated nodes' small default"
     else:
         matrix_bytes = int(smallest.memory_mb * 1024 * 1024 * fraction) * len(sizes)
         n = math.isqrt(matrix_bytes // _BYTES_PER_DOUBLE) // nb * nb
@@ -267,4 +269,5 @@ def plan_cluster(sizes: Sequence[NodeSize], overrides: Mapping[str, float | int]
         leader=sizes[0].name,
         smallest_node=smallest.name,
         mem_fraction=fraction,
+        n_from=n_from,
     )

@@ -121,6 +121,10 @@ class ClusterHplKind:
             *("--mca", "plm_rsh_agent", launch_agent(self.mpi) if agent_mode else self.mpi.ssh),
             *("--mca", "btl", self.mpi.btl),
         ]
+        if ctx.sim:
+            # Simulated nodes share one machine, so every node's ranks share its cores: a rank waiting for a
+            # message must give its core away instead of spinning on it (Open MPI cannot see the sharing).
+            argv += ["--mca", "mpi_yield_when_idle", "1"]
         if self.mpi.if_include:
             argv += ["--mca", "oob_tcp_if_include", self.mpi.if_include]
             argv += ["--mca", "btl_tcp_if_include", self.mpi.if_include]

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from nodeagent.jobs.runner import _signal_session
 from nodeagent.protocol import Command, JobSpec, encode
-from tests.conftest import AgentFactory, Mosquitto, ctl
+from tests.conftest import AgentFactory, Mosquitto, ctl, paho_env
 from tests.integration.helpers import Watcher
 
 pytestmark = pytest.mark.slow
 
+CTL = [sys.executable, "-m", "controller.cli"]
 LAUNCHER = f'[mpi]\nlaunch_agent = "{sys.executable} -m nodeagent.mpi.launcher"\n'
 
 
@@ -25,8 +29,8 @@ def wait_online(broker: Mosquitto, cluster: str, *nodes: str) -> None:
 
 
 def test_one_hpl_over_two_nodes_launched_by_the_agents(agents: AgentFactory, broker: Mosquitto, cluster: str) -> None:
-    for node in ("node1", "node2"):
-        agents.start(node, config=LAUNCHER)
+    for node, paho in (("node1", "2.x"), ("node2", "1.6")):  # the leader's launcher inherits its paho
+        agents.start(node, paho=paho, config=LAUNCHER)
     wait_online(broker, cluster, "node1", "node2")
 
     proc = ctl(broker, cluster, "run", "hpl", "--nodes", "node[1-2]", "--json", "--param", "n=1200", "--param", "nb=96")
@@ -94,3 +98,29 @@ def test_a_member_lets_go_when_its_leaders_will_fires(agents: AgentFactory, brok
             "the member released", lambda: [e for e in w.events("node2", "j-orphan") if e.kind == "cancelled"], 30
         )
     assert cancelled[0].reason == "the job's leader node1 went offline"
+
+
+def test_the_leader_dying_fails_the_job_naming_it(agents: AgentFactory, broker: Mosquitto, cluster: str) -> None:
+    leader = agents.start("node1", config=LAUNCHER)
+    agents.start("node2", config=LAUNCHER)
+    wait_online(broker, cluster, "node1", "node2")
+    argv = [*CTL, "--broker", broker.url, "--cluster", cluster, "run", "hpl", "--nodes", "node[1-2]", "--json"]
+    argv += ["--param", "n=6000", "--param", "nb=128"]
+    with Watcher(broker.url, cluster) as w:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=paho_env(None))
+        try:
+            started = w.wait("the leader's mpirun", lambda: [e for e in w.events("node1") if e.kind == "started"], 60)
+            killed = time.monotonic()
+            leader.stop(signal.SIGKILL)
+            _signal_session(started[0].data["pid"], signal.SIGKILL)  # no cgroup here: the node's processes too
+            stdout, stderr = proc.communicate(timeout=60)
+            took = time.monotonic() - killed
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        w.wait("node2 released", lambda: any(e.kind == "cancelled" for e in w.events("node2", started[0].job)), 30)
+    out = json.loads(stdout)
+    assert proc.returncode == 1, stderr
+    assert out["state"] == "failed" and out["failed_node"] == "node1" and "node1 offline" in out["reason"]
+    assert took < 30

@@ -73,7 +73,9 @@ def _spool(tmp_path: Path, node: str) -> list[str]:
 
 
 def _detach(url: str, cluster: str, history: Path, paho: str | None = None) -> str:
-    proc = run_ctl(url, cluster, history, "run", "hpl", "--per-node", "--nodes", "n1", "--detach", "--json", *LONG, paho=paho)
+    proc = run_ctl(
+        url, cluster, history, "run", "hpl", "--per-node", "--nodes", "n1", "--detach", "--json", *LONG, paho=paho
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
     assert out["detached"] and [n["state"] for n in out["nodes"]] == ["accepted"]
@@ -105,7 +107,9 @@ def test_broker_killed_during_a_job_loses_nothing_and_stores_each_event_once(
     agent = pagents.start("n1", paho=paho, config=FAST_RECONNECT)
     _online(pbroker.url, cluster, "n1")
     history = tmp_path / "history.sqlite3"
-    ctl = start_ctl(pbroker.url, cluster, history, "run", "hpl", "--per-node", "--nodes", "n1", "--json", *LONG, paho=paho)
+    ctl = start_ctl(
+        pbroker.url, cluster, history, "run", "hpl", "--per-node", "--nodes", "n1", "--json", *LONG, paho=paho
+    )
     try:
         job = wait_for("the job to run", lambda: (j := newest_job(history)) and j.runs[0].state == "running" and j)
         pbroker.wait_saved()  # the controller's persistent session is on disk, as it is after any autosave

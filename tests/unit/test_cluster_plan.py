@@ -27,7 +27,7 @@ def test_eight_cm5_nodes_use_all_32_ranks_in_a_4_x_8_grid() -> None:
 
 def test_the_smallest_node_sizes_n_on_a_mixed_cluster() -> None:
     plan = plan_cluster([cm5("big", 16215), cm5("small", 4045), cm5("mid", 8053)], {})
-    assert plan.smallest_node == "small"
+    assert plan.smallest_node == "small" and plan.n_from == "small's memory (mem_fraction 0.675)"
     per_node_bytes = plan.n**2 * 8 / 3
     assert per_node_bytes <= 4045 * MIB * DEFAULT_MEM_FRACTION  # fits the small node's share
     assert plan.n % 256 == 0
