@@ -9,26 +9,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.history import History, JobRecord
-from scripts.localcluster import free_port, stop, wait_port
-from tests.conftest import REPO, paho_env
+from scripts.localcluster import stop, wait_port
+from tests.conftest import REPO, Mosquitto, paho_env
 
 
-@dataclass
-class PersistentBroker:
+class PersistentBroker(Mosquitto):
     """Mosquitto saving its state to ``workdir/mosquitto.db`` every second (``autosave_interval 1``), so a
     SIGKILL loses at most the last second, as a crash of a production broker loses at most its interval."""
-
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         conf = self.workdir / "mosquitto.conf"
@@ -50,12 +40,6 @@ class PersistentBroker:
         """SIGKILL: no goodbye, no final save."""
         if self.proc is not None:
             stop(self.proc, signal.SIGKILL)
-        self.proc = None
-
-    def stop(self) -> None:
-        """SIGTERM: Mosquitto saves its state and exits."""
-        if self.proc is not None:
-            stop(self.proc, timeout_s=10)
         self.proc = None
 
     def wait_saved(self) -> None:

@@ -154,11 +154,34 @@ def _worker_ready(prepared: Prepared) -> dict[str, Any] | None:
     return {"address": f"{prepared.plan['host']}:{port}", "port": port}
 
 
-class LlamaRpcKind:
+class _WorkerRoles:
+    """What the two cluster kinds share: a ``role=worker`` serves until it is stopped, reports ``ready`` once its
+    port listens, and a worker that stops on its own is a failure; the other role's result is the kind's own."""
+
+    name = ""
+    worker_program = ""
+
+    def ready(self, ctx: JobContext, prepared: Prepared) -> dict[str, Any] | None:
+        return _worker_ready(prepared) if prepared.plan.get("role") == "worker" else None
+
+    def progress(self, ctx: JobContext, output_tail: str) -> Progress | None:
+        return None
+
+    def result(self, ctx: JobContext, prepared: Prepared, output: str, returncode: int) -> dict[str, Any]:
+        if prepared.plan.get("role") == "worker":
+            raise JobFailed(f"{self.worker_program} stopped on its own (status {returncode}): {_last_line(output)}")
+        return self.lead_result(ctx, prepared, output, returncode)
+
+    def lead_result(self, ctx: JobContext, prepared: Prepared, output: str, returncode: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class LlamaRpcKind(_WorkerRoles):
     """llama.cpp across nodes: ``role=worker`` serves rpc-server until stopped; ``role=leader`` runs llama-bench
     with ``--rpc`` and the workers' addresses."""
 
     name = "llama-rpc"
+    worker_program = "rpc-server"
 
     def prepare(self, params: Mapping[str, Scalar], ctx: JobContext) -> Prepared:
         role = params.get("role")
@@ -178,23 +201,16 @@ class LlamaRpcKind:
         plan = {"role": "leader", "rpc": values["rpc"], "model": values["model"]}
         return Prepared(argv=tuple(argv), plan=plan, stdout_name=BENCH_JSON, install_hint=LLAMA_HINT)
 
-    def ready(self, ctx: JobContext, prepared: Prepared) -> dict[str, Any] | None:
-        return _worker_ready(prepared) if prepared.plan.get("role") == "worker" else None
-
-    def progress(self, ctx: JobContext, output_tail: str) -> Progress | None:
-        return None
-
-    def result(self, ctx: JobContext, prepared: Prepared, output: str, returncode: int) -> dict[str, Any]:
-        if prepared.plan.get("role") == "worker":
-            raise JobFailed(f"rpc-server stopped on its own (status {returncode}): {_last_line(output)}")
+    def lead_result(self, ctx: JobContext, prepared: Prepared, output: str, returncode: int) -> dict[str, Any]:
         return _bench_result(ctx, output, returncode)
 
 
-class DllamaKind:
+class DllamaKind(_WorkerRoles):
     """distributed-llama: ``role=worker`` serves ``dllama worker`` until stopped; ``role=root`` runs ``dllama
     inference`` with the workers and reports prompt (Evaluation) and generation (Prediction) tokens/s."""
 
     name = "dllama"
+    worker_program = "dllama worker"
 
     def prepare(self, params: Mapping[str, Scalar], ctx: JobContext) -> Prepared:
         role = params.get("role")
@@ -235,15 +251,7 @@ class DllamaKind:
         plan = {"role": "root", "nodes": 1 + len(workers), "workers": workers, "kv_heads": kv_heads}
         return Prepared(argv=tuple(argv), plan=plan, install_hint=DLLAMA_HINT)
 
-    def ready(self, ctx: JobContext, prepared: Prepared) -> dict[str, Any] | None:
-        return _worker_ready(prepared) if prepared.plan.get("role") == "worker" else None
-
-    def progress(self, ctx: JobContext, output_tail: str) -> Progress | None:
-        return None
-
-    def result(self, ctx: JobContext, prepared: Prepared, output: str, returncode: int) -> dict[str, Any]:
-        if prepared.plan.get("role") == "worker":
-            raise JobFailed(f"dllama worker stopped on its own (status {returncode}): {_last_line(output)}")
+    def lead_result(self, ctx: JobContext, prepared: Prepared, output: str, returncode: int) -> dict[str, Any]:
         if returncode != 0:
             raise JobFailed(f"dllama exited with status {returncode}: {_last_line(output)}")
         return {"passed": True, **parse_dllama(output).to_dict(), "nodes": prepared.plan["nodes"]}
