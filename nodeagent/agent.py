@@ -311,7 +311,8 @@ class Agent:
     def budget_step(self, telemetry: Telemetry, mono: float, wall: float) -> Telemetry:
         """The power budget's tick: the driver decides and publishes, every node applies the cap; slot 1's
         automatic power-cycle."""
-        decision = self.power.decide(telemetry, mono, wall)
+        others = self.chassis.readings(mono) if self.chassis is not None else {}
+        decision = self.power.decide(telemetry, others, mono, wall)
         if decision is not None:
             self.power.received(decision)
             self.link.publish(self.topics.power(self.node), encode(decision), qos=1, retain=True)
@@ -598,8 +599,6 @@ class Agent:
                 self.slot_power.facts(node, msg.slot)
         elif self.chassis is not None:
             self.chassis.telemetry(node, msg, retained=retained, now=now, wall=self.clock())
-            # A retained reading counts from when it was sent: the budget treats an old one as silent.
-            self.power.reading(node, msg, now - (max(0.0, self.clock() - msg.t) if retained else 0.0))
 
     def _prepare_node(self) -> None:
         """Before a job (job thread): full clock and the fan boost; undone by _restore_node however it ends."""

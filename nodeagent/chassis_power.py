@@ -11,7 +11,7 @@ measured stays where it was last safe.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,6 @@ class PowerBudget:
         self.emit = emit
         self.ladder = backend.freq_ladder_khz()
         self.state = PowerState()
-        self.readings: dict[str, NodeReading] = {}  # driver: the other nodes' latest reports
         self.decisions: dict[str, ChassisPower] = {}  # every node: the latest decision of each driver
         self.applied_khz: int | None = None
         self._published: tuple[Any, ...] | None = None
@@ -70,19 +69,13 @@ class PowerBudget:
             marker.unlink(missing_ok=True)
 
     # --- the driver ---------------------------------------------------------------------------------------------
-    def reading(self, node: str, telemetry: Telemetry, now: float) -> None:
-        if node != self.node:
-            self.readings[node] = NodeReading(telemetry.power_w, telemetry.job is not None, now)
-
-    def forget(self, node: str) -> None:
-        self.readings.pop(node, None)
-
-    def decide(self, own: Telemetry, now: float, wall: float) -> ChassisPower | None:
-        """The driver's decision this tick, when it is due to be published (changed, or ``REPUBLISH_S`` old)."""
+    def decide(self, own: Telemetry, others: Mapping[str, NodeReading], now: float, wall: float) -> ChassisPower | None:
+        """The driver's decision this tick, when it is due to be published (changed, or ``REPUBLISH_S`` old).
+        ``others``: the other nodes' last reports (``ChassisView.readings``)."""
         if not self.driver:
             return None
         cfg = self.policy.power
-        readings = {**self.readings, self.node: NodeReading(own.power_w, own.job is not None, now)}
+        readings = {**others, self.node: NodeReading(own.power_w, own.job is not None, now)}
         measured, source = chassis_power_w(
             readings, own.input_power_w, cfg, now, stale_after_s=self.policy.chassis.stale_after_s
         )

@@ -24,6 +24,7 @@ from nodeagent.policy import FanState, GuardState, PolicyConfig, fan_duty, guard
 from nodeagent.policy.chassis import ChassisSelf, ChassisState, NodeHeat, chassis_duty
 from nodeagent.policy.config import ChassisConfig
 from nodeagent.policy.health_gate import Admission, AerIncrease, HealthInput, admit_job
+from nodeagent.policy.power_budget import NodeReading
 from nodeagent.policy.thermal_guard import GuardEvent
 from nodeagent.protocol import Telemetry
 
@@ -190,13 +191,15 @@ class ChassisView:
     Heat is stamped with the time it was *received* (this node's steady clock), so clocks that disagree do not
     matter. A node that says it is online before its first telemetry counts as unknown heat (fan full). A node
     that goes offline keeps its last reading, which turns stale and counts as hot, for ``forget_offline_s``;
-    then it is forgotten. A retained reading older than that (a node gone long ago) is ignored.
+    then it is forgotten. A retained reading older than that (a node gone long ago) is ignored. The same rules
+    keep each node's power report (``readings``) for the chassis power budget.
     """
 
     def __init__(self, own: str, cfg: ChassisConfig) -> None:
         self.own = own
         self.cfg = cfg
         self.heat: dict[str, NodeHeat] = {}
+        self.power: dict[str, NodeReading] = {}
         self._offline_since: dict[str, float] = {}
 
     def telemetry(self, node: str, telemetry: Telemetry, *, retained: bool, now: float, wall: float) -> None:
@@ -207,6 +210,7 @@ class ChassisView:
             log.debug("event=chassis_reading_ignored node=%s age_s=%.0f (older than forget_offline_s)", node, age)
             return
         self.heat[node] = NodeHeat(telemetry.temp_c, now - age, fan_full=telemetry.guard != "normal")
+        self.power[node] = NodeReading(telemetry.power_w, telemetry.job is not None, now - age)
 
     def status(self, node: str, text: str, now: float) -> None:
         if node == self.own:
@@ -220,11 +224,20 @@ class ChassisView:
         self.heat.setdefault(node, NodeHeat(None, now))
 
     def nodes(self, now: float) -> dict[str, NodeHeat]:
+        self._forget(now)
+        return dict(self.heat)
+
+    def readings(self, now: float) -> dict[str, NodeReading]:
+        """Each other node's last power report, received at ``NodeReading.t``."""
+        self._forget(now)
+        return dict(self.power)
+
+    def _forget(self, now: float) -> None:
         for node, since in list(self._offline_since.items()):
             if now - since > self.cfg.forget_offline_s:
                 self.heat.pop(node, None)
+                self.power.pop(node, None)
                 del self._offline_since[node]
-        return dict(self.heat)
 
 
 def switches_slots(cfg: SlotPowerConfig, board: str, slot: int) -> bool:

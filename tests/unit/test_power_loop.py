@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from nodeagent.chassis_power import PowerBudget
 from nodeagent.hw import SimBackend, SimConfig
-from nodeagent.policy import PolicyConfig, PowerConfig
+from nodeagent.policy import NodeReading, PolicyConfig, PowerConfig
 from nodeagent.protocol import Telemetry
 
 NODES = [f"node{i}" for i in range(1, 6)]
@@ -45,10 +45,8 @@ class Chassis:
             n: Telemetry(node=n, seq=int(t), t=t, power_w=s.power_w, job="burn" if busy else None)
             for n, s in samples.items()
         }
-        driver = self.budgets["node1"]
-        for n in NODES[1:]:
-            driver.reading(n, telemetry[n], t)
-        decision = driver.decide(telemetry["node1"], t, t)
+        others = {n: NodeReading(telemetry[n].power_w, busy, t) for n in NODES[1:]}
+        decision = self.budgets["node1"].decide(telemetry["node1"], others, t, t)
         if decision is not None:
             for b in self.budgets.values():
                 b.received(decision)

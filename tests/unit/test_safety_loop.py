@@ -119,9 +119,11 @@ def test_chassis_view_counts_unknown_and_gone_nodes_as_heat_until_forgotten() ->
     assert view.nodes(0.0)["node2"].temp_c is None  # online, no telemetry yet: unknown heat
     view.telemetry("node2", Telemetry(node="node2", seq=1, t=1000.0, temp_c=50.0), retained=False, now=1.0, wall=1000.0)
     assert view.nodes(1.0)["node2"].temp_c == 50.0
+    assert view.readings(1.0)["node2"].t == 1.0  # the power report, stamped when it was received
     view.status("node2", "offline", now=2.0)
     assert "node2" in view.nodes(200.0)  # kept (and stale, so hot) ...
     assert "node2" not in view.nodes(303.0)  # ... until forgotten
+    assert "node2" not in view.readings(303.0)  # its power report with it: the budget stops counting it
     view.telemetry("node9", Telemetry(node="node9", seq=1, t=0.0, temp_c=40.0), retained=True, now=5.0, wall=1000.0)
     assert "node9" not in view.nodes(5.0)  # a retained reading from long ago: a node gone long ago
     view.status("node1", "online", now=5.0)
