@@ -19,6 +19,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -72,6 +73,10 @@ class _Running:
         return self.frozen_s + (now - self.frozen_since if self.frozen else 0.0)
 
 
+TMP_PREFIX = "picluster-"
+TMP_MARK = ".tmpdir"  # <work_dir>/<job id>.tmpdir: where that job's private TMPDIR is
+
+
 class Runner:
     """Executes jobs for one node. ``submit`` is called from the agent thread; the job runs on its own thread."""
 
@@ -121,6 +126,8 @@ class Runner:
                     os.kill(int(entry.name), signal.SIGKILL)
                 jobs.add(os.path.basename(cwd))
                 log.warning("event=orphan_killed pid=%s job=%s", entry.name, os.path.basename(cwd))
+        for mark in self.work_dir.glob(f"*{TMP_MARK}"):  # temporary directories of those jobs
+            _remove_tmp(mark)
         return sorted(jobs)
 
     # --- queries ---------------------------------------------------------------------------------------------
@@ -337,10 +344,12 @@ class Runner:
         out_path = ctx.work_dir / "output.log"
         pump = OutputPump(self.cfg.max_output_kb * 1024, LogLimiter(self.cfg.log_lines_per_s), self._log_event(spec.id))
         kept = 0
+        tmp: Path | None = None
         try:
             if running.heavy:  # light jobs leave the governor and the fan boost to the heavy one
                 self._on_start()
-            env = {**os.environ, **self.job_env, **running.prepared.env}
+            tmp = _private_tmp(spec.id, user, self.work_dir)
+            env = {**os.environ, **self.job_env, **running.prepared.env, **_tmp_env(tmp)}
             argv, user_kwargs = self._argv(running, user)
             stdout_file = ctx.work_dir / running.prepared.stdout_name if running.prepared.stdout_name else None
             with open(out_path, "wb") as out, open(stdout_file or os.devnull, "wb") as machine_out:
@@ -392,6 +401,8 @@ class Runner:
                     self._on_end()
             except Exception:  # undoing the preparation must never hide the job's end
                 log.exception("event=job_end_hook_failed job=%s", spec.id)
+            if tmp is not None:
+                _remove_tmp(self.work_dir / f"{spec.id}{TMP_MARK}")
             log.info("event=job_end job=%s output_bytes=%d", spec.id, kept)
             with self._lock:
                 self._jobs.pop(spec.id, None)
@@ -523,6 +534,39 @@ def _check_traversable(path: Path, user: str) -> None:
                 "or move agent.state_dir",
                 "jobs.user",
             )
+
+
+def _private_tmp(job_id: str, user: str, work_dir: Path) -> Path:
+    """A temporary directory for this job alone, removed when it ends. Open MPI keeps its session directory
+    (the hwloc topology file, PMIx sockets) under TMPDIR named by host name and mpirun's pid: simulated nodes on
+    one host share both, and their daemons corrupted each other's files until each job had its own. The path is
+    short (under the system's temp dir, not the job directory) because PMIx puts Unix sockets in it. A mark in
+    the agent's own work directory (not the job's, which the job may write) lets the next agent remove it after
+    a crash."""
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{job_id[:24]}-"))
+        (work_dir / f"{job_id}{TMP_MARK}").write_text(str(tmp))
+    except OSError as exc:
+        raise JobFailed(
+            f"cannot create the job's temporary directory in {tempfile.gettempdir()}: {exc.strerror}; "
+            "free space there or point the agent's TMPDIR elsewhere"
+        ) from None
+    if user:
+        _chown_tree(tmp, user)
+    return tmp
+
+
+def _remove_tmp(mark: Path) -> None:
+    with contextlib.suppress(OSError):
+        tmp = Path(mark.read_text())
+        # Only what _private_tmp made: the mark is the agent's, but never trust a path to rmtree blindly.
+        if tmp.parent == Path(tempfile.gettempdir()) and tmp.name.startswith(TMP_PREFIX):
+            shutil.rmtree(tmp, ignore_errors=True)
+        mark.unlink()
+
+
+def _tmp_env(tmp: Path) -> dict[str, str]:
+    return {"TMPDIR": str(tmp), "TMP": str(tmp), "TEMP": str(tmp)}
 
 
 def _chown_tree(path: Path, user: str) -> None:

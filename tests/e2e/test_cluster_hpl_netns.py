@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from nodeagent.config import JobsSection
+from nodeagent.jobs.runner import Runner
 from scripts.localcluster import agent_argv, free_port, stop, wait_port
 from tests.conftest import REPO, paho_env
 from tests.e2e.netns import NetnsLab
@@ -85,6 +87,12 @@ def netcluster(tmp_path: Path, cluster: str) -> Iterator[NetCluster]:
         lab.close()
         if broker is not None:
             stop(broker)
+        for i in (1, 2, 3):  # what each agent's next start would do for the jobs of a killed node
+            Runner(JobsSection(), tmp_path / f"node{i}" / "jobs", cores=1, sim=True, emit=_ignore).reap_orphans()
+
+
+def _ignore(*args: object, **kwargs: object) -> None:
+    pass
 
 
 def _hpcc_out(net: NetCluster, job: str) -> str:
@@ -136,6 +144,12 @@ def test_a_member_dying_mid_run_fails_the_job_naming_it_and_releases_the_others(
                 timeout_s=60,
             )
             w.wait("the leader's hpcc running", lambda: any(e.kind == "progress" for e in w.events("node1")), 60)
+            for i in (1, 2, 3):
+                # The nodes share this host's name and /tmp. Open MPI names its session directory (with the hwloc
+                # topology file every daemon writes) by host and mpirun's pid, so unless it is in each job's own
+                # TMPDIR the daemons overwrite each other's files and crash at random.
+                tmps = [Path(m.read_text()) for m in (net.tmp / f"node{i}" / "jobs").glob("*.tmpdir")]
+                assert any(list(t.glob("ompi.*")) for t in tmps), f"node{i}'s MPI session is not in its job's TMPDIR"
             killed = time.monotonic()
             net.procs["node3"].send_signal(signal.SIGKILL)
             net.lab.kill_all(3)

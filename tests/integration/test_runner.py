@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -52,6 +53,22 @@ class SpinKind:
         return {"returncode": returncode}
 
 
+class TmpKind:
+    """Writes a file into its TMPDIR and reports where that was: the runner's private temporary directory."""
+
+    name = "tmpdir"
+
+    def prepare(self, params: Mapping[str, Any], ctx: JobContext) -> Prepared:
+        script = "import os; d = os.environ['TMPDIR']; open(os.path.join(d, 'x'), 'w').write('x'); print(d)"
+        return Prepared(argv=(sys.executable, "-c", script), heavy=False)
+
+    def progress(self, ctx: JobContext, output_tail: str) -> Progress | None:
+        return None
+
+    def result(self, ctx: JobContext, prepared: Prepared, output: str, returncode: int) -> dict[str, Any]:
+        return {"returncode": returncode, "tmpdir": output.strip()}
+
+
 class Recorder:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, dict[str, Any]]] = []
@@ -68,8 +85,9 @@ class Recorder:
 
 def make(tmp_path: Path, **cfg: Any) -> tuple[Runner, Recorder]:
     rec = Recorder()
-    jobs = JobsSection(kinds=("hpl", "spin"), progress_interval_s=0.2, **cfg)
-    runner = Runner(jobs, tmp_path / "jobs", cores=4, sim=True, emit=rec, kinds={**KINDS, "spin": SpinKind()})
+    jobs = JobsSection(kinds=("hpl", "spin", "tmpdir"), progress_interval_s=0.2, **cfg)
+    kinds = {**KINDS, "spin": SpinKind(), "tmpdir": TmpKind()}
+    runner = Runner(jobs, tmp_path / "jobs", cores=4, sim=True, emit=rec, kinds=kinds)
     return runner, rec
 
 
@@ -151,11 +169,44 @@ def test_kinds_outside_the_config_are_refused(tmp_path: Path) -> None:
         runner.submit(JobSpec(id="x", kind="spin"), {}, accepted=lambda plan: None)
 
 
+def test_each_job_has_its_own_temporary_directory_removed_when_it_ends(tmp_path: Path) -> None:
+    # Two simulated nodes on one host must not share Open MPI's session directory (it lives under TMPDIR).
+    # As root the job runs as nobody, so writing its file proves the directory was handed to the jobs user.
+    user = "nobody" if os.geteuid() == 0 else ""
+    if user:
+        _traversable(tmp_path)
+    runner, rec = make(tmp_path, user=user)
+    seen = []
+    for job in ("t1", "t2"):
+        rec.done.clear()
+        runner.submit(JobSpec(id=job, kind="tmpdir"), {}, accepted=lambda plan: None)
+        assert rec.done.wait(15)
+        kind, _, fields = rec.events[-1]
+        assert kind == "finished" and fields["result"]["returncode"] == 0, rec.events[-1]
+        seen.append(Path(fields["result"]["tmpdir"]))
+    assert seen[0] != seen[1]
+    assert all(d.parent == Path(tempfile.gettempdir()) and j in d.name for d, j in zip(seen, ("t1", "t2"), strict=True))
+    _wait_for(lambda: not any(d.exists() for d in seen), "the jobs' temporary directories to be removed")
+
+
+def test_a_new_agent_kills_the_last_ones_jobs_and_removes_their_temporary_directories(tmp_path: Path) -> None:
+    runner, rec = make(tmp_path)
+    runner.submit(JobSpec(id="o1", kind="spin"), {}, accepted=lambda plan: None)
+    pid = _wait_started(rec)
+    _wait_for(lambda: len(_session(pid)) == 3, "three processes")
+    tmp = Path((tmp_path / "jobs" / "o1.tmpdir").read_text())
+    assert tmp.is_dir()
+    # The agent died without cleaning up; the next one starts on the same work directory.
+    successor, _ = make(tmp_path)
+    assert successor.reap_orphans() == ["o1"]
+    _wait_for(lambda: _session(pid) == [], "the orphaned processes to die")
+    assert not tmp.exists() and not (tmp_path / "jobs" / "o1.tmpdir").exists()
+    assert rec.done.wait(15)  # the old runner's thread saw its process die
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to the jobs user needs root")
 def test_jobs_run_as_the_jobs_user_never_root(tmp_path: Path) -> None:
-    for parent in (tmp_path, *tmp_path.parents):  # pytest makes its temporary directories 0700
-        if parent.stat().st_uid == 0 and parent != Path("/"):
-            parent.chmod(parent.stat().st_mode | 0o011)
+    _traversable(tmp_path)
     runner, rec = make(tmp_path, user="nobody")
     runner.submit(JobSpec(id="u1", kind="hpl"), {"n": 500, "nb": 50, "p": 1, "q": 1}, accepted=lambda plan: None)
     pid = _wait_started(rec)
@@ -182,6 +233,12 @@ def test_a_missing_jobs_user_is_refused_outside_sim(tmp_path: Path) -> None:
     with pytest.raises(JobRejected, match="does not exist and jobs never run as root") as err:
         runner.submit(JobSpec(id="x", kind="hpl"), {"n": 500, "nb": 50, "p": 1, "q": 1}, accepted=lambda p: None)
     assert err.value.field == "jobs.user"
+
+
+def _traversable(path: Path) -> None:
+    for parent in (path, *path.parents):  # pytest makes its temporary directories 0700
+        if parent.stat().st_uid == 0 and parent != Path("/"):
+            parent.chmod(parent.stat().st_mode | 0o011)
 
 
 def _wait_started(rec: Recorder) -> int:
