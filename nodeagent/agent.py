@@ -484,8 +484,8 @@ class Agent:
         if not self.spool.first_sight(job.id):  # survives restarts, unlike the runner's own check
             self._duplicate(job.id)
             return
-        gate = self.safety.admit(self.last_sample, force=job.force)
         light = any(t.name == job.kind and not t.heavy for t in self.cfg.jobs.template)
+        gate = self.safety.admit(self.last_sample, force=job.force, heavy=not light)
         budget = Admission(admitted=True) if light else self.power.admit(force=job.force)
         for answer, what in ((gate, "health"), (budget, "power")):
             if not answer.admitted:

@@ -132,10 +132,11 @@ class NodeSafety:
             log.warning("event=fan_error %s", line)
         return errors
 
-    def admit(self, sample: Sample | None, *, force: bool) -> Admission:
-        """The health gate for a heavy job, from the last sample, the recent AER increases and the guard."""
+    def admit(self, sample: Sample | None, *, force: bool, heavy: bool = True) -> Admission:
+        """The health gate for a job, from the last sample, the recent AER increases and the guard (whose
+        refusal after a critical spell holds off heavy jobs only: a light diagnostic may still look)."""
         if sample is None:
-            return admit_job(HealthInput(temp_c=None), self.policy.gate, heavy=True, force=force)
+            return admit_job(HealthInput(temp_c=None), self.policy.gate, heavy=heavy, force=force)
         totals: dict[str, list[int]] = {}
         for _, device, grew in self._aer:
             acc = totals.setdefault(device, [0, 0, 0])
@@ -150,7 +151,7 @@ class NodeSafety:
             aer=tuple(AerIncrease(dev, *acc, interval_s=AER_WINDOW_S) for dev, acc in totals.items()),
             guard_refuses_heavy=self.last.refuse_heavy if self.last else False,
         )
-        return admit_job(health, self.policy.gate, heavy=True, force=force)
+        return admit_job(health, self.policy.gate, heavy=heavy, force=force)
 
     def full(self) -> None:
         """Every fan to full: the agent is stopping (the unit's stop hook does the same after a crash)."""

@@ -99,6 +99,17 @@ def test_the_health_gate_sees_rising_aer_over_a_minute() -> None:
     assert NodeSafety(PolicyConfig(), []).admit(clean.read(0.0), force=False).admitted
 
 
+def test_after_a_critical_spell_only_heavy_jobs_are_held_off() -> None:
+    sim = SimBackend("n1", SimConfig(faults=("sensor_fail",)), lambda: 4.0)
+    safety = NodeSafety(PolicyConfig(), [SimFan(sim)])
+    assert safety.tick(sim.read(0.0), 0.0).refuse_heavy  # a lost sensor counts as critical
+    # Judge the guard's refusal alone, on a clean reading (a lost sensor refuses every job by itself).
+    cool = SimBackend("n2", SimConfig(), lambda: 0.0).read(1.0)
+    heavy = safety.admit(cool, force=False)
+    assert not heavy.admitted and any("guard" in r for r in heavy.reasons)
+    assert safety.admit(cool, force=False, heavy=False).admitted
+
+
 def test_boost_is_a_floor_while_a_job_runs() -> None:
     sim = SimBackend("n1", SimConfig(temp_noise_c=0.0), lambda: 0.0)
     safety = NodeSafety(PolicyConfig(), [SimFan(sim)], boost_pct=60.0)
