@@ -256,6 +256,9 @@ class ClusterRun:
             "telemetry": self.recorder.samples,
             "started_at": self.started or None,
         }
+        forced = [f"{r.node}: {why}" for r in self.follower.runs.values() for why in r.forced_reasons]
+        if forced:  # as in a per-node result, so a report shows the run was not on healthy nodes alone
+            result["forced"], result["forced_reasons"] = True, forced
         if state not in ("finished", "detached"):
             result["failed_node"] = node
             result["reason"] = reason

@@ -36,6 +36,7 @@ class NodeRun:
     reason: str = ""
     last_seq: int = 0
     ready: dict[str, Any] = field(default_factory=dict)  # a cluster worker's ready event data (its address)
+    forced_reasons: list[str] = field(default_factory=list)  # what --force overrode on this node (accepted event)
 
     @property
     def ended(self) -> bool:
@@ -118,6 +119,7 @@ class Follower:
         if event.kind == "accepted":
             run.state = "accepted"
             run.plan = dict(event.data.get("plan") or {})
+            run.forced_reasons = [str(r) for r in event.data.get("forced_reasons") or ()]
         elif event.kind == "started":
             run.state = "running"
         elif event.kind == "queued":

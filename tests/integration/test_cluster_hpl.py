@@ -29,11 +29,13 @@ def wait_online(broker: Mosquitto, cluster: str, *nodes: str) -> None:
 
 
 def test_one_hpl_over_two_nodes_launched_by_the_agents(agents: AgentFactory, broker: Mosquitto, cluster: str) -> None:
-    for node, paho in (("node1", "2.x"), ("node2", "1.6")):  # the leader's launcher inherits its paho
-        agents.start(node, paho=paho, config=LAUNCHER)
-    wait_online(broker, cluster, "node1", "node2")
+    agents.start("node1", paho="2.x", config=LAUNCHER)  # the leader's launcher inherits its paho
+    agents.start("node2", paho="1.6", config=LAUNCHER + '[sim]\nfaults = ["aer_climb"]\n')  # gate refuses it
+    with Watcher(broker.url, cluster) as w:
+        w.wait("both online, node2 sampled", lambda: w.online("node1", "node2") and w.telemetry_count("node2") > 2)
 
-    proc = ctl(broker, cluster, "run", "hpl", "--nodes", "node[1-2]", "--json", "--param", "n=1200", "--param", "nb=96")
+    args = ("run", "hpl", "--nodes", "node[1-2]", "--json", "--param", "n=1200", "--param", "nb=96", "--force")
+    proc = ctl(broker, cluster, *args)
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
@@ -49,6 +51,9 @@ def test_one_hpl_over_two_nodes_launched_by_the_agents(agents: AgentFactory, bro
     assert out["plan"]["smallest_node"] in ("node1", "node2") and out["plan"]["ranks_per_node"] == 1
     assert set(out["throttled"]) == {"node1", "node2"}
     assert out["telemetry"]["node1"] and out["telemetry"]["node2"]  # both nodes' telemetry recorded with the job
+    # --force reached every node; what it overrode is in the cluster's result, by node, as in a per-node result.
+    assert out["forced"] is True and out["forced_reasons"]
+    assert all(r.startswith("node2: ") and "AER" in r for r in out["forced_reasons"]), out["forced_reasons"]
 
 
 def test_a_member_refuses_launches_that_are_not_its_leaders_mpi_daemon(
