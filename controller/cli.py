@@ -24,6 +24,7 @@ from controller.select import SelectionError, select
 from controller.session import BrokerUnreachable, Session
 from nodeagent import __version__
 from nodeagent.config import Broker
+from nodeagent.link import ENV_CA_FILE, ENV_PASSWORD_FILE, ENV_USERNAME, Credentials
 from nodeagent.protocol import JobSpec, Topics
 from nodeagent.protocol.messages import fan_mode
 from nodeagent.protocol.topics import ProtocolError
@@ -44,6 +45,14 @@ def _common(parser: argparse.ArgumentParser, default: Any) -> None:
         "--cluster", metavar="NAME", default=default, help="cluster name (default: PICLUSTER_CLUSTER or 'default')"
     )
     parser.add_argument("--json", action="store_true", default=default, help="machine-readable output")
+    login = "the operator's MQTT login, when the broker wants one"
+    parser.add_argument("--mqtt-user", metavar="NAME", default=default, help=f"{login} (or {ENV_USERNAME})")
+    parser.add_argument(
+        "--mqtt-password-file", metavar="FILE", default=default, help=f"its password (or {ENV_PASSWORD_FILE})"
+    )
+    parser.add_argument(
+        "--mqtt-ca-file", metavar="FILE", default=default, help=f"CA for an mqtts:// broker (or {ENV_CA_FILE})"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(run_kinds.rewrite(sys.argv[1:] if argv is None else argv))
     try:
+        _login_from_options(args)
         broker = Broker.parse(args.broker or os.environ.get("PICLUSTER_BROKER") or DEFAULT_BROKER)
         topics = Topics(args.cluster or os.environ.get("PICLUSTER_CLUSTER") or "default")
         if args.command == "nodes":
@@ -119,6 +129,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BrokerUnreachable, HistoryError) as exc:
         print(f"piclusterctl: {exc}", file=sys.stderr)
         return 1
+
+
+def _login_from_options(args: argparse.Namespace) -> None:
+    """The --mqtt-* options override the environment every session reads its login from; an unreadable
+    password file is a usage error now rather than a refused connection later."""
+    for value, key in (
+        (args.mqtt_user, ENV_USERNAME),
+        (args.mqtt_password_file, ENV_PASSWORD_FILE),
+        (args.mqtt_ca_file, ENV_CA_FILE),
+    ):
+        if value:
+            os.environ[key] = value
+    Credentials.from_env(os.environ)
 
 
 def snapshot(broker: Broker, topics: Topics, session: Session | None = None) -> Fleet:

@@ -15,7 +15,7 @@ from controller.session import Session
 from nodeagent.ha.discovery import chassis_topic, discovery_topic
 from nodeagent.protocol import check_name
 
-RETAINED_LEAVES = ("status", "facts", "telemetry", "state")
+RETAINED_LEAVES = ("status", "facts", "telemetry", "state", "power")  # power: a chassis driver's last cap
 
 
 class ForgetRefused(Exception):

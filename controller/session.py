@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from nodeagent.config import Broker
-from nodeagent.link import Link
+from nodeagent.link import ENV_PASSWORD_FILE, ENV_USERNAME, Credentials, Link
 from nodeagent.protocol import Topics
 
 CONNECT_TIMEOUT_S = 5.0
@@ -65,7 +65,9 @@ class Session:
         self.client_id = client_id or f"piclusterctl-{_host()}-{os.getpid()}"
         self.inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
         self.taps = taps
-        self.link = Link(self.client_id, broker, clean_session=clean, on_message=self._received)
+        # The operator's login, if the broker wants one: PICLUSTER_MQTT_* (the --mqtt-* options set them).
+        creds = Credentials.from_env(os.environ)
+        self.link = Link(self.client_id, broker, credentials=creds, clean_session=clean, on_message=self._received)
         for topic in (*subscriptions, self.topics.sync(self.client_id)):
             self.link.subscribe(topic, qos=1)
 
@@ -73,6 +75,12 @@ class Session:
         self.link.start()
         if not self.link.wait_connected(CONNECT_TIMEOUT_S):
             self.link.stop()
+            if self.link.refused:
+                raise BrokerUnreachable(
+                    f"the broker at {self.link.broker} refused the connection: {self.link.refused}. Log in as the "
+                    f"operator: --mqtt-user NAME --mqtt-password-file FILE (or {ENV_USERNAME} and "
+                    f"{ENV_PASSWORD_FILE}); docs/operations.md, 'The broker'"
+                )
             raise BrokerUnreachable(
                 f"cannot reach the broker at {self.link.broker} within {CONNECT_TIMEOUT_S:g} s: is it running? "
                 "Set --broker URL or PICLUSTER_BROKER"

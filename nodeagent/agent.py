@@ -163,6 +163,7 @@ class Agent:
         )
         self.link.subscribe(self.topics.node_cmd(self.node), qos=1)
         self.link.subscribe(self.topics.cluster_cmd(), qos=1)
+        self.link.subscribe(self.topics.launch_inbox(self.node), qos=1)  # cluster jobs' leaders (nodeagent/mpi)
         if self.chassis is not None:  # the chassis fan and the power budget follow every node
             self.link.subscribe(self.topics.all_nodes("telemetry"), qos=0)
         if self.chassis is not None or self.slot_power is not None:
@@ -466,6 +467,14 @@ class Agent:
                 self.emit("rejected", job, reason=f"invalid command: {exc.reason}", field=exc.field)
             return
         if topic == self.topics.cluster_cmd() and self.node not in cmd.nodes:
+            return
+        launch = self.topics.parse_launch(topic)
+        if (cmd.cmd == "launch") != (launch is not None) or (launch and launch[1] != cmd.sender):
+            # The leader's name in the topic is what a broker ACL vouches for; the payload's is only a claim.
+            where = f"on {self.topics.launch_inbox(self.node)[:-1]}<leader>, from the leader named there"
+            why = f"a launch request must come {where}" if cmd.cmd == "launch" else f"{cmd.cmd} is not a launch"
+            log.warning("event=bad_message topic=%s reason=%r", topic, why)
+            self.emit("rejected", cmd.id, reason=why, field="cmd")
             return
         if cmd.cmd == "run":
             self.start_job(cmd)

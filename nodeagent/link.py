@@ -12,8 +12,10 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -42,6 +44,48 @@ class Credentials:
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Credentials:
+        """The login of a process that is not the agent (piclusterctl, the MPI launcher), from ``ENV_*``.
+        A password file wins over a password in the environment; an unreadable one is a ValueError naming it."""
+        password = env.get(ENV_PASSWORD, "")
+        if path := env.get(ENV_PASSWORD_FILE, ""):
+            try:
+                password = Path(path).read_text().rstrip("\n")
+            except OSError as exc:
+                raise ValueError(
+                    f"cannot read the MQTT password file {path} ({ENV_PASSWORD_FILE}): {exc.strerror}"
+                ) from None
+        return cls(
+            env.get(ENV_USERNAME, ""),
+            password,
+            env.get(ENV_CA_FILE, ""),
+            env.get(ENV_CERT_FILE, ""),
+            env.get(ENV_KEY_FILE, ""),
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The same login for a child process (the agent hands its own to the MPI launcher)."""
+        pairs = ((ENV_USERNAME, self.username), (ENV_PASSWORD, self.password), (ENV_CA_FILE, self.ca_file))
+        pairs += ((ENV_CERT_FILE, self.cert_file), (ENV_KEY_FILE, self.key_file))
+        return {k: v for k, v in pairs if v}
+
+
+ENV_USERNAME = "PICLUSTER_MQTT_USERNAME"
+ENV_PASSWORD = "PICLUSTER_MQTT_PASSWORD"
+ENV_PASSWORD_FILE = "PICLUSTER_MQTT_PASSWORD_FILE"
+ENV_CA_FILE = "PICLUSTER_MQTT_CA_FILE"
+ENV_CERT_FILE = "PICLUSTER_MQTT_CERT_FILE"
+ENV_KEY_FILE = "PICLUSTER_MQTT_KEY_FILE"
+# MQTT 3.1.1 CONNACK codes: why a broker refused, in words an operator can act on.
+REFUSALS = {
+    1: "the broker does not speak MQTT 3.1.1",
+    2: "the broker rejected the client id",
+    3: "the broker is unavailable",
+    4: "bad user name or password",
+    5: "not authorised",
+}
 
 
 def _code(rc: Any) -> int:
@@ -82,6 +126,7 @@ class Link:
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._stopping = False
+        self.refused = ""  # why the broker last refused the connection, in words ("" until it does)
         self._user_connect = on_connect
         self._user_disconnect = on_disconnect
         self._user_message = on_message
@@ -139,7 +184,12 @@ class Link:
         return self._connected.is_set()
 
     def wait_connected(self, timeout_s: float) -> bool:
-        return self._connected.wait(timeout_s)
+        """True once connected; False after ``timeout_s``, or as soon as the broker refuses (``refused``)."""
+        deadline = time.monotonic() + timeout_s
+        while not self._connected.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+            if self.refused or time.monotonic() >= deadline:
+                return self._connected.is_set()
+        return True
 
     # --- use -------------------------------------------------------------------------------------------------
     def subscribe(self, topic: str, qos: int = 1) -> None:
@@ -165,8 +215,10 @@ class Link:
     def _on_connect(self, flags: Any, rc: Any) -> None:
         code = _code(rc)
         if code != 0:
+            self.refused = REFUSALS.get(code, f"refused with code {code}")
             log.warning("event=mqtt_refused broker=%s reason=%s", self.broker, rc)
             return
+        self.refused = ""
         with self._lock:
             subs = list(self._subs.items())
         if subs:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from nodeagent.config import AgentConfig, MpiSection, read_password
 from nodeagent.errors import JobRejected
+from nodeagent.link import Credentials
 from nodeagent.mpi.cluster_kind import LAUNCH_FILE, MEMBER_FILE, launch_agent
 from nodeagent.mpi.orted import BadDaemonCommand, daemon_argv
 from nodeagent.protocol import Command, JobSpec
@@ -50,12 +51,9 @@ def launcher_env(cfg: AgentConfig, node: str) -> dict[str, str]:
     Jobs run as the jobs user, which cannot read the agent's password file, so the password travels in the
     job's environment (readable by that user's own processes only)."""
     env = {"PICLUSTER_BROKER": str(cfg.broker), "PICLUSTER_CLUSTER": cfg.agent.cluster, "PICLUSTER_NODE": node}
-    if cfg.mqtt.username:
-        env["PICLUSTER_MQTT_USERNAME"] = cfg.mqtt.username
-        env["PICLUSTER_MQTT_PASSWORD"] = read_password(cfg.mqtt, cfg.source)
-    if cfg.mqtt.ca_file:
-        env["PICLUSTER_MQTT_CA_FILE"] = cfg.mqtt.ca_file
-    return env
+    password = read_password(cfg.mqtt, cfg.source) if cfg.mqtt.username else ""
+    # Not the client certificate: its key file is the agent's, unreadable by the jobs user.
+    return env | Credentials(cfg.mqtt.username, password, cfg.mqtt.ca_file).to_env()
 
 
 def member_of(job: JobSpec, node: str) -> str:

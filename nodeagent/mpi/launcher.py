@@ -55,13 +55,7 @@ def launch(target: str, words: list[str], env: Mapping[str, str]) -> int:
     link = Link(
         f"picluster-launch-{leader}-{os.getpid()}"[:64],
         broker,
-        credentials=Credentials(
-            env.get("PICLUSTER_MQTT_USERNAME", ""),
-            env.get("PICLUSTER_MQTT_PASSWORD", ""),
-            env.get("PICLUSTER_MQTT_CA_FILE", ""),
-            "",
-            "",
-        ),
+        credentials=Credentials.from_env(env),
         on_message=lambda t, p, r: inbox.put((t, p, r)),
     )
     link.subscribe(topics.events(target), qos=1)
@@ -71,7 +65,7 @@ def launch(target: str, words: list[str], env: Mapping[str, str]) -> int:
         if not link.wait_connected(CONNECT_TIMEOUT_S):
             raise LaunchFailed(f"cannot reach the broker at {broker} to launch on {target}", UNREACHABLE)
         cmd = Command(id=launch_id, cmd="launch", job_id=job, argv=tuple(words), sender=leader, t=time.time())
-        link.publish(topics.node_cmd(target), encode(cmd), qos=1)
+        link.publish(topics.launch(target, leader), encode(cmd), qos=1)
         return _follow(inbox, topics, target, job, launch_id)
     finally:
         link.stop()

@@ -75,6 +75,22 @@ class Topics:
     def node_cmd(self, node: str) -> str:
         return self.node(node, "cmd")
 
+    def launch(self, node: str, sender: str) -> str:
+        """Where ``sender`` (a cluster job's leader) asks ``node`` to start Open MPI's daemon. The sender is part
+        of the topic so a broker ACL can hold each node to its own name (``pattern write …/launch/%u``)."""
+        return f"{self.base}/node/{check_name('node', node)}/launch/{check_name('node', sender)}"
+
+    def launch_inbox(self, node: str) -> str:
+        return f"{self.base}/node/{check_name('node', node)}/launch/+"
+
+    def parse_launch(self, topic: str) -> tuple[str, str] | None:
+        """``(node, sender)`` for a launch topic of this cluster, else None."""
+        prefix = f"{self.base}/node/"
+        parts = topic[len(prefix) :].split("/") if topic.startswith(prefix) else []
+        if len(parts) != 3 or parts[1] != "launch" or not all(NAME_RE.match(p) for p in (parts[0], parts[2])):
+            return None
+        return parts[0], parts[2]
+
     def cluster_cmd(self) -> str:
         return f"{self.base}/cmd"
 

@@ -1,7 +1,8 @@
 """systemd/mosquitto/: the example broker configuration and ACL work with the real agent and piclusterctl.
 
 A node that logs in with its own name is seen; a node publishing under another node's login is not; a wrong
-password is refused; the anonymous operator reads the fleet.
+password is refused; an anonymous piclusterctl reads the fleet but cannot act; the operator's login runs a
+cluster HPL whose MPI daemons the agents launch through the broker under their own logins.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +38,7 @@ def example_broker() -> Iterator[Mosquitto]:
     conf = conf.replace("/etc/mosquitto/picluster.passwd", str(work / "picluster.passwd"))
     conf = conf.replace("/etc/mosquitto/picluster.acl", str(EXAMPLE / "picluster.acl"))
     (work / "mosquitto.conf").write_text(conf + f"persistence false\nlog_dest file {work / 'mosquitto.log'}\n")
-    for i, user in enumerate(("n1", "n2")):
+    for i, user in enumerate(("n1", "n2", "operator")):
         flags = ["-c"] if i == 0 else []
         subprocess.run(
             ["mosquitto_passwd", *flags, "-b", str(work / "picluster.passwd"), user, f"pw-{user}"], check=True
@@ -67,5 +69,38 @@ def test_nodes_publish_only_as_themselves(example_broker: Mosquitto, tmp_path: P
         assert [(n["node"], n["status"]) for n in json.loads(nodes.stdout)] == [("n1", "online")]
         assert "event=mqtt_connected" in good.output()
         assert "event=mqtt_refused" in wrong.output()
+    finally:
+        agents.stop_all()
+
+
+def test_only_the_operator_acts_and_cluster_jobs_launch_under_node_logins(
+    example_broker: Mosquitto, tmp_path: Path, cluster: str
+) -> None:
+    agents = AgentFactory(tmp_path, example_broker, cluster)
+    launcher = f'[mpi]\nlaunch_agent = "{sys.executable} -m nodeagent.mpi.launcher"\n'
+    secret = tmp_path / "operator.pw"
+    secret.write_text("pw-operator\n")
+    wrong = tmp_path / "wrong.pw"
+    wrong.write_text("not-it\n")
+    try:
+        for node in ("n1", "n2"):
+            agents.start(node, config=f'[mqtt]\nusername = "{node}"\npassword = "pw-{node}"\n{launcher}')
+        with Watcher(example_broker.url, cluster) as w:
+            w.wait("n1 and n2 online", lambda: w.online("n1", "n2"))
+        # Anonymous: reads the fleet, but its command is dropped by the broker, so nothing confirms it.
+        anon = ctl(example_broker, cluster, "identify", "n1")
+        assert anon.returncode == 1 and "n1: no confirmation" in anon.stderr, anon.stdout + anon.stderr
+        # A wrong password is refused at once, with the fix.
+        bad = ctl(example_broker, cluster, "--mqtt-user", "operator", "--mqtt-password-file", str(wrong), "nodes")
+        assert bad.returncode == 1 and "refused the connection" in bad.stderr and "--mqtt-user" in bad.stderr
+        login = ("--mqtt-user", "operator", "--mqtt-password-file", str(secret))
+        assert ctl(example_broker, cluster, *login, "identify", "n1").returncode == 0
+        args = ("run", "hpl", "--nodes", "n[1-2]", "--json", "--param", "n=800", "--param", "nb=64")
+        run = ctl(example_broker, cluster, *login, *args)
+        assert run.returncode == 0, run.stdout + run.stderr
+        out = json.loads(run.stdout)
+        assert out["passed"] is True and out["ranks"] == 2
+        launch = tmp_path / "n2" / "jobs" / out["job"] / "launch.json"
+        assert json.loads(launch.read_text())["argv"][0] == "orted"  # n1's launcher reached n2 under the ACL
     finally:
         agents.stop_all()
