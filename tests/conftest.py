@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from nodeagent.config import JobsSection
+from nodeagent.jobs.runner import Runner
 from scripts.localcluster import agent_argv, free_port, start_mosquitto, stop
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,6 +141,14 @@ class AgentFactory:
     def stop_all(self) -> None:
         for agent in self.started:
             agent.stop()
+        for node in {a.node for a in self.started}:
+            reap_leftovers(self.tmp_path / node)
+
+
+def reap_leftovers(state_dir: Path) -> None:
+    """What an agent's next start on ``state_dir`` does: kill processes of jobs a killed agent left behind and
+    remove their private temporary directories, so no test leaves anything running or in /tmp."""
+    Runner(JobsSection(), state_dir / "jobs", cores=1, sim=True, emit=lambda *a, **k: None).reap_orphans()
 
 
 def ctl(broker: Mosquitto, cluster: str, *args: str, timeout_s: float = 300.0) -> subprocess.CompletedProcess[str]:

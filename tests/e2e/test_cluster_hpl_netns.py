@@ -15,10 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.config import JobsSection
-from nodeagent.jobs.runner import Runner
 from scripts.localcluster import agent_argv, free_port, stop, wait_port
-from tests.conftest import REPO, paho_env
+from tests.conftest import REPO, paho_env, reap_leftovers
 from tests.e2e.netns import NetnsLab
 from tests.integration.helpers import Watcher
 
@@ -87,12 +85,8 @@ def netcluster(tmp_path: Path, cluster: str) -> Iterator[NetCluster]:
         lab.close()
         if broker is not None:
             stop(broker)
-        for i in (1, 2, 3):  # what each agent's next start would do for the jobs of a killed node
-            Runner(JobsSection(), tmp_path / f"node{i}" / "jobs", cores=1, sim=True, emit=_ignore).reap_orphans()
-
-
-def _ignore(*args: object, **kwargs: object) -> None:
-    pass
+        for i in (1, 2, 3):  # the jobs of a killed node
+            reap_leftovers(tmp_path / f"node{i}")
 
 
 def _hpcc_out(net: NetCluster, job: str) -> str:
