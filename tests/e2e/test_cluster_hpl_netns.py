@@ -55,6 +55,11 @@ class NetCluster:
     def ctl(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "controller.cli", "--broker", self.local_url, "--cluster", self.cluster, *args]
 
+    def run_hpl(self, nodes: str, n: int, nb: int) -> subprocess.CompletedProcess[str]:
+        """``piclusterctl run hpl`` over ``nodes`` to its end, as JSON."""
+        argv = self.ctl("run", "hpl", "--nodes", nodes, "--json", "--param", f"n={n}", "--param", f"nb={nb}")
+        return subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=REPO, env=paho_env(None))
+
 
 @pytest.fixture
 def netcluster(tmp_path: Path, cluster: str) -> Iterator[NetCluster]:
@@ -95,14 +100,7 @@ def _hpcc_out(net: NetCluster, job: str) -> str:
 
 def test_cluster_hpl_over_three_namespaced_nodes(netcluster: NetCluster) -> None:
     net = netcluster
-    proc = subprocess.run(
-        net.ctl("run", "hpl", "--nodes", "node[1-3]", "--json", "--param", "n=1536", "--param", "nb=128"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-        env=paho_env(None),
-    )
+    proc = net.run_hpl("node[1-3]", 1536, 128)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
     assert out["passed"] is True and out["residual"] < 16.0
@@ -159,13 +157,6 @@ def test_a_member_dying_mid_run_fails_the_job_naming_it_and_releases_the_others(
     assert out["failed_node"] == "node3" and "node3" in out["reason"]
     assert took < 30, f"the job took {took:.1f} s to fail after node3 died"
     # The survivors are released: they take a new job at once.
-    proc = subprocess.run(
-        net.ctl("run", "hpl", "--nodes", "node[1-2]", "--json", "--param", "n=800", "--param", "nb=64"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-        env=paho_env(None),
-    )
+    proc = net.run_hpl("node[1-2]", 800, 64)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["passed"] is True
