@@ -136,12 +136,15 @@ def test_heartbeat_loss_goes_full_red_and_tells_the_agent(rig: Rig, caplog: pyte
     assert left.failsafe_events == 1
 
 
-def test_a_blade_silent_since_boot_hears_why_on_first_contact(rig: Rig) -> None:
+def test_a_blade_silent_since_boot_hears_why_on_first_contact(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
     rig.step(12_000)
     assert rig.led("left") == (255, 0, 0)
-    speak(rig, left=50, right=50)
-    rig.agent_poll("left", lambda: rig.agents["left"].failsafe_events == 1)
+    with caplog.at_level(logging.INFO):
+        speak(rig, left=50, right=50)
+        rig.agent_poll("left", lambda: rig.agents["left"].failsafe_events == 1)
     assert rig.agents["left"].last_failsafe == agent_proto.Failsafe(agent_proto.FAILSAFE_NEVER_HEARD, 12)
+    # every power-up's story (the unit is up before the agent): info, not a warning
+    assert {r.levelname for r in caplog.records if "reason=not_heard_since_boot" in r.getMessage()} == {"INFO"}
     assert rig.chip is not None and rig.chip.percent_setting == setting(50)
 
 
