@@ -15,7 +15,7 @@ cmd     name                     direction       data
 ======  =======================  ==============  ===============================================================
 
 Source: compute-blade-community/compute-blade-agent, ``pkg/smartfanunit/proto``. Nothing here reads a clock or a
-file; ``fan_smartunit`` does the I/O.
+file; ``fans/smartunit.py`` does the I/O.
 """
 
 from __future__ import annotations
