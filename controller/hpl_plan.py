@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from nodeagent.errors import JobRejected
-from nodeagent.jobs.kinds.hpl import HplParams
+from nodeagent.protocol.jobs import HplParams
 
 PARAM_KEYS: tuple[str, ...] = ("n", "nb", "p", "q", "mem_fraction", "ranks_per_node")
 

@@ -20,14 +20,14 @@ from nodeagent.config import AgentConfig, real_backend_options
 from nodeagent.errors import HardwareError
 from nodeagent.hw import Backend, SysfsRoot, make_backend
 from nodeagent.hw.boot_config import check_boot_config, print_boot_config
-from nodeagent.hw.fan import FanConfig
-from nodeagent.hw.fan_sysfs_pwm import find_pwmchip
+from nodeagent.hw.fans.base import FanConfig
+from nodeagent.hw.fans.sysfs_pwm import find_pwmchip
 from nodeagent.hw.pcie import PcieSample
 from nodeagent.hw.profiles import fan_source
 from nodeagent.hw.slot_lines import find_chip
+from nodeagent.node.safety import drives_chassis_fan, switches_slots
+from nodeagent.node.telemetry import telemetry_from
 from nodeagent.protocol import to_wire
-from nodeagent.safety import drives_chassis_fan, switches_slots
-from nodeagent.telemetry import telemetry_from
 
 
 def _dev(root: SysfsRoot, path: str) -> str:

@@ -20,7 +20,7 @@ picluster's own (``firmware/``): the unit ran the fan at 100 % because this blad
 timeout, sent once, in answer to the blade's first frame after it. ``reason`` 1: the blade had spoken, then fell
 silent; 2: it had not spoken since the unit started. ``silent_s``: how long it was silent (capped at 65535). The
 stock firmware never sends it, and an agent that predates it logs it as an unknown command and carries on.
-Nothing here reads a clock or a file; ``fan_smartunit`` does the I/O.
+Nothing here reads a clock or a file; ``fans/smartunit.py`` does the I/O.
 """
 
 from __future__ import annotations

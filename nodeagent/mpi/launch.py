@@ -14,9 +14,9 @@ from pathlib import Path
 
 from nodeagent.config import AgentConfig, MpiSection, read_password
 from nodeagent.errors import JobRejected
-from nodeagent.link import Credentials
 from nodeagent.mpi.cluster_kind import LAUNCH_FILE, MEMBER_FILE, launch_agent
 from nodeagent.mpi.orted import BadDaemonCommand, daemon_argv
+from nodeagent.mqtt.settings import Credentials
 from nodeagent.protocol import Command, JobSpec
 
 

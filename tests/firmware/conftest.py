@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from nodeagent.hw.fan_smartunit import SmartFanUnit
+from nodeagent.hw.fans.smartunit import SmartFanUnit
 from tests.firmware import fake_machine
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"

@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from nodeagent.hw.fan_smartunit import RESEND_AFTER_S
+from nodeagent.hw.fans.smartunit import RESEND_AFTER_S
 from tests.firmware.conftest import FIRMWARE, Emc2101Chip, make_config
 
 FILES = sorted(FIRMWARE.rglob("*.py"))

@@ -9,14 +9,8 @@ from typing import Any
 
 from nodeagent.errors import JobFailed, JobRejected
 from nodeagent.jobs.kind import JobContext, Prepared, Progress
-from nodeagent.jobs.kinds.hpl import (
-    HplParams,
-    check_matches,
-    hpcc_progress,
-    parse_hpcc_output,
-    parse_xhpl_output,
-    render_input,
-)
+from nodeagent.jobs.kinds.hpl import check_matches, hpcc_progress, parse_hpcc_output, parse_xhpl_output, render_input
+from nodeagent.protocol.jobs import HplParams
 from nodeagent.protocol.messages import Scalar
 
 HPCC_OUT = "hpccoutf.txt"

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from nodeagent.errors import HardwareError, ProtocolError
 from nodeagent.hw import fanunit_proto as proto
-from nodeagent.hw.fan import Fan
+from nodeagent.hw.fans.base import Fan
 
 log = logging.getLogger(__name__)
 
