@@ -161,13 +161,17 @@ def submit_and_follow(
     *,
     on_change: Callable[[NodeRun], None] = lambda run: None,
     clock: Callable[[], float] = time.monotonic,
+    tap: Callable[[Received], None] = lambda msg: None,
 ) -> dict[str, NodeRun]:
-    """Publish ``job`` once for all ``nodes`` and follow it to the end. Ctrl-C cancels it on every node."""
+    """Publish ``job`` once for all ``nodes`` and follow it to the end. Ctrl-C cancels it on every node.
+    ``tap`` sees every message received meanwhile (a telemetry recorder)."""
     follower = Follower(session.topics, job.id, nodes, started=clock(), timeout_s=job.timeout_s)
     submit(session, job, nodes)
     try:
         while not follower.done:
             msg = session.get(0.25)
+            if msg is not None:
+                tap(msg)
             if msg is not None and (run := follower.apply(msg)) is not None:
                 on_change(run)
             for run in follower.expire(clock()):
