@@ -43,6 +43,7 @@ class NodeView:
         }
 
 
+STALE_AFTER_S = 10.0  # an online node whose telemetry is older: its agent or its link is stuck
 NODE_FACTS = ("board", "model", "cores", "memory_mb", "agent_version", "sim")
 NODE_TELEMETRY = ("temp_c", "freq_mhz", "throttle", "load1", "mem_avail_mb", "fan_duty_pct", "fan_rpm", "power_w")
 NODE_TELEMETRY += ("nvme", "pcie", "job", "errors")
@@ -117,9 +118,9 @@ class Fleet:
             log.warning("ignoring a malformed power message from %s: %s", node, exc)
 
     def sorted(self) -> list[NodeView]:
-        return [self.nodes[n] for n in sorted(self.nodes, key=_natural)]
+        return [self.nodes[n] for n in sorted(self.nodes, key=natural)]
 
 
-def _natural(name: str) -> tuple[Any, ...]:
+def natural(name: str) -> tuple[Any, ...]:
     """node2 before node10."""
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))

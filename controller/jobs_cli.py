@@ -217,7 +217,7 @@ def main(args: argparse.Namespace, broker: Broker, topics: Topics) -> int:
         drain(args, broker, topics, history)
         if args.command == "jobs":
             return cmd_jobs(history, topics, args)
-        job = _job(history, args.job, topics)
+        job = find_job(history, args.job, topics)
         if args.command == "results":
             return cmd_results(job, bool(args.json))
         return cmd_report(job, args)
@@ -235,7 +235,7 @@ def drain(args: argparse.Namespace, broker: Broker, topics: Topics, history: His
         print(f"piclusterctl: {exc}; showing the history as it is", file=sys.stderr)
 
 
-def _job(history: History, job_id: str | None, topics: Topics) -> JobRecord:
+def find_job(history: History, job_id: str | None, topics: Topics) -> JobRecord:
     if job_id is None:
         newest = history.jobs(limit=1, cluster=topics.cluster)
         if not newest:

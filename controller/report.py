@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from controller.dispatch import NodeRun
-from controller.fleet import NodeView
+from controller.fleet import STALE_AFTER_S, NodeView
 
 
 def console(stderr: bool = False) -> Console:
@@ -73,7 +73,7 @@ def nodes_table(views: Iterable[NodeView], now: float) -> Table:
         table.add_column(col, justify="right" if col in right else "left")
     for v in views:
         d = v.to_dict(now)
-        stale = d["telemetry_age_s"] is not None and d["telemetry_age_s"] > 10
+        stale = d["telemetry_age_s"] is not None and d["telemetry_age_s"] > STALE_AFTER_S
         table.add_row(
             v.name,
             v.status + (" (stale)" if stale and v.online else ""),

@@ -147,6 +147,11 @@ class JobsSection:
     model_dir: str = ""  # set: model files must lie under this directory
     threads: int = 0  # llama.cpp/dllama threads; 0: the node's cores
     advertise_host: str = ""  # the address workers give their leader; empty: the host name
+    distcc: str = "distcc"  # distcc: the client the leader's make runs the compiler through
+    distccd: str = "distccd"
+    make: str = "make"
+    distcc_port: int = 3632  # distccd's port when the request does not say
+    build_root: str = ""  # distcc: builds run only in directories under this one; empty: no distcc builds here
     queue_max: int = 4  # heavy jobs waiting for the running one (when the request asks to queue)
     log_lines_per_s: int = 10  # job output lines published as log events per second; the rest are counted
     systemd_scope: Literal["auto", "off"] = "auto"  # auto: a transient scope when systemd is PID 1
@@ -218,6 +223,7 @@ _VALIDATORS: dict[type, dict[str, Any]] = {
         "llama_rpc_port": _port,
         "dllama_port": _port,
         "dllama_kv_heads": _above_zero,
+        "distcc_port": _port,
     },
     MpiSection: {"launch_timeout_s": _above_zero},
 }
