@@ -25,6 +25,7 @@ GUARD_STYLE = {"warm": "yellow", "hot": "red", "critical": "bold red"}
 STATE_STYLE = {"offline": "red", "stale": "yellow", "unknown": "dim"}
 ROW_KEYS = ("temp_c", "fan_duty_pct", "fan_rpm", "power_w", "freq_mhz", "freq_cap_mhz", "throttle", "guard")
 ROW_KEYS += ("job", "job_progress", "job_phase", "job_frozen")
+MIXED = {"online": "on", "offline": "off", "stale": "stale", "unknown": "unk"}
 SHORT = {"under_voltage": "uv", "freq_capped": "capped", "throttled": "thr", "soft_temp_limit": "soft"}
 
 
@@ -250,9 +251,10 @@ def _progress(lines: list[NodeLine], narrow: bool) -> str:
 
 def _state(lines: list[NodeLine]) -> Text:
     states = sorted({line.state for line in lines})
+    if len(states) > 1:  # a folded row of several states: short, so the figures keep their columns
+        return Text("/".join(MIXED[s] for s in states), style="yellow")
     age = [line.age_s for line in lines if line.state == "stale" and line.age_s is not None]
-    text = "/".join(states) + (f" {max(age):.0f}s" if age else "")
-    return Text(text, style=STATE_STYLE.get(states[-1] if len(states) == 1 else "stale", ""))
+    return Text(states[0] + (f" {max(age):.0f}s" if age else ""), style=STATE_STYLE.get(states[0], ""))
 
 
 # --- layouts -----------------------------------------------------------------------------------------------------
