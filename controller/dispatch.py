@@ -169,13 +169,7 @@ def submit_and_follow(
     submit(session, job, nodes)
     try:
         while not follower.done:
-            msg = session.get(0.25)
-            if msg is not None:
-                tap(msg)
-            if msg is not None and (run := follower.apply(msg)) is not None:
-                on_change(run)
-            for run in follower.expire(clock()):
-                on_change(run)
+            for run in follow_once(session, follower, on_change, clock, tap):
                 if run.state == "timeout":
                     cancel(session, job.id, [run.node])
     except KeyboardInterrupt:
@@ -184,6 +178,26 @@ def submit_and_follow(
         for node in live:
             follower.runs[node].state, follower.runs[node].reason = "cancelled", "interrupted by the operator"
     return follower.runs
+
+
+def follow_once(
+    session: Session,
+    follower: Follower,
+    on_change: Callable[[NodeRun], None],
+    clock: Callable[[], float],
+    tap: Callable[[Received], None],
+) -> list[NodeRun]:
+    """Take one message (waiting up to 0.25 s) into ``follower``, after ``tap``; returns the runs that ran out of
+    time meanwhile (each also passed to ``on_change``)."""
+    msg = session.get(0.25)
+    if msg is not None:
+        tap(msg)
+        if (run := follower.apply(msg)) is not None:
+            on_change(run)
+    expired = follower.expire(clock())
+    for run in expired:
+        on_change(run)
+    return expired
 
 
 def submit(session: Session, job: JobSpec, nodes: list[str]) -> None:

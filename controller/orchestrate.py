@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.dispatch import Follower, NodeRun, cancel, new_job_id, submit, submit_and_follow
+from controller.dispatch import Follower, NodeRun, cancel, follow_once, new_job_id, submit, submit_and_follow
 from controller.session import Received, Session
 from nodeagent.protocol import JobSpec
 from nodeagent.protocol.jobs import (
@@ -158,13 +158,7 @@ def _pumper(
     session: Session, follower: Follower, on_change: Callable[[NodeRun], None], clock: Any, tap: Any
 ) -> Callable[[], None]:
     def pump() -> None:
-        msg = session.get(0.25)
-        if msg is not None:
-            tap(msg)
-        if msg is not None and (run := follower.apply(msg)) is not None:
-            on_change(run)
-        for run in follower.expire(clock()):
-            on_change(run)
+        follow_once(session, follower, on_change, clock, tap)
 
     return pump
 

@@ -25,17 +25,23 @@ def select(pattern: str, known: Iterable[str]) -> list[str]:
                 "with the same --cluster?"
             )
         return list(NodeSet.fromlist(sorted(known_set)))
-    try:
-        wanted = list(NodeSet(pattern))
-    except NodeSetParseError as exc:
-        raise SelectionError(f"node set: {exc}: {pattern!r}") from None
-    if not wanted:
-        raise SelectionError(f"node set {pattern!r} is empty")
+    wanted = expand(pattern)
     unknown = [n for n in wanted if n not in known_set]
     if unknown:
         hint = f"; known: {fold(known_set)}" if known_set else ""
         raise SelectionError(f"unknown node(s) {fold(unknown)}{hint}")
     return wanted
+
+
+def expand(pattern: str) -> list[str]:
+    """The names a node set stands for (no ``all``); SelectionError when it does not parse or is empty."""
+    try:
+        names = list(NodeSet(pattern))
+    except NodeSetParseError as exc:
+        raise SelectionError(f"node set: {exc}: {pattern!r}") from None
+    if not names:
+        raise SelectionError(f"node set {pattern!r} is empty")
+    return names
 
 
 def fold(names: Iterable[str]) -> str:

@@ -12,14 +12,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from ClusterShell.NodeSet import NodeSet, NodeSetParseError
 from rich.console import Console, RenderableType
 from rich.live import Live
 
 from controller import report, top_view
 from controller.args import UsageError
 from controller.fleet import Fleet, natural, subscriptions
-from controller.select import SelectionError
+from controller.select import expand
 from controller.session import Received, Session
 from nodeagent.errors import ProtocolError
 from nodeagent.mqtt.settings import Broker
@@ -75,13 +74,7 @@ def wanted_nodes(pattern: str | None) -> list[str] | None:
     """The node set to show (None: every node seen). Names no node has announced are shown as unknown."""
     if pattern is None or pattern.strip() == "all":
         return None
-    try:
-        names = list(NodeSet(pattern))
-    except NodeSetParseError as exc:
-        raise SelectionError(f"node set: {exc}: {pattern!r}") from None
-    if not names:
-        raise SelectionError(f"node set {pattern!r} is empty")
-    return names
+    return expand(pattern)
 
 
 def cmd_top(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
