@@ -119,11 +119,12 @@ def hpl_results_table(runs: Iterable[NodeRun]) -> tuple[Table, float]:
 
 def run_line(run: NodeRun) -> str:
     """One progress line for a non-terminal log."""
-    if run.state == "accepted" and run.plan:
+    if run.state == "accepted" and run.plan and "n" in run.plan:  # an HPL plan
         p = run.plan
         return f"{run.node}: accepted (N={p.get('n')} NB={p.get('nb')} P×Q={p.get('p')}x{p.get('q')})"
-    if run.state == "running" and run.progress is not None:
-        return f"{run.node}: running {run.progress:4.0%} {run.phase}".rstrip()
+    if run.state == "running" and (run.progress is not None or run.phase):
+        pct = f"{run.progress:4.0%} " if run.progress is not None else ""
+        return f"{run.node}: running {pct}{run.phase}".rstrip()
     if run.reason:
         return f"{run.node}: {run.state}: {run.reason}"
     return f"{run.node}: {run.state}"

@@ -260,3 +260,13 @@ def test_facts_refuse_addresses_that_are_not_addresses() -> None:
     bad = NodeFacts("n1", "0.1", "sim", "m", "s", 4, 4096, addresses=("10.0.0.1; reboot",))
     with pytest.raises(ProtocolError, match="expected IP addresses"):
         decode(encode(bad), NodeFacts)
+
+
+def test_progress_lines_show_the_builds_phase_and_no_hpl_plan() -> None:
+    from controller.dispatch import NodeRun
+    from controller.report import run_line
+
+    assert run_line(NodeRun("n1", state="accepted", plan={"role": "leader", "jobs": 24})) == "n1: accepted"
+    assert run_line(NodeRun("n1", state="running", phase="12 files compiled")) == "n1: running 12 files compiled"
+    hpl = NodeRun("n1", state="accepted", plan={"n": 1000, "nb": 96, "p": 1, "q": 2})
+    assert run_line(hpl) == "n1: accepted (N=1000 NB=96 P×Q=1x2)"
