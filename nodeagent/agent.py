@@ -539,7 +539,7 @@ class Agent:
     def mpi_launch(self, cmd: Command) -> None:
         """A cluster job's leader asks this member to start Open MPI's daemon (nodeagent/mpi/launch.py)."""
         try:
-            argv = accept_launch(cmd, self.runner.current, self.runner.work_dir, self.cfg.mpi)
+            argv = accept_launch(cmd, self.runner.current, self.runner.work_dir, self.cfg.mpi, sim=self.sim)
         except JobRejected as exc:
             log.warning("event=mpi_launch_refused job=%s from=%s reason=%r", cmd.job_id, cmd.sender, exc.reason)
             self.emit("rejected", cmd.id, reason=exc.reason, field=exc.field)
