@@ -20,7 +20,7 @@ from typing import Any
 from nodeagent import __version__, sd
 from nodeagent.chassis_power import PowerBudget
 from nodeagent.config import AgentConfig, read_password
-from nodeagent.errors import ConfigError, JobRejected, ProtocolError
+from nodeagent.errors import MAX_ECHO, ConfigError, JobRejected, ProtocolError, clip
 from nodeagent.ha.bridge import HaBridge
 from nodeagent.hw.base import Backend, Sample
 from nodeagent.hw.events import HwEvent
@@ -52,6 +52,7 @@ from nodeagent.protocol import (
     reply_address,
 )
 from nodeagent.protocol.messages import fan_mode
+from nodeagent.ratelog import RateLog
 from nodeagent.safety import (
     Chassis,
     ChassisView,
@@ -66,6 +67,7 @@ from nodeagent.spool import Spool, SpoolError
 from nodeagent.telemetry import alert_fields, pcie_alerts, telemetry_from
 
 log = logging.getLogger("picluster.agent")
+bad_input = RateLog(log)  # lines about received messages: anyone who reaches the broker could flood them
 
 Clock = Callable[[], float]
 # READY=1 waits this long for the first broker session after the first tick (paho's own connect timeout), then
@@ -454,14 +456,23 @@ class Agent:
             return
         if retained:
             # A retained command would replay on every reconnect; commands are one-shot by contract.
-            log.warning("event=retained_command_ignored topic=%s fix='publish commands without the retain flag'", topic)
+            bad_input.warning(
+                "retained_command",
+                "event=retained_command_ignored topic=%s fix='publish commands without the retain flag'",
+                clip(topic, MAX_ECHO),
+            )
             return
         try:
             cmd = decode(payload, Command)
         except ProtocolError as exc:
             job = reply_address(payload)
-            log.warning(
-                "event=bad_message topic=%s field=%s reason=%r job=%s", topic, exc.field, exc.reason, job or "-"
+            bad_input.warning(
+                "bad_message",
+                "event=bad_message topic=%s field=%s reason=%r job=%s",
+                clip(topic, MAX_ECHO),
+                exc.field,
+                exc.reason,
+                job or "-",
             )
             if job:
                 self.emit("rejected", job, reason=f"invalid command: {exc.reason}", field=exc.field)
@@ -473,7 +484,7 @@ class Agent:
             # The leader's name in the topic is what a broker ACL vouches for; the payload's is only a claim.
             where = f"on {self.topics.launch_inbox(self.node)[:-1]}<leader>, from the leader named there"
             why = f"a launch request must come {where}" if cmd.cmd == "launch" else f"{cmd.cmd} is not a launch"
-            log.warning("event=bad_message topic=%s reason=%r", topic, why)
+            bad_input.warning("bad_message", "event=bad_message topic=%s reason=%r", clip(topic, MAX_ECHO), why)
             self.emit("rejected", cmd.id, reason=why, field="cmd")
             return
         if cmd.cmd == "run":
@@ -541,7 +552,13 @@ class Agent:
         try:
             argv = accept_launch(cmd, self.runner.current, self.runner.work_dir, self.cfg.mpi, sim=self.sim)
         except JobRejected as exc:
-            log.warning("event=mpi_launch_refused job=%s from=%s reason=%r", cmd.job_id, cmd.sender, exc.reason)
+            bad_input.warning(
+                "mpi_launch_refused",
+                "event=mpi_launch_refused job=%s from=%s reason=%r",
+                cmd.job_id,
+                cmd.sender,
+                exc.reason,
+            )
             self.emit("rejected", cmd.id, reason=exc.reason, field=exc.field)
             return
         self.emit("accepted", cmd.id, data={"job": cmd.job_id, "daemon": argv[0]})
@@ -599,7 +616,7 @@ class Agent:
         try:
             msg = decode(payload, cls)
         except ProtocolError as exc:
-            log.debug("event=bad_%s node=%s reason=%r", leaf, node, exc.reason)
+            bad_input.debug(f"bad_{leaf}", "event=bad_%s node=%s reason=%r", leaf, node, exc.reason)
             return
         if isinstance(msg, ChassisPower):
             self.power.received(msg)

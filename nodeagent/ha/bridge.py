@@ -31,8 +31,10 @@ from nodeagent.ha.entities import command_names
 from nodeagent.ha.state import drives, has_pcie, significant, state_document
 from nodeagent.link import Link
 from nodeagent.protocol import Command, NodeFacts, Telemetry, Topics, encode
+from nodeagent.ratelog import RateLog
 
 log = logging.getLogger("picluster.ha")
+bad_input = RateLog(log)  # HA command topics are open to whoever reaches the broker
 
 _ids = itertools.count(1)
 
@@ -116,13 +118,19 @@ class HaBridge:
                 log.info("event=ha_birth resend_in_s=%.1f", delay)
             return
         if retained:
-            log.warning("event=retained_command_ignored topic=%s fix='Home Assistant commands are not retained'", topic)
+            bad_input.warning(
+                "retained_command",
+                "event=retained_command_ignored topic=%s fix='Home Assistant commands are not retained'",
+                topic,
+            )
             return
         command = self._commands[topic]
         if command == "fan":
             self._deliver(Command(id=_new_id("fan"), cmd="fan", nodes=(self.node,), value=text, sender="homeassistant"))
         elif text != PRESS:
-            log.warning("event=ha_bad_payload topic=%s payload=%r expected=%r", topic, text[:40], PRESS)
+            bad_input.warning(
+                "ha_bad_payload", "event=ha_bad_payload topic=%s payload=%r expected=%r", topic, text[:40], PRESS
+            )
         elif command == "identify":
             self._deliver(Command(id=_new_id("identify"), cmd="identify", nodes=(self.node,), sender="homeassistant"))
         else:

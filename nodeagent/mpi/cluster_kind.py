@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nodeagent.config import MpiSection
-from nodeagent.errors import JobFailed, JobRejected
+from nodeagent.errors import JobFailed, JobRejected, echo
 from nodeagent.jobs.kind import JobContext, Prepared, Progress
 from nodeagent.jobs.kinds.hpl import render_input
 from nodeagent.jobs.kinds.hpl_kind import HplKind, _last_words, params_from
@@ -46,17 +46,17 @@ _HOSTS_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}(,[A-Za-z0-9_-]{1,64}){0,1049}$")
 def _str_param(params: Mapping[str, Scalar], key: str, what: str) -> str:
     value = params.get(key)
     if not isinstance(value, str) or not value:
-        raise JobRejected(f"cluster HPL parameter {key!r} must be {what}, got {value!r}", f"params.{key}")
+        raise JobRejected(f"cluster HPL parameter {key!r} must be {what}, got {echo(value)}", f"params.{key}")
     return value
 
 
 def _hosts(params: Mapping[str, Scalar]) -> list[str]:
     hosts = _str_param(params, "hosts", "the comma-separated node names, the leader first")
     if not _HOSTS_RE.match(hosts):
-        raise JobRejected(f"params.hosts {hosts!r}: expected node names separated by commas", "params.hosts")
+        raise JobRejected(f"params.hosts {echo(hosts)}: expected node names separated by commas", "params.hosts")
     names = hosts.split(",")
     if len(set(names)) != len(names):
-        raise JobRejected(f"params.hosts {hosts!r} names a node twice", "params.hosts")
+        raise JobRejected(f"params.hosts {echo(hosts)} names a node twice", "params.hosts")
     return names
 
 
@@ -64,7 +64,7 @@ def _ranks_per_node(params: Mapping[str, Scalar]) -> int:
     value = params.get("ranks_per_node")
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise JobRejected(
-            f"params.ranks_per_node must be a whole number from 1, got {value!r}",
+            f"params.ranks_per_node must be a whole number from 1, got {echo(value)}",
             "params.ranks_per_node",
         )
     return value
@@ -87,7 +87,7 @@ class ClusterHplKind:
             return self._leader(params, ctx)
         if role == "member":
             return self._member(params, ctx)
-        raise JobRejected(f"params.role must be 'leader' or 'member', got {role!r}", "params.role")
+        raise JobRejected(f"params.role must be 'leader' or 'member', got {echo(role)}", "params.role")
 
     # --- leader ------------------------------------------------------------------------------------------------
     def _leader(self, params: Mapping[str, Scalar], ctx: JobContext) -> Prepared:
@@ -151,7 +151,7 @@ class ClusterHplKind:
     def _member(self, params: Mapping[str, Scalar], ctx: JobContext) -> Prepared:
         leader = _str_param(params, "leader", "the leader's node name")
         if not NAME_RE.match(leader):
-            raise JobRejected(f"params.leader {leader!r} is not a node name", "params.leader")
+            raise JobRejected(f"params.leader {echo(leader)} is not a node name", "params.leader")
         (ctx.work_dir / MEMBER_FILE).write_text(json.dumps({"leader": leader}))
         argv = (sys.executable, "-m", "nodeagent.mpi.member", f"{self.mpi.launch_timeout_s:g}")
         env = {"OPENBLAS_NUM_THREADS": "1"}

@@ -18,7 +18,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
-from nodeagent.errors import JobFailed, JobRejected
+from nodeagent.errors import JobFailed, JobRejected, echo
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Parameters and the input file
@@ -44,7 +44,7 @@ class HplParams:
             value = getattr(self, name)
             # bool is an int subclass; a JSON/msgpack `true` must not pass for the number 1.
             if not isinstance(value, int) or isinstance(value, bool):
-                raise JobRejected(f"{name} must be a whole number, got {value!r}", field=name)
+                raise JobRejected(f"{name} must be a whole number, got {echo(value)}", field=name)
             if value < 1:
                 raise JobRejected(f"{name} must be at least 1, got {value}", field=name)
         if self.nb > self.n:

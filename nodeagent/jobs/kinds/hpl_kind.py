@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nodeagent.errors import JobFailed, JobRejected
+from nodeagent.errors import JobFailed, JobRejected, echo
 from nodeagent.jobs.kind import JobContext, Prepared, Progress
 from nodeagent.jobs.kinds.hpl import (
     HplParams,
@@ -31,7 +31,7 @@ def _int_param(params: Mapping[str, Scalar], key: str) -> int:
         )
     value = params[key]
     if isinstance(value, bool) or not isinstance(value, int):
-        raise JobRejected(f"HPL parameter {key!r} must be a whole number, got {value!r}", f"params.{key}")
+        raise JobRejected(f"HPL parameter {key!r} must be a whole number, got {echo(value)}", f"params.{key}")
     return value
 
 
