@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -94,10 +94,7 @@ def resolve(specs: Mapping[str, ParamSpec], params: Mapping[str, object], what: 
     ``what`` names the kind or template in messages. Undeclared parameters are refused: a typo must not be
     silently ignored and run a job the operator did not ask for.
     """
-    unknown = sorted(set(params) - set(specs))
-    if unknown:
-        known = ", ".join(specs) or "none"
-        raise JobRejected(f"{what}: unknown parameter {echo(unknown[0])} (parameters: {known})", f"params.{unknown[0]}")
+    refuse_undeclared(params, specs, what)
     out: dict[str, Value] = {}
     for name, spec in specs.items():
         if name not in params:
@@ -110,6 +107,15 @@ def resolve(specs: Mapping[str, ParamSpec], params: Mapping[str, object], what: 
         except ValueError as exc:
             raise JobRejected(f"{what}: parameter {name!r}: {exc}", f"params.{name}") from None
     return out
+
+
+def refuse_undeclared(params: Mapping[str, object], declared: Iterable[str], what: str) -> None:
+    """JobRejected naming the first parameter of ``params`` that is not ``declared`` (with the declared ones)."""
+    names = list(declared)
+    unknown = sorted(set(params) - set(names))
+    if unknown:
+        known = ", ".join(names) or "none"
+        raise JobRejected(f"{what}: unknown parameter {echo(unknown[0])} (parameters: {known})", f"params.{unknown[0]}")
 
 
 def describe(spec: ParamSpec) -> str:
