@@ -19,8 +19,24 @@ def explain(exc: BaseException | None, broker: Broker) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         why = exc.verify_message or str(exc)
         return f"the broker's TLS certificate at {broker.host}:{broker.port} is not trusted ({why}): {CA_FIX}"
+    if broker.tls and isinstance(exc, (ConnectionResetError, ssl.SSLEOFError)):
+        # A plain MQTT broker reads the TLS greeting as a broken MQTT packet and drops the connection.
+        return (
+            f"{broker.host}:{broker.port} dropped the connection during the TLS handshake: it is most likely a plain "
+            "MQTT port; use mqtt:// for it, or the broker's TLS port (8883)"
+        )
     if isinstance(exc, ssl.SSLError):
         reason = (exc.reason or str(exc)).lower()
+        if "certificate_required" in reason or "certificate required" in reason:
+            return (
+                f"the broker at {broker.host}:{broker.port} wants a client certificate: set mqtt.cert_file and "
+                "mqtt.key_file (piclusterctl: PICLUSTER_MQTT_CERT_FILE and PICLUSTER_MQTT_KEY_FILE)"
+            )
+        if "unknown_ca" in reason or "bad_certificate" in reason or "certificate_unknown" in reason:
+            return (
+                f"the broker at {broker.host}:{broker.port} does not accept this client's certificate "
+                f"({exc.reason}): use one signed by the broker's CA"
+            )
         if "wrong_version_number" in reason or "wrong version number" in reason or "record layer" in reason:
             return (
                 f"{broker.host}:{broker.port} does not answer TLS: it is a plain MQTT port; use mqtt:// for it, "
@@ -35,7 +51,7 @@ def closed_early(broker: Broker) -> str:
     if broker.tls:
         return (
             f"the broker at {broker} closed the connection before answering: it may want a client certificate "
-            "(mqtt.cert_file and mqtt.key_file) or allow no more clients"
+            "signed by its CA (mqtt.cert_file and mqtt.key_file), or allow no more clients"
         )
     return (
         f"the broker at {broker} closed the connection before answering MQTT: if port {broker.port} is its TLS port, "

@@ -21,7 +21,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from nodeagent import connect_error
+from nodeagent import connect_error, paho16
 from nodeagent.config import Broker
 
 log = logging.getLogger("picluster.link")
@@ -153,6 +153,8 @@ class Link:
         self._client.on_connect_fail = lambda c, u: self._connect_failed(
             connect_error.explain(sys.exc_info()[1], broker)
         )
+        if not PAHO2:
+            paho16.keep_thread_alive(self._client, self._tls_error)
         self._client.reconnect_delay_set(min_delay=max(1, round(reconnect_min_s)), max_delay=round(reconnect_max_s))
         # QoS 1 messages wait in paho's queue while the broker is away; unbounded by design, the spool bounds it.
         self._client.max_queued_messages_set(0)
@@ -239,12 +241,17 @@ class Link:
     def _on_disconnect(self, rc: Any) -> None:
         was = self._connected.is_set()
         self._connected.clear()
-        if not was and self._socket_open and not self._stopping and not self.refused:
+        if not was and self._socket_open and not self._stopping and not self.refused and not self.failed:
             self._connect_failed(connect_error.closed_early(self.broker))
         self._socket_open = False
         if was and not self._stopping:
             log.warning("event=mqtt_lost broker=%s reason=%s (reconnecting with back-off)", self.broker, rc)
         self._call(self._user_disconnect, _code(rc))
+
+    def _tls_error(self, exc: ssl.SSLError) -> None:
+        """paho 1.6's thread met a TLS error after the handshake (paho16.py): the connection is gone."""
+        self._connect_failed(connect_error.explain(exc, self.broker))
+        self._on_disconnect(mqtt.MQTT_ERR_CONN_LOST)
 
     def _connect_failed(self, reason: str) -> None:
         """A connection attempt failed for a reason a person must fix: say it once, and let waiters see it."""

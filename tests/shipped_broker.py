@@ -71,7 +71,10 @@ def shipped_conf(text: str, work: Path, plain: int, tls: int) -> str:
 
 
 @contextmanager
-def shipped_broker(users: tuple[str, ...] = ("n1", "n2", "operator")) -> Iterator[ShippedBroker]:
+def shipped_broker(
+    users: tuple[str, ...] = ("n1", "n2", "operator"), *, require_certificate: bool = False
+) -> Iterator[ShippedBroker]:
+    """The shipped broker; ``require_certificate`` turns on the config's commented-out client certificate demand."""
     if shutil.which("mosquitto") is None or shutil.which("mosquitto_passwd") is None:
         pytest.fail("mosquitto is not installed: run `make test`, which installs it (apt install mosquitto)")
     work = Path(tempfile.mkdtemp(prefix="picluster-acl-"))
@@ -80,6 +83,9 @@ def shipped_broker(users: tuple[str, ...] = ("n1", "n2", "operator")) -> Iterato
     ca.server("broker")
     mosq = ShippedBroker(work, ca=ca)
     conf = shipped_conf((EXAMPLE / "picluster.conf").read_text(), work, mosq.port, mosq.tls_port)
+    if require_certificate:
+        assert "\n#require_certificate true\n" in conf, "the shipped config no longer offers require_certificate"
+        conf = conf.replace("\n#require_certificate true\n", "\nrequire_certificate true\n")
     (work / "mosquitto.conf").write_text(conf + f"persistence false\nlog_dest file {work / 'mosquitto.log'}\n")
     for i, user in enumerate(users):
         flags = ["-c"] if i == 0 else []
