@@ -115,8 +115,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"# message_sizes: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
     print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; agent decode limit {MAX_PAYLOAD_BYTES:,} bytes")
-    print("\n| message | largest payload (bytes) |\n|---|---:|")
     rows = {**{f"recorded: {k}": v for k, v in sorted(recorded(args.nodes).items())}, **built(args.fleet)}
+    print("\n| message | largest payload (bytes) |\n|---|---:|")
     for name, size in rows.items():
         print(f"| {name} | {size:,} |")
     print(f"\nlargest: {max(rows.values()):,} bytes")
