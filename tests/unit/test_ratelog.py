@@ -1,4 +1,4 @@
-"""Bad-input log lines are rate-limited per kind, and what is held back is counted and reported (nodeagent/ratelog.py)."""
+"""Bad-input log lines are rate-limited per kind; what is held back is counted and reported (nodeagent/ratelog.py)."""
 
 from __future__ import annotations
 
