@@ -15,12 +15,12 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 test: $(STAMP)
-	$(PY) -m ruff check nodeagent controller tests bench scripts
-	$(PY) -m ruff format --check nodeagent controller tests bench scripts
+	$(PY) -m ruff check nodeagent controller firmware tests bench scripts
+	$(PY) -m ruff format --check nodeagent controller firmware tests bench scripts
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(PY) -m ruff check nodeagent controller tests bench scripts
+	$(PY) -m ruff check nodeagent controller firmware tests bench scripts
 
 bench: $(STAMP)
 	$(PY) bench/agent_idle.py

@@ -31,9 +31,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from controller.session import Session  # noqa: E402
-from nodeagent.config import Broker  # noqa: E402
 from nodeagent.errors import ProtocolError  # noqa: E402
 from nodeagent.jobs.kinds.hpl import parse_hpcc_output  # noqa: E402
+from nodeagent.mqtt.settings import Broker  # noqa: E402
 from nodeagent.protocol import Event, Topics, decode  # noqa: E402
 from scripts.localcluster import agent_argv, free_port, start_mosquitto, stop  # noqa: E402
 

@@ -25,8 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from controller.cli import snapshot  # noqa: E402
-from nodeagent.config import Broker  # noqa: E402
+from controller.fleet_cli import snapshot  # noqa: E402
+from nodeagent.mqtt.settings import Broker  # noqa: E402
 from nodeagent.protocol import Topics  # noqa: E402
 from scripts.localcluster import agent_argv, free_port, start_mosquitto, stop  # noqa: E402
 

@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nodeagent.hw import SimBackend, SimConfig
-from nodeagent.hw.fan import SimFan
+from nodeagent.hw.fans.sim import SimFan
+from nodeagent.node.safety import NodeSafety
 from nodeagent.policy import PolicyConfig
-from nodeagent.safety import NodeSafety
 
 
 def trial(ambient_c: float) -> tuple[int, int]:

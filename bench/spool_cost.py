@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nodeagent.config import Broker
-from nodeagent.link import Link
-from nodeagent.outbox import Outbox
+from nodeagent.mqtt.link import Link
+from nodeagent.mqtt.outbox import Outbox
+from nodeagent.mqtt.settings import Broker
+from nodeagent.mqtt.spool import Spool
 from nodeagent.protocol import Event, encode
-from nodeagent.spool import Spool
 from scripts.localcluster import free_port, start_mosquitto, stop
 
 TOPIC = "picluster/v1/bench/node/n1/events"

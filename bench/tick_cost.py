@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from nodeagent.hw import RealBackend, SimBackend, SimConfig  # noqa: E402
+from nodeagent.node.telemetry import telemetry_from  # noqa: E402
 from nodeagent.protocol import encode  # noqa: E402
-from nodeagent.telemetry import telemetry_from  # noqa: E402
 
 TREE = REPO / "tests" / "data" / "sysfs" / "cm5-nanocluster"
 

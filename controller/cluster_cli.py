@@ -12,8 +12,9 @@ from controller import hpl_plan, jobs_cli, power, report
 from controller.cluster_run import ClusterRun, cluster_job
 from controller.dispatch import NodeRun, new_job_id
 from controller.fleet import Fleet, subscriptions
+from controller.results import job_result
 from controller.select import select
-from nodeagent.config import Broker
+from nodeagent.mqtt.settings import Broker
 from nodeagent.protocol import Topics
 
 
@@ -64,16 +65,16 @@ def run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
         if outcome.state == "detached":
             track.detached = True
             if args.json:
-                report.print_json({"job": job.id, "detached": True, "leader": plan.leader, "nodes": list(plan.nodes)})
+                runs = [outcome.runs[n] for n in plan.nodes]
+                detached = job_result(job.id, "hpl", "cluster", runs, state="detached", leader=plan.leader)
+                report.print_json({**detached, "detached": True})
             else:
                 print(f"job {job.id} runs on; see it with: piclusterctl results {job.id}")
             return 0
-    r = track.finished(
-        job.id, list(outcome.runs.values()), {"job": job.id, "kind": "hpl", "mode": "cluster", **outcome.result}
-    )
+    runs = [outcome.runs[n] for n in plan.nodes]
+    r = track.finished(job.id, runs, job_result(job.id, "hpl", "cluster", runs, state=outcome.state, **outcome.result))
     if args.json:
-        runs = [outcome.runs[n].to_dict() for n in plan.nodes]
-        report.print_json({"job": job.id, "kind": "hpl", "mode": "cluster", "state": outcome.state, **r, "runs": runs})
+        report.print_json(r)
     else:
         out = report.console()
         if outcome.passed:

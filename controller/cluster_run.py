@@ -15,11 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.dispatch import ACCEPT_TIMEOUT_S, Follower, NodeRun, cancel
+from controller.dispatch import ACCEPT_TIMEOUT_S, Follower, NodeRun, cancel, submit
+from controller.fleet import telemetry_row
 from controller.hpl_plan import ClusterPlan
 from controller.session import Received, Session
 from nodeagent.errors import ProtocolError
-from nodeagent.protocol import Command, JobSpec, Telemetry, decode, encode
+from nodeagent.protocol import JobSpec, Telemetry, decode
+from nodeagent.protocol.jobs import HplResult
+from nodeagent.protocol.throttle import throttled_now
 
 MEMBERS_READY_S = 30.0  # members must be holding for the job by then
 RELEASE_S = 20.0  # after the leader's verdict, members still running are cancelled after this long
@@ -27,7 +30,7 @@ BLAME_GRACE_S = 2.0  # after a failed leader, how long a member's will may lag b
 # How long a cancelled node may take to confirm: the runner gives a job 5 s to stop before SIGKILL.
 RELEASE_WAIT_S = 12.0
 MAX_SAMPLES = 3600  # telemetry samples kept per node in the result
-CURRENT_THROTTLE_BITS = 0xF  # under-voltage, frequency capped, throttled, soft temperature limit (now)
+SAMPLE_KEYS = ("t", "temp_c", "freq_mhz", "throttled", "power_w", "job")
 
 
 def cluster_job(plan: ClusterPlan, job_id: str, *, timeout_s: float, force: bool) -> JobSpec:
@@ -55,16 +58,7 @@ class Recorder:
             return
         rows = self.samples.setdefault(node, [])
         if len(rows) < MAX_SAMPLES:
-            rows.append(
-                {
-                    "t": t.t,
-                    "temp_c": t.temp_c,
-                    "freq_mhz": t.freq_mhz,
-                    "throttled": t.throttled,
-                    "power_w": t.power_w,
-                    "job": t.job,
-                }
-            )
+            rows.append(telemetry_row(t, SAMPLE_KEYS))
         if t.power_w is not None:
             self._latest_power[node] = t.power_w
             self._power_sums.append(sum(self._latest_power.values()))
@@ -82,10 +76,7 @@ class Recorder:
             "power_avg_w": round(sum(per_node_avg), 2) if per_node_avg else None,
             "power_peak_w": round(max(self._power_sums), 2) if self._power_sums else None,
             "temp_peak_c": max(temps) if temps else None,
-            "throttled": {
-                n: any((r["throttled"] or 0) & CURRENT_THROTTLE_BITS for r in self.samples.get(n, []))
-                for n in self.nodes
-            },
+            "throttled": {n: any(throttled_now(r["throttled"]) for r in self.samples.get(n, [])) for n in self.nodes},
         }
 
 
@@ -195,10 +186,7 @@ class ClusterRun:
     # --- helpers ---------------------------------------------------------------------------------------------
     def _submit(self, nodes: list[str]) -> None:
         self.submitted.update(nodes)
-        cmd = Command(
-            id=self.job.id, cmd="run", nodes=tuple(nodes), job=self.job, sender=self.session.client_id, t=time.time()
-        )
-        self.session.publish(self.session.topics.cluster_cmd(), encode(cmd))
+        submit(self.session, self.job, nodes)
 
     def _pump(self) -> None:
         msg = self.session.get(0.25)
@@ -240,14 +228,10 @@ class ClusterRun:
         hpl = leader.result or {}
         summary = self.recorder.summary()
         gflops = hpl.get("gflops")
+        plan = {"n": self.plan.n, "nb": self.plan.nb, "p": self.plan.p, "q": self.plan.q}
         result = {
-            "gflops": gflops,
-            "n": hpl.get("n", self.plan.n),
-            "nb": hpl.get("nb", self.plan.nb),
-            "p": hpl.get("p", self.plan.p),
-            "q": hpl.get("q", self.plan.q),
-            "time_s": hpl.get("time_s"),
-            "residual": hpl.get("residual"),
+            **HplResult.fields_of(hpl),  # the leader's HPL figures, as the agent parsed them
+            **{k: hpl.get(k, v) for k, v in plan.items()},
             "passed": state == "finished" and bool(hpl.get("passed")),
             "nodes": list(self.plan.nodes),
             "ranks": self.plan.ranks,

@@ -33,31 +33,34 @@ class NodeView:
         return self.status == ONLINE
 
     def to_dict(self, now: float) -> dict[str, Any]:
-        t = self.telemetry
-        f = self.facts
+        t, f = self.telemetry, self.facts
         return {
             "node": self.name,
             "status": self.status,
-            "board": f.board if f else None,
-            "model": f.model if f else None,
-            "cores": f.cores if f else None,
-            "memory_mb": f.memory_mb if f else None,
-            "agent_version": f.agent_version if f else None,
-            "sim": f.sim if f else None,
-            "temp_c": t.temp_c if t else None,
-            "freq_mhz": t.freq_mhz if t else None,
-            "throttle": list(t.throttle) if t else [],
-            "load1": t.load1 if t else None,
-            "mem_avail_mb": t.mem_avail_mb if t else None,
-            "fan_duty_pct": t.fan_duty_pct if t else None,
-            "fan_rpm": t.fan_rpm if t else None,
-            "power_w": t.power_w if t else None,
-            "nvme": [dataclasses.asdict(d) for d in t.nvme] if t else [],
-            "pcie": [dataclasses.asdict(p) for p in t.pcie] if t else [],
-            "job": t.job if t else None,
+            **{k: getattr(f, k) if f else None for k in NODE_FACTS},
+            **telemetry_row(t, NODE_TELEMETRY),
             "telemetry_age_s": round(now - t.t, 1) if t else None,
-            "errors": list(t.errors) if t else [],
         }
+
+
+NODE_FACTS = ("board", "model", "cores", "memory_mb", "agent_version", "sim")
+NODE_TELEMETRY = ("temp_c", "freq_mhz", "throttle", "load1", "mem_avail_mb", "fan_duty_pct", "fan_rpm", "power_w")
+NODE_TELEMETRY += ("nvme", "pcie", "job", "errors")
+_NO_TELEMETRY = Telemetry(node="", seq=0, t=0.0)
+
+
+def telemetry_row(t: Telemetry | None, keys: Iterable[str]) -> dict[str, Any]:
+    """The named telemetry fields as plain values (lists, and dicts for drives and devices), for every table and
+    JSON document that shows telemetry. Without telemetry: None, or an empty list for a list field."""
+    if t is None:
+        return {k: [] if isinstance(getattr(_NO_TELEMETRY, k), tuple) else None for k in keys}
+    return {k: _plain(getattr(t, k)) for k in keys}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for v in value]
+    return value
 
 
 def subscriptions(topics: Topics) -> tuple[str, ...]:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from controller.fleet import Fleet
 from controller.session import Session
-from nodeagent.ha.discovery import chassis_topic, discovery_topic
 from nodeagent.protocol import check_name
+from nodeagent.protocol.topics import chassis_topic, discovery_topic
 
 RETAINED_LEAVES = ("status", "facts", "telemetry", "state", "power")  # power: a chassis driver's last cap
 

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 from nodeagent.errors import ProtocolError
 from nodeagent.protocol import Event, JobSpec, Topics, decode
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: job results in results.job_result's shape (1 had per-node HPL's total_gflops)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -39,6 +39,17 @@ CREATE TABLE IF NOT EXISTS node_runs (
 """
 # Endings a node reports, and those the controller concludes (dispatch.Follower); none is replaced by another.
 TERMINAL = frozenset({"finished", "failed", "rejected", "cancelled", "offline", "no-answer", "timeout"})
+
+
+def job_state(endings: Iterable[tuple[str, bool]]) -> str:
+    """A job's state from its nodes' (state, passed): ``running`` until every node ended; then ``passed`` if every
+    node finished and passed, else the endings seen, e.g. ``failed`` or ``finished,offline``."""
+    endings = list(endings)
+    if not endings or any(state not in TERMINAL for state, _ in endings):
+        return "running"
+    if all(state == "finished" and passed for state, passed in endings):
+        return "passed"
+    return ",".join(sorted({state for state, _ in endings}))
 
 
 class HistoryError(OSError):
@@ -85,14 +96,8 @@ class JobRecord:
 
     @property
     def state(self) -> str:
-        """``running`` until every node ended; then ``passed`` if every node finished and passed, else the
-        endings seen, e.g. ``failed`` or ``finished,offline``."""
-        states = [r.state for r in self.runs]
-        if not states or any(s not in TERMINAL for s in states):
-            return "running"
-        if all(s == "finished" and (r.result or {}).get("passed") for s, r in zip(states, self.runs, strict=True)):
-            return "passed"
-        return ",".join(sorted(set(states)))
+        """The job's state from its nodes' endings (``job_state``)."""
+        return job_state((r.state, bool((r.result or {}).get("passed"))) for r in self.runs)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -118,6 +123,13 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+def _v2(result: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 job result in version 2's shape."""
+    if "total_gflops" in result:
+        result = {k: v for k, v in result.items() if k != "total_gflops"} | {"gflops": result["total_gflops"]}
+    return {"mode": "cluster" if "leader" in result else "per-node", **result}
+
+
 class History:
     """The history file. Thread-safe (paho's thread records events while the CLI thread reads)."""
 
@@ -132,6 +144,8 @@ class History:
             row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) < SCHEMA_VERSION:
+                self._migrate(int(row[0]))
             elif int(row[0]) > SCHEMA_VERSION:
                 raise HistoryError(
                     f"{self.path}: history schema {row[0]} is newer than this piclusterctl's ({SCHEMA_VERSION}); "
@@ -148,6 +162,21 @@ class History:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def _migrate(self, version: int) -> None:
+        """Bring an older file's job results to this version's shape, in one transaction."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if version < 2:  # per-node HPL stored its sum as total_gflops and said no mode
+                for job_id, text in self._db.execute("SELECT id, result FROM jobs WHERE result IS NOT NULL").fetchall():
+                    result = _loads(text)
+                    if isinstance(result, dict):
+                        self._db.execute("UPDATE jobs SET result = ? WHERE id = ?", (_dumps(_v2(result)), job_id))
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     # --- writing ---------------------------------------------------------------------------------------------
     def job_started(

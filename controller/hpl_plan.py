@@ -10,10 +10,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-from nodeagent.config import JobsSection
 from nodeagent.errors import JobRejected
-from nodeagent.jobs.kinds.hpl import HplParams
-from nodeagent.jobs.limits import check_ranks
+from nodeagent.protocol.jobs import DEFAULT_MAX_RANKS_PER_CORE, HplParams, check_ranks
 
 PARAM_KEYS: tuple[str, ...] = ("n", "nb", "p", "q", "mem_fraction", "ranks_per_node", "oversubscribe")
 
@@ -34,7 +32,7 @@ _INT_KEYS = ("n", "nb", "p", "q", "ranks_per_node")
 _EXAMPLES = {"n": 20000, "nb": 256, "p": 2, "q": 2, "ranks_per_node": 4}
 _BYTES_PER_DOUBLE = 8
 # The nodes' own limit is their jobs.max_ranks_per_core; the planner refuses early with the default.
-MAX_RANKS_PER_CORE = JobsSection().max_ranks_per_core
+MAX_RANKS_PER_CORE = DEFAULT_MAX_RANKS_PER_CORE
 
 
 def parse_params(items: list[str]) -> dict[str, float | int]:

@@ -24,12 +24,12 @@ from controller import report, results
 from controller.dispatch import Follower, NodeRun, cancel, submit
 from controller.fleet import Fleet
 from controller.history import TERMINAL, History, JobRecord, default_path
+from controller.results import job_result
 from controller.session import BrokerUnreachable, Session, persistent_client_id
 from controller.wallpower import WallMeter
-from nodeagent.config import Broker
+from nodeagent.mqtt.settings import Broker
 from nodeagent.protocol import Event, JobSpec, Topics, decode
 
-COMMANDS = ("jobs", "results", "report", "cancel")
 CANCEL_WAIT_S = 15.0  # the agent's kill grace is 5 s; a loaded node needs a little more
 DRAIN_S = 5.0
 SETTLE_S = 5.0  # the recorder trails the run's own session by a few ms; the broker keeps the rest for next time
@@ -37,52 +37,6 @@ SETTLE_S = 5.0  # the recorder trails the run's own session by a few ms; the bro
 
 class JobsUsageError(ValueError):
     """Bad arguments to a jobs command (exit 2)."""
-
-
-def add_history_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--history",
-        metavar="PATH",
-        help="job history file (default: PICLUSTER_HISTORY or $XDG_DATA_HOME/picluster/history.sqlite3)",
-    )
-    parser.add_argument(
-        "--client-id",
-        metavar="ID",
-        help="client id of the persistent session (default: PICLUSTER_CLIENT_ID or piclusterctl-USER-HOST-CLUSTER)",
-    )
-
-
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """Options of ``run <kind>`` that belong to the history and the wall meter."""
-    add_history_options(parser)
-    parser.add_argument(
-        "--detach", action="store_true", help="return once every node has answered; see it later with `results`"
-    )
-    parser.add_argument(
-        "--power-topic",
-        metavar="TOPIC",
-        help="MQTT topic of a smart plug measuring the cluster's wall power (default: PICLUSTER_POWER_TOPIC)",
-    )
-
-
-def add_parsers(sub: Any, common: Any) -> None:
-    """The subcommands of this module; ``common`` adds the global options (--broker, --cluster, --json)."""
-    jobs = sub.add_parser("jobs", help="jobs in the history, newest first")
-    jobs.add_argument("--limit", type=int, default=20, metavar="N", help="at most N jobs (default 20)")
-    res = sub.add_parser("results", help="a job's results per node (default: the newest job)")
-    res.add_argument("job", nargs="?", metavar="JOB")
-    rep = sub.add_parser("report", help="a job's result as a top500-benchmark table row (md), json or csv")
-    rep.add_argument("job", metavar="JOB")
-    rep.add_argument("--format", choices=("md", "json", "csv"), default="md")
-    rep.add_argument("--name", default="", help="md: the Configuration cell (default: from the nodes' facts)")
-    rep.add_argument("--link", default="", metavar="URL", help="md: link the Configuration cell to URL")
-    rep.add_argument("--arch", default="", help="md: the Architecture cell (default: Arm for Cortex/Neoverse)")
-    can = sub.add_parser("cancel", help="stop a job on the nodes running it")
-    can.add_argument("job", metavar="JOB")
-    can.add_argument("--nodes", metavar="NODESET", help="where to cancel (default: its unfinished nodes)")
-    for parser in (jobs, res, rep, can):
-        common(parser, argparse.SUPPRESS)
-        add_history_options(parser)
 
 
 def history_path(args: argparse.Namespace) -> Path:
@@ -198,7 +152,8 @@ class Tracker:
             follower.expire(time.monotonic())
         self._endings(job.id, follower.runs.values())
         if as_json:
-            report.print_json({"job": job.id, "detached": True, "nodes": [r.to_dict() for r in follower.runs.values()]})
+            runs = list(follower.runs.values())
+            report.print_json({**job_result(job.id, job.kind, "per-node", runs, state="detached"), "detached": True})
         else:
             for run in follower.runs.values():
                 print(report.run_line(run), file=sys.stderr)
@@ -231,15 +186,12 @@ class Tracker:
             starts = [e["t"] for e in self.history.events(job_id) if e["kind"] == "started"]
             power = self.meter.window(min(starts, default=self.submitted), time.time())
             if power is not None:
-                gflops = summary.get("gflops", summary.get("total_gflops"))
+                gflops = summary.get("gflops")
                 summary.update(power.fields(gflops if gflops else None))
             else:
                 print(_no_power(self.meter), file=sys.stderr)
-        nodes = summary.get("nodes")
-        per_node = isinstance(nodes, list) and any(isinstance(n, dict) for n in nodes)  # those are in node_runs
-        self.history.set_result(
-            job_id, {k: v for k, v in summary.items() if k != "job" and not (k == "nodes" and per_node)}
-        )
+        # The job-level result; each node's part is in the history already (node_runs).
+        self.history.set_result(job_id, {k: v for k, v in summary.items() if k not in ("job", "runs")})
         return summary
 
     def _endings(self, job_id: str, runs: Any) -> None:

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from controller import report
 from controller.dispatch import new_job_id
-from controller.fleet import Fleet, NodeView
+from controller.fleet import Fleet, NodeView, telemetry_row
 from controller.session import Session
 from nodeagent.protocol import Command, Event, Telemetry, decode, encode
 from nodeagent.protocol.messages import fan_mode
@@ -66,25 +66,20 @@ def confirm_identify(session: Session, nodes: list[str], timeout_s: float = CONF
 
 def policy_rows(views: list[NodeView]) -> list[dict[str, Any]]:
     """Each node's effective thresholds (from its facts) and its guard's state now (from its telemetry)."""
-    rows = []
-    for v in views:
-        p = v.facts.policy if v.facts else {}
-        t = v.telemetry
-        rows.append(
-            {
-                "node": v.name,
-                "status": v.status,
-                "guard": t.guard if t else None,
-                "temp_c": t.temp_c if t else None,
-                "fan_mode": t.fan_mode if t else None,
-                "fan_duty_pct": t.fan_duty_pct if t else None,
-                "job": t.job if t else None,
-                "job_frozen": t.job_frozen if t else None,
-                "freq_cap_mhz": t.freq_cap_mhz if t else None,
-                "policy": p,
-            }
-        )
-    return rows
+    keys = ("guard", "temp_c", "fan_mode", "fan_duty_pct", "job", "job_frozen", "freq_cap_mhz")
+    return [
+        {
+            "node": v.name,
+            "status": v.status,
+            **telemetry_row(v.telemetry, keys),
+            "policy": v.facts.policy if v.facts else {},
+        }
+        for v in views
+    ]
+
+
+def _policy(view: NodeView) -> dict[str, Any]:
+    return view.facts.policy if view.facts else {}
 
 
 def policy_table(rows: list[dict[str, Any]]) -> Table:

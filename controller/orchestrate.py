@@ -13,10 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.dispatch import Follower, NodeRun, cancel, new_job_id, submit_and_follow
+from controller.dispatch import Follower, NodeRun, cancel, new_job_id, submit, submit_and_follow
 from controller.session import Session
-from nodeagent.jobs.kinds.llm import DLLAMA_ROOT, DLLAMA_WORKER, RPC_LEADER, RPC_WORKER, dllama_nodes_problem
-from nodeagent.protocol import Command, JobSpec, encode
+from nodeagent.protocol import JobSpec
+from nodeagent.protocol.jobs import (
+    DLLAMA_ROOT_KEYS,
+    DLLAMA_WORKER_KEYS,
+    RPC_LEADER_KEYS,
+    RPC_WORKER_KEYS,
+    dllama_nodes_problem,
+)
 
 READY_TIMEOUT_S = 60.0  # a worker that does not listen by then is reported, and the job is not started
 STOP_TIMEOUT_S = 20.0
@@ -32,8 +38,8 @@ class Roles:
 
 
 ROLES = {
-    "llama-rpc": Roles("leader", "rpc", ",", frozenset(RPC_WORKER), frozenset(RPC_LEADER)),
-    "dllama": Roles("root", "workers", " ", frozenset(DLLAMA_WORKER), frozenset(DLLAMA_ROOT)),
+    "llama-rpc": Roles("leader", "rpc", ",", frozenset(RPC_WORKER_KEYS), frozenset(RPC_LEADER_KEYS)),
+    "dllama": Roles("root", "workers", " ", frozenset(DLLAMA_WORKER_KEYS), frozenset(DLLAMA_ROOT_KEYS)),
 }
 
 
@@ -100,7 +106,7 @@ def run_cluster(
     follower = Follower(session.topics, wjob.id, workers, started=clock(), timeout_s=wjob.timeout_s)
     try:
         if workers:
-            _publish(session, wjob, workers)
+            submit(session, wjob, workers)
             if not _wait_ready(session, follower, on_change, clock):
                 outcome.leader.state = "not-started"
                 outcome.leader.reason = "workers not ready: " + "; ".join(
@@ -115,11 +121,6 @@ def run_cluster(
     finally:
         outcome.workers = _stop_workers(session, follower, on_change, clock) if workers else {}
     return outcome
-
-
-def _publish(session: Session, job: JobSpec, nodes: list[str]) -> None:
-    cmd = Command(id=job.id, cmd="run", nodes=tuple(nodes), job=job, sender=session.client_id, t=time.time())
-    session.publish(session.topics.cluster_cmd(), encode(cmd))
 
 
 def _pump(session: Session, follower: Follower, on_change: Callable[[NodeRun], None], clock: Any) -> None:

@@ -1,8 +1,9 @@
-"""A stored job as the operator wants it: a top500-benchmark README row (md), CSV, JSON. Pure formatting.
+"""A job's result: its one shape (``job_result``), and a stored job as the operator wants it: a top500-benchmark
+README row (md), CSV, JSON. Pure.
 
-Results are read generically: a cluster run's job-level result (``gflops``, ``power_avg_w``, ``wall_power_avg_w``
-…) where there is one, else the per-node results (each node's own HPL ``gflops`` summed over the nodes that
-passed). No key is required.
+Every run command prints ``job_result`` (``--json``) and the history stores it (without ``runs``, which it keeps
+per node): cluster and per-node alike, ``gflops`` is the job's figure (a cluster run's own, or the sum over the
+nodes that passed), beside the kind's other figures (``power_avg_w``, ``wall_power_avg_w`` …). No key is required.
 """
 
 from __future__ import annotations
@@ -11,20 +12,44 @@ import csv
 import io
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
-from controller.history import JobRecord
+from controller.dispatch import NodeRun
+from controller.history import JobRecord, job_state
 
 TOP500_HEADER = "| Configuration | Architecture | Result | Wattage | Gflops/W |\n|--- |--- |--- |--- |--- |"
 _FIXED = ["job", "node", "state", "reason"]
 
 
+def job_result(
+    job_id: str, kind: str, mode: str, runs: Sequence[NodeRun], *, state: str = "", **figures: Any
+) -> dict[str, Any]:
+    """The result of a job, one shape for every kind and mode (``cluster`` or ``per-node``): its id, kind, mode,
+    state, whether it passed, the nodes, each node's part (``runs``) and the job's figures. A per-node HPL job's
+    ``gflops`` is the sum over the nodes that passed; ``state`` (a cluster run's own verdict) is ``passed`` when
+    the job passed, else what the caller says or the nodes' endings."""
+    passed = figures.pop("passed", None)
+    passed = bool(runs) and all(r.passed for r in runs) if passed is None else bool(passed)
+    if kind == "hpl" and mode == "per-node":
+        figures["gflops"] = sum(float(r.result.get("gflops", 0.0)) for r in runs if r.passed and r.result)
+    return {
+        "job": job_id,
+        "kind": kind,
+        "mode": mode,
+        "state": "passed" if passed else state or job_state((r.state, r.passed) for r in runs),
+        "passed": passed,
+        "nodes": [r.node for r in runs],
+        "runs": [r.to_dict() for r in runs],
+        **figures,
+    }
+
+
 def job_gflops(job: JobRecord) -> float | None:
     """The job's Gflops: the job-level figure, else the sum over the nodes that passed."""
     result = job.result or {}
-    for key in ("gflops", "total_gflops"):
-        if isinstance(result.get(key), int | float):
-            return float(result[key])
+    if isinstance(result.get("gflops"), int | float):
+        return float(result["gflops"])
     passed = [r.result for r in job.runs if r.state == "finished" and r.result and r.result.get("passed")]
     if not passed:
         return None

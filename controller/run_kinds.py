@@ -13,61 +13,15 @@ from typing import Any
 from rich.table import Table
 
 from controller import power, report
+from controller.args import HEAVY_KINDS
 from controller.dispatch import NodeRun, new_job_id, submit_and_follow
 from controller.fleet import Fleet, subscriptions
 from controller.orchestrate import ROLES, PlanError, run_cluster
+from controller.results import job_result
 from controller.select import select
 from controller.session import Session
-from nodeagent.config import Broker
+from nodeagent.mqtt.settings import Broker
 from nodeagent.protocol import JobSpec, Topics
-
-SINGLE = {
-    "stress": "stress-ng burn-in on each node (--set duration_s=60 --set workers=2 --set stressor=cpu)",
-    "llama-bench": "llama.cpp llama-bench on each node (--set model=/path/model.gguf)",
-}
-CLUSTER = {
-    "llama-rpc": "llama.cpp across the nodes: rpc-server on workers, llama-bench --rpc on the leader",
-    "dllama": "distributed-llama across 1, 2, 4, 8 ... nodes: dllama worker, then dllama inference on the root",
-}
-KNOWN = ("hpl", *SINGLE, *CLUSTER, "template")
-HEAVY_KINDS = (*SINGLE, *CLUSTER)  # checked against the chassis power budget; templates are judged by the node
-
-
-def rewrite(argv: Sequence[str]) -> list[str]:
-    """``run NAME ...`` for a template NAME becomes ``run template NAME ...`` (argparse needs fixed choices)."""
-    out = list(argv)
-    i = 0
-    while i < len(out) - 1:
-        word = out[i]
-        if word in ("--broker", "--cluster"):  # global options that take a value
-            i += 2
-            continue
-        if word == "run":
-            following = out[i + 1]
-            if not following.startswith("-") and following not in KNOWN:
-                out.insert(i + 1, "template")
-            break
-        if not word.startswith("-"):
-            break  # another subcommand
-        i += 1
-    return out
-
-
-def add_parsers(run_sub: Any, common: Callable[[argparse.ArgumentParser, Any], None]) -> None:
-    """The run subcommands of this module, next to ``run hpl``."""
-    for name, text in {**SINGLE, **CLUSTER, "template": "a job template a node's config allows"}.items():
-        p = run_sub.add_parser(name, help=text, description=text)
-        common(p, argparse.SUPPRESS)
-        if name == "template":
-            p.add_argument("template", metavar="NAME", help="the template's name (also: piclusterctl run NAME)")
-        p.add_argument("--nodes", required=True, metavar="NODESET", help="all, node[1-4], node1,node3 ...")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a job parameter")
-        p.add_argument("--timeout", type=float, default=3600.0, metavar="S", help="seconds (default 3600)")
-        p.add_argument("--force", action="store_true", help="run even where a node's health gate refuses")
-        if name in CLUSTER:
-            p.add_argument("--leader", metavar="NODE", help="the node that runs the benchmark (default: the first)")
-        else:
-            p.add_argument("--queue", action="store_true", help="wait in a busy node's queue instead of a refusal")
 
 
 def parse_sets(items: Sequence[str]) -> dict[str, str]:
@@ -151,7 +105,7 @@ FIGURES = {
 
 def _print(job_id: str, kind: str, runs: list[NodeRun], passed: bool, as_json: bool) -> None:
     if as_json:
-        report.print_json({"job": job_id, "kind": kind, "passed": passed, "nodes": [r.to_dict() for r in runs]})
+        report.print_json(job_result(job_id, kind, "cluster" if kind in ROLES else "per-node", runs, passed=passed))
         return
     key, label = FIGURES.get(kind, ("returncode", "exit"))
     table = Table(box=None, pad_edge=False)

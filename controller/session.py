@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from nodeagent.config import Broker
-from nodeagent.link import ENV_PASSWORD_FILE, ENV_USERNAME, Credentials, Link
+from nodeagent.mqtt.link import Link
+from nodeagent.mqtt.settings import ENV_PASSWORD_FILE, ENV_USERNAME, Broker, Credentials
 from nodeagent.protocol import Topics
 
 CONNECT_TIMEOUT_S = 5.0

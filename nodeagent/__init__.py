@@ -1,3 +1,5 @@
 """picluster node agent: watches a Raspberry Pi node's hardware, keeps it safe, and runs jobs sent over MQTT."""
 
-__version__ = "0.1.0"
+from nodeagent.protocol.version import __version__
+
+__all__ = ["__version__"]

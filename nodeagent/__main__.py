@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from nodeagent import __version__
 from nodeagent.config import DEFAULT_PATH, AgentConfig, load
 from nodeagent.errors import ConfigError, PiclusterError
 from nodeagent.jobs.runner import Runner
+from nodeagent.protocol.version import __version__
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -103,7 +103,7 @@ class JobLoad:
 
 
 def run(cfg: AgentConfig, reread: Callable[[], AgentConfig] | None = None) -> int:
-    from nodeagent.agent import Agent
+    from nodeagent.agent import build
     from nodeagent.config import real_backend_options
     from nodeagent.hw import make_backend
 
@@ -116,7 +116,7 @@ def run(cfg: AgentConfig, reread: Callable[[], AgentConfig] | None = None) -> in
         load_fn=job_load,
         **real_backend_options(cfg.hardware),
     )
-    agent = Agent(cfg, backend)
+    agent = build(cfg, backend)
     job_load.runner = agent.runner
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -19,14 +19,15 @@ from typing import Any, TextIO
 from nodeagent.config import AgentConfig, real_backend_options
 from nodeagent.errors import HardwareError
 from nodeagent.hw import Backend, SysfsRoot, make_backend
-from nodeagent.hw.fan import FanConfig
-from nodeagent.hw.fan_sysfs_pwm import find_pwmchip
+from nodeagent.hw.boot_config import check_boot_config, print_boot_config
+from nodeagent.hw.fans.base import FanConfig
+from nodeagent.hw.fans.sysfs_pwm import find_pwmchip
 from nodeagent.hw.pcie import PcieSample
 from nodeagent.hw.profiles import fan_source
 from nodeagent.hw.slot_lines import find_chip
+from nodeagent.node.safety import drives_chassis_fan, switches_slots
+from nodeagent.node.telemetry import telemetry_from
 from nodeagent.protocol import to_wire
-from nodeagent.safety import drives_chassis_fan, switches_slots
-from nodeagent.telemetry import telemetry_from
 
 
 def _dev(root: SysfsRoot, path: str) -> str:
@@ -128,7 +129,8 @@ def collect(cfg: AgentConfig, backend: Backend | None = None) -> dict[str, Any]:
         fan_rows.append({"backend": fan.backend, "device": where, "ok": not trouble})
         problems += trouble
     chassis, chassis_problems = chassis_duties(cfg, facts.board, ladder, root)
-    problems += job_problems(cfg) + link_problems(sample.pcie) + chassis_problems
+    boot = check_boot_config(facts.model, facts.board, simulated=backend.name == "sim")
+    problems += job_problems(cfg) + link_problems(sample.pcie) + chassis_problems + list(boot.problems)
     telemetry = to_wire(telemetry_from(cfg.node_id, 0, sample, None))
     return {
         "node": cfg.node_id,
@@ -139,6 +141,7 @@ def collect(cfg: AgentConfig, backend: Backend | None = None) -> dict[str, Any]:
         "sources": sources,
         "fans": {"from": fan_from, "fans": fan_rows},
         "chassis": chassis,
+        "boot_config": boot.as_dict(),
         "sample": {k: v for k, v in telemetry.items() if k not in ("v", "type", "seq", "node")},
         "problems": problems,
     }
@@ -161,6 +164,7 @@ def report(data: dict[str, Any], out: TextIO) -> None:
     print("\nchassis:", file=out)
     for name, value in data["chassis"].items():
         print(f"  {name:<22} {value}", file=out)
+    print_boot_config(data["boot_config"], out)
     s = data["sample"]
     print("\none sample:", file=out)
     for key in (

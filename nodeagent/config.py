@@ -12,55 +12,27 @@ import os
 import socket
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from nodeagent.errors import ConfigError
 from nodeagent.ha.config import HomeAssistantConfig
-from nodeagent.hw.fan import FanConfig
+from nodeagent.hw.fans.base import FanConfig
 from nodeagent.hw.power import Ina2xx
 from nodeagent.hw.sim import SimConfig
 from nodeagent.hw.slot_lines import SlotPowerConfig
 from nodeagent.jobs.template_config import JobTemplate, validate_templates
 from nodeagent.metrics.config import PrometheusConfig
+from nodeagent.mqtt.settings import Broker, Credentials
 from nodeagent.policy.config import PolicyConfig
+from nodeagent.protocol.jobs import DEFAULT_MAX_RANKS_PER_CORE
 from nodeagent.protocol.topics import NAME_RE
-from nodeagent.typecheck import FieldError, build, check, unknown_key
+from nodeagent.protocol.typecheck import FieldError, build, check, unknown_key
 
 DEFAULT_PATH = Path("/etc/picluster/agent.toml")
 # Job kinds built into the agent (nodeagent/jobs/kinds/); a template may not take one of these names.
 BUILTIN_KINDS = ("hpl", "stress", "llama-bench", "llama-rpc", "dllama")
-
-
-@dataclass(frozen=True)
-class Broker:
-    """Where the broker is: parsed from ``mqtt://host:port``, ``mqtts://host``, ``host:port`` or ``host``."""
-
-    host: str
-    port: int
-    tls: bool = False
-
-    @classmethod
-    def parse(cls, url: str) -> Broker:
-        text = url.strip()
-        if "://" not in text:
-            text = "mqtt://" + text
-        parts = urlsplit(text)
-        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-            raise ValueError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
-        tls = parts.scheme in ("mqtts", "ssl")
-        try:
-            port = parts.port or (8883 if tls else 1883)
-        except ValueError:
-            raise ValueError(f"broker URL {url!r}: the port is not a number from 1 to 65535") from None
-        if not parts.hostname:
-            raise ValueError(f"broker URL {url!r}: no host name")
-        return cls(parts.hostname, port, tls)
-
-    def __str__(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
 def _broker(value: str) -> str | None:
@@ -178,7 +150,7 @@ class JobsSection:
     advertise_host: str = ""  # the address workers give their leader; empty: the host name
     queue_max: int = 4  # heavy jobs waiting for the running one (when the request asks to queue)
     light_max: int = 2  # light jobs running at once (nodeagent/jobs/limits.py)
-    max_ranks_per_core: int = 4  # MPI ranks per core with oversubscribe=true (without it: one)
+    max_ranks_per_core: int = DEFAULT_MAX_RANKS_PER_CORE  # MPI ranks per core with oversubscribe=true (else 1)
     log_lines_per_s: int = 10  # job output lines published as log events per second; the rest are counted
     systemd_scope: Literal["auto", "off"] = "auto"  # auto: a transient scope when systemd is PID 1
     scope_properties: tuple[str, ...] = ()  # systemd-run --property values for the scope, e.g. "MemoryMax=90%"
@@ -361,3 +333,26 @@ def read_password(cfg: MqttSection, source: str) -> str:
         return Path(cfg.password_file).read_text().splitlines()[0].strip()
     except (OSError, IndexError) as exc:
         raise ConfigError(f"{source}: mqtt.password_file: cannot read {cfg.password_file} ({exc})") from None
+
+
+def mqtt_login(cfg: AgentConfig) -> Credentials:
+    """The agent's own broker login, from [mqtt] (the password read from its file)."""
+    m = cfg.mqtt
+    return Credentials(m.username, read_password(m, cfg.source), m.ca_file, m.cert_file, m.key_file)
+
+
+# What a reload (SIGHUP) applies at once; other changes are logged as needing a restart.
+LIVE = ("agent", "jobs", "source", "agent.tick_s", "agent.log_level")
+
+
+def _changed(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Names of the fields that differ between two config dataclasses (sections, or the keys of one)."""
+    return [prefix + f.name for f in fields(old) if getattr(old, f.name) != getattr(new, f.name)]
+
+
+def reloaded(old: AgentConfig, new: AgentConfig) -> tuple[AgentConfig, list[str]]:
+    """The running config with what a reload applies at once (``agent.tick_s``, ``agent.log_level``, [jobs]) taken
+    from ``new``, and the keys that changed but need a restart."""
+    later = [k for k in _changed(old, new) + _changed(old.agent, new.agent, "agent.") if k not in LIVE]
+    agent = replace(old.agent, tick_s=new.agent.tick_s, log_level=new.agent.log_level)
+    return replace(old, agent=agent, jobs=new.jobs), later

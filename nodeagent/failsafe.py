@@ -5,7 +5,7 @@ Per backend, "full" is:
 
 - ``pwmfan``: ``pwm1_enable`` = 1, then ``pwm1`` = 255.
 - ``sysfs-pwm``: export if needed, ``duty_cycle`` = ``period``, ``enable`` = 1 (the kernel keeps it after exit).
-- ``gpio``: the pin driven fully on through gpiozero; held only while this process lives (see ``fan_gpio``).
+- ``gpio``: the pin driven fully on through gpiozero; held only while this process lives (see ``hw/fans/gpio.py``).
 - ``smart-unit``: "set 100 %" sent and drained (the unit keeps the last speed it was asked for).
 - ``emc2301``: direct mode, fan setting 0xFF; ``emc2101``: fan setting 63.
 - ``auto``: whatever ``auto`` finds; finding no fan at all is reported but is not a failure (nothing to cool).
@@ -23,9 +23,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from nodeagent.errors import ConfigError
-from nodeagent.hw.fan import Fan, FanConfig, SerialOpener, SmbusFactory, make_fan
+from nodeagent.hw.fans.base import Fan, FanConfig
+from nodeagent.hw.fans.factory import SerialOpener, SmbusFactory, make_fan
 from nodeagent.hw.root import SysfsRoot
-from nodeagent.typecheck import FieldError, build
+from nodeagent.protocol.typecheck import FieldError, build
 
 PROG = "picluster-agent failsafe"
 DEFAULT_CONFIG = "/etc/picluster/agent.toml"  # the agent's own file; its other tables are ignored here

@@ -8,14 +8,21 @@ loop calls after each completed tick: ``READY=1`` once, ``WATCHDOG=1`` at half o
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nodeagent.hw.base import Sample
 
 try:
     from systemd import daemon as _daemon
 except ImportError:  # a venv or a machine without python3-systemd: the datagram below is the whole protocol
     _daemon = None
+
+log = logging.getLogger("picluster.agent")
 
 
 def notify(*fields: str, env: Mapping[str, str] | None = None) -> bool:
@@ -78,3 +85,22 @@ class Notifier:
     def send(self, *fields: str) -> bool:
         """Anything else (``RELOADING=1``, ``STOPPING=1``): only when enabled."""
         return self.enabled and notify(*fields, env=self.env)
+
+    def check_tick(self, tick_s: float) -> None:
+        """Warn when ticks are too slow for the watchdog (it is pinged from completed ticks only)."""
+        if self.interval_s is not None and tick_s > self.interval_s:
+            log.warning(
+                "event=tick_slower_than_watchdog tick_s=%g ping_every_s=%g fix='lower agent.tick_s or raise "
+                "WatchdogSec'",
+                tick_s,
+                self.interval_s,
+            )
+
+
+def status_line(sample: Sample | None, broker: str, connected: bool, job: str | None) -> str:
+    """The unit's one-line ``STATUS=``: temperature, fan, the broker session and the job."""
+    temp_c, duty = (sample.temp_c, sample.fan_duty_pct) if sample is not None else (None, None)
+    temp = f"{temp_c:.0f} °C" if temp_c is not None else "temperature unreadable"
+    fan = f", fan {duty:.0f} %" if duty is not None else ""
+    session = f"{'connected to' if connected else 'no session with'} {broker}"
+    return f"{temp}{fan}; {session}; {f'job {job}' if job else 'idle'}"

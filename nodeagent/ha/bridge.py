@@ -18,20 +18,13 @@ from collections.abc import Callable
 from typing import Any
 
 from nodeagent.ha.config import HomeAssistantConfig
-from nodeagent.ha.discovery import (
-    PRESS,
-    Discovery,
-    chassis_document,
-    chassis_name,
-    discovery_topic,
-    ha_command_topic,
-    node_document,
-)
+from nodeagent.ha.discovery import PRESS, Discovery, chassis_document, chassis_name, ha_command_topic, node_document
 from nodeagent.ha.entities import command_names
 from nodeagent.ha.state import drives, has_pcie, significant, state_document
-from nodeagent.link import Link
+from nodeagent.mqtt.link import Link
 from nodeagent.protocol import Command, NodeFacts, Telemetry, Topics, encode
-from nodeagent.ratelog import RateLog
+from nodeagent.mqtt.ratelog import RateLog
+from nodeagent.protocol.topics import discovery_topic
 
 log = logging.getLogger("picluster.ha")
 bad_input = RateLog(log)  # HA command topics are open to whoever reaches the broker

@@ -13,10 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nodeagent import __version__
 from nodeagent.ha.config import HomeAssistantConfig
 from nodeagent.ha.entities import Entity, node_entities
 from nodeagent.protocol import OFFLINE, ONLINE, NodeFacts, Topics
+from nodeagent.protocol.topics import chassis_topic, discovery_topic
+from nodeagent.protocol.version import __version__
 
 ORIGIN = {"name": "picluster", "sw": __version__, "url": "https://github.com/picluster/picluster"}
 CHASSIS_BOARDS = ("nanocluster",)  # boards whose nodes share one chassis (and its fan) by default
@@ -33,15 +34,6 @@ class Discovery:
     @property
     def payload(self) -> bytes:
         return json.dumps(self.document, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def discovery_topic(prefix: str, object_id: str) -> str:
-    return f"{prefix}/device/{object_id}/config"
-
-
-def chassis_topic(prefix: str, node: str) -> str:
-    """Where the node that drives a chassis fan publishes the chassis device."""
-    return f"{prefix}/device/{node}/chassis/config"
 
 
 def ha_command_topic(topics: Topics, node: str, command: str) -> str:

@@ -9,11 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from nodeagent.hw.base import THROTTLE_NOW_MASK
 from nodeagent.protocol import Telemetry
+from nodeagent.protocol.throttle import THROTTLING_MASK, UNDER_VOLTAGE
 
-UNDER_VOLTAGE_BIT = 0x1
-THROTTLING_BITS = THROTTLE_NOW_MASK & ~UNDER_VOLTAGE_BIT  # capped, throttled, soft limit: happening now
 # A change of any of these publishes the state at once: they are what an automation reacts to.
 DISCRETE = (
     "guard",
@@ -67,8 +65,8 @@ def state_document(telemetry: Telemetry, last_hpl_gflops: float | None) -> dict[
         "fan_duty_pct": _round(t.fan_duty_pct, 1),
         "fan_rpm": t.fan_rpm,
         "power_w": _round(t.power_w, 2),
-        "throttled": None if bits is None else bool(bits & THROTTLING_BITS),
-        "under_voltage": None if bits is None else bool(bits & UNDER_VOLTAGE_BIT),
+        "throttled": None if bits is None else bool(bits & THROTTLING_MASK),
+        "under_voltage": None if bits is None else bool(bits >> UNDER_VOLTAGE & 1),
         "guard": t.guard,
         "fan_mode": fan_mode_option(t.fan_mode),
         "job": t.job,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nodeagent.errors import ConfigError
-from nodeagent.hw.base import Backend, Facts, Sample, decode_throttled
+from nodeagent.hw.base import Backend, Facts, Sample
 from nodeagent.hw.real import RealBackend
 from nodeagent.hw.root import SysfsRoot
 from nodeagent.hw.sim import SimBackend, SimConfig
@@ -22,7 +22,6 @@ __all__ = [
     "SimBackend",
     "SimConfig",
     "SysfsRoot",
-    "decode_throttled",
     "make_backend",
 ]
 

@@ -14,29 +14,7 @@ from dataclasses import dataclass, field
 from nodeagent.hw.events import HwEvent
 from nodeagent.hw.nvme import NvmeSample
 from nodeagent.hw.pcie import PcieSample
-
-# get_throttled bits (vcgencmd / firmware sysfs), in bit order. Names are what telemetry and the CLI show.
-THROTTLE_BITS: dict[int, str] = {
-    0: "under_voltage",
-    1: "freq_capped",
-    2: "throttled",
-    3: "soft_temp_limit",
-    16: "under_voltage_occurred",
-    17: "freq_capped_occurred",
-    18: "throttled_occurred",
-    19: "soft_temp_limit_occurred",
-}
-THROTTLE_NOW_MASK = 0xF
-THROTTLE_KNOWN_MASK = sum(1 << b for b in THROTTLE_BITS)
-
-
-def decode_throttled(bits: int) -> tuple[str, ...]:
-    """Names of the set get_throttled bits, lowest bit first; an unknown bit shows as ``bit<N>``."""
-    names = []
-    for bit in range(32):
-        if bits >> bit & 1:
-            names.append(THROTTLE_BITS.get(bit, f"bit{bit}"))
-    return tuple(names)
+from nodeagent.protocol.throttle import decode_throttled
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,15 @@ cmd     name                     direction       data
 0xA1    ButtonPress              unit -> blade   ``[0, 0, 0]``
 0xA2    AirFlowTemperature       unit -> blade   24-bit big-endian ``°C × 10``
 0xA3    FanSpeedRPM              unit -> blade   24-bit big-endian ``RPM × 10``
+0xA4    Failsafe                 unit -> blade   ``[reason, silent_s >> 8, silent_s & 0xFF]`` (picluster firmware)
 ======  =======================  ==============  ===============================================================
 
-Source: compute-blade-community/compute-blade-agent, ``pkg/smartfanunit/proto``. Nothing here reads a clock or a
-file; ``fan_smartunit`` does the I/O.
+Source: compute-blade-community/compute-blade-agent, ``pkg/smartfanunit/proto``, for 0x01–0xA3. 0xA4 is
+picluster's own (``firmware/``): the unit ran the fan at 100 % because this blade was silent for its heartbeat
+timeout, sent once, in answer to the blade's first frame after it. ``reason`` 1: the blade had spoken, then fell
+silent; 2: it had not spoken since the unit started. ``silent_s``: how long it was silent (capped at 65535). The
+stock firmware never sends it, and an agent that predates it logs it as an unknown command and carries on.
+Nothing here reads a clock or a file; ``fans/smartunit.py`` does the I/O.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ CMD_SET_LED = 0x02
 CMD_BUTTON_PRESS = 0xA1
 CMD_AIRFLOW_TEMP = 0xA2
 CMD_FAN_RPM = 0xA3
+CMD_FAILSAFE = 0xA4
+
+FAILSAFE_HEARTBEAT_LOST = 1  # Failsafe.reason: the blade had spoken, then was silent for the unit's timeout
+FAILSAFE_NEVER_HEARD = 2  # Failsafe.reason: the blade had not spoken since the unit started
 
 VALUE_MAX = 0xFFFFFF  # 24 bits
 BODY_LEN = 5  # cmd, d0, d1, d2, chk
@@ -189,7 +198,16 @@ class FanRpm:
     rpm: float
 
 
-Message = SetFanPercent | SetLed | ButtonPress | AirflowTemp | FanRpm
+@dataclass(frozen=True)
+class Failsafe:
+    """Unit -> blade: the unit ran the fan at 100 % (LED red) after ``silent_s`` seconds without a frame from
+    this blade. ``reason`` is ``FAILSAFE_HEARTBEAT_LOST`` or ``FAILSAFE_NEVER_HEARD`` (others: a newer firmware)."""
+
+    reason: int
+    silent_s: int
+
+
+Message = SetFanPercent | SetLed | ButtonPress | AirflowTemp | FanRpm | Failsafe
 
 
 def encode_value(value: float) -> bytes:
@@ -231,6 +249,11 @@ def fan_rpm(rpm: float) -> bytes:
     return encode(CMD_FAN_RPM, encode_value(rpm))
 
 
+def failsafe(reason: int, silent_s: int) -> bytes:
+    """Wire bytes of a failsafe event (the unit's side); ``silent_s`` capped to 0–65535."""
+    return encode(CMD_FAILSAFE, (reason, *min(max(silent_s, 0), 0xFFFF).to_bytes(2, "big")))
+
+
 def parse_frame(frame: Frame) -> Message:
     """The typed message of ``frame``; ``ProtocolError`` for a command this protocol does not have."""
     cmd, d = frame.cmd, frame.data
@@ -240,6 +263,8 @@ def parse_frame(frame: Frame) -> Message:
         return AirflowTemp(decode_value(d))
     if cmd == CMD_BUTTON_PRESS:
         return ButtonPress()
+    if cmd == CMD_FAILSAFE:
+        return Failsafe(d[0], int.from_bytes(d[1:], "big"))
     if cmd == CMD_SET_FAN_PERCENT:
         return SetFanPercent(d[0])
     if cmd == CMD_SET_LED:

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from nodeagent.hw.fan import PRESETS, FanConfig
+from nodeagent.hw.fans.base import PRESETS, FanConfig
 
 NANOCLUSTER_FAN_SLOT = 1
 

@@ -24,13 +24,13 @@ from nodeagent.hw.base import Backend, Facts, Sample
 from nodeagent.hw.real import attempt
 from nodeagent.hw.root import SysfsRoot
 from nodeagent.hw.sim_devices import SIM_FAULTS, SimDevices
+from nodeagent.protocol.throttle import SOFT_TEMP_LIMIT, STICKY_MASK, THROTTLED, now_and_since
 
 # Sensors fail_sensor() can break; the names are RealBackend's (``real.SENSORS``), so a fault reads the same.
 SIM_SENSORS: tuple[str, ...] = ("temperature", "freq", "governor", "throttle", "load", "memory", "fan")
 
-SOFT_LIMIT_BITS = (1 << 3) | (1 << 19)  # soft_temp_limit, soft_temp_limit_occurred
-THROTTLED_BITS = (1 << 2) | (1 << 18)  # throttled, throttled_occurred
-STICKY_MASK = 0xF0000
+SOFT_LIMIT_BITS = now_and_since(SOFT_TEMP_LIMIT)
+THROTTLED_BITS = now_and_since(THROTTLED)
 BUSY_LOAD = 0.5  # ondemand raises policy0 to the maximum once a core is more than half busy
 LOAD1_TIME_CONSTANT_S = 60.0  # the kernel's 1-minute load average is an exponential average over 60 s
 BASE_USED_MB = 600  # the OS and the agent on an idle node

@@ -1,7 +1,7 @@
 """Firmware throttling flags (``get_throttled``) and the ``rpi_volt`` under-voltage alarm, without vcgencmd.
 
-``get_throttled`` is the same word as ``vcgencmd get_throttled`` (bits named in ``nodeagent.hw.base``), written by
-the kernel as hex without ``0x`` (``50005``). Its sysfs path under the firmware node differs between boards
+``get_throttled`` is the same word as ``vcgencmd get_throttled`` (bits named in ``nodeagent.protocol.throttle``),
+written by the kernel as hex without ``0x`` (``50005``). Its sysfs path under the firmware node differs between boards
 (``soc/soc:firmware`` on a Pi 4, ``soc@107c000000/soc@107c000000:firmware`` expected on a Pi 5/CM5, not
 confirmed on hardware), so it is found once by glob, or given explicitly with ``throttle_path``.
 Mainline-based kernels (e.g. Ubuntu's) have no such file at all; then only the under-voltage alarm is read.
@@ -16,9 +16,10 @@ import re
 
 from nodeagent.errors import HardwareError
 from nodeagent.hw.root import SysfsRoot, read_int_file, read_text_file
+from nodeagent.protocol.throttle import OCCURRED, UNDER_VOLTAGE
 
 GET_THROTTLED_GLOB = "sys/devices/platform/soc*/*firmware*/get_throttled"
-UNDER_VOLTAGE_OCCURRED = 1 << 16
+UNDER_VOLTAGE_OCCURRED = 1 << (UNDER_VOLTAGE + OCCURRED)
 
 _HEX = re.compile(r"(?:0[xX])?([0-9a-fA-F]{1,8})")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from nodeagent.errors import JobRejected, echo
-from nodeagent.typecheck import FieldError
+from nodeagent.protocol.typecheck import FieldError
 
 ParamType = Literal["int", "float", "str", "bool", "choice"]
 Value = int | float | str | bool

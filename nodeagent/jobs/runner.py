@@ -2,9 +2,10 @@
 a timeout, progress, cancel, a cap on the output kept and rate-limited log events.
 
 One heavy job at a time: another heavy job is refused, or queued (bounded, ``jobs.queue_max``) when its request
-asks for it; light jobs (templates with ``heavy = false``) run beside it. The runner's threads report through
-``emit(kind, job_id, **fields)``; the agent turns those into events. A job id whose directory already exists was
-seen before (a broker redelivery or a repeated submit) and never runs twice.
+asks for it; light jobs (templates with ``heavy = false``) run beside it. A job is admitted (``admit``: the node's
+health gate and power budget) after its kind has prepared it, judged by the kind's own ``heavy``. The runner's
+threads report through ``emit(kind, job_id, **fields)``; the agent turns those into events. A job id whose
+directory already exists was seen before (a broker redelivery or a repeated submit) and never runs twice.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from nodeagent.config import JobsSection
 from nodeagent.errors import JobFailed, JobRejected, echo
@@ -40,6 +41,38 @@ from nodeagent.protocol.messages import JobSpec
 log = logging.getLogger("picluster.jobs")
 
 Emit = Callable[..., None]
+
+
+class Hooks(Protocol):
+    """What the node does around a job (nodeagent/node/commands.py ``JobHooks``)."""
+
+    def admit(self, heavy: bool, force: bool) -> Mapping[str, Any]:
+        """After the kind's ``prepare``: refuse (raise JobRejected) or admit; returns what a forced start records
+        ({} when nothing was overridden)."""
+        ...
+
+    def prepare(self) -> None:
+        """Before a heavy job starts (benchmark preparation: governor, fan boost)."""
+        ...
+
+    def restore(self) -> None:
+        """After a heavy job ended, whichever way."""
+        ...
+
+
+class NoHooks:
+    """Admit everything, prepare nothing (a runner without a node around it: tests)."""
+
+    def admit(self, heavy: bool, force: bool) -> Mapping[str, Any]:
+        return {}
+
+    def prepare(self) -> None:
+        pass
+
+    def restore(self) -> None:
+        pass
+
+
 KILL_GRACE_S = 5.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -61,7 +94,7 @@ class _Running:
     frozen: bool = False
     frozen_since: float = 0.0  # monotonic time of the last freeze
     frozen_s: float = 0.0  # time spent frozen before that: the timeout does not count it
-    annotations: Mapping[str, Any] | None = None  # merged into the result (e.g. forced past the health gate)
+    annotations: Mapping[str, Any] = field(default_factory=dict)  # merged into the result (forced past admission)
     user: str = ""
 
     @property
@@ -89,14 +122,12 @@ class Runner:
         sim: bool,
         emit: Emit,
         kinds: Mapping[str, JobKind] | None = None,
-        on_start: Callable[[], None] = lambda: None,
-        on_end: Callable[[], None] = lambda: None,
+        hooks: Hooks | None = None,
         job_env: Mapping[str, str] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.hooks: Hooks = hooks or NoHooks()  # admission, and the node's preparation and its undoing
         self.job_env = dict(job_env or {})  # given to every job (the MPI launcher finds its broker and job in it)
-        self._on_start = on_start  # benchmark preparation (governor, fan boost) ...
-        self._on_end = on_end  # ... and its undoing, whatever way the job ended
         self.work_dir = work_dir
         self.cores = cores
         self.sim = sim
@@ -149,6 +180,12 @@ class Runner:
         with self._lock:
             return tuple(r.spec.id for r in self._queue)
 
+    def reconfigure(self, cfg: JobsSection, work_dir: Path) -> bool:
+        """A reloaded [jobs]; True when the kinds this node accepts changed (its facts say which)."""
+        kinds = self.capabilities()
+        self.cfg, self.work_dir = cfg, work_dir
+        return self.capabilities() != kinds
+
     def capabilities(self) -> tuple[str, ...]:
         """The kinds this node accepts: allowed built-in kinds, then the configured templates."""
         builtin = tuple(k for k in self.cfg.kinds if k in self._kinds)
@@ -177,10 +214,10 @@ class Runner:
         job: JobSpec,
         params: Mapping[str, Any],
         accepted: Callable[[dict[str, Any]], None],
-        annotations: Mapping[str, Any] | None = None,
     ) -> None:
-        """Accept and start (or queue) ``job``, or raise JobRejected. ``accepted(plan)`` runs before the job's
-        thread starts, so the accepted event always precedes queued and started."""
+        """Prepare, admit and start (or queue) ``job``, or raise JobRejected. ``accepted(data)`` gets the accepted
+        event's data (the plan, and what ``--force`` overrode) before the job's thread starts, so the accepted
+        event always precedes queued and started."""
         kind = self._kind_for(job.kind)
         job_dir = self.work_dir / job.id
         if job_dir.exists():  # before the busy check: a redelivery of the running job is a duplicate, not a clash
@@ -197,23 +234,22 @@ class Runner:
                 "job",
             ) from None
         try:
-            running = self._prepare(job, kind, job_dir, params, annotations)
+            running = self._prepare(job, kind, job_dir, params)
+            running.annotations = dict(self.hooks.admit(running.heavy, job.force))
             with self._lock:
                 position = self._admit(running)
         except BaseException:
             # Refused: nothing of it stays here (the agent's spool remembers the id: a copy is a duplicate).
             shutil.rmtree(job_dir, ignore_errors=True)
             raise
-        accepted(dict(running.prepared.plan))
+        accepted({"plan": dict(running.prepared.plan), **running.annotations})
         if position:
             self._emit("queued", job.id, data={"position": position, "running": self.current or ""})
         else:
             self._start(running)
         self._prune()
 
-    def _prepare(
-        self, job: JobSpec, kind: JobKind, job_dir: Path, params: Mapping[str, Any], annotations: Any
-    ) -> _Running:
+    def _prepare(self, job: JobSpec, kind: JobKind, job_dir: Path, params: Mapping[str, Any]) -> _Running:
         user = self._job_user()
         ctx = JobContext(job.id, job_dir, self.cores, self.sim, self.cfg, run_as_root=os.geteuid() == 0 and not user)
         prepared = kind.prepare(params, ctx)
@@ -222,7 +258,7 @@ class Runner:
         if user:
             _chown_tree(job_dir, user)
             _check_traversable(job_dir, user)
-        return _Running(job, ctx, kind, prepared, annotations=annotations, user=user)
+        return _Running(job, ctx, kind, prepared, user=user)
 
     def _admit(self, running: _Running) -> int:
         """0: start now; n: queued at position n. Raises JobRejected when the node is busy (caller holds the lock)."""
@@ -347,7 +383,7 @@ class Runner:
         tmp: Path | None = None
         try:
             if running.heavy:  # light jobs leave the governor and the fan boost to the heavy one
-                self._on_start()
+                self.hooks.prepare()
             tmp = _private_tmp(spec.id, user, self.work_dir)
             env = {**os.environ, **self.job_env, **running.prepared.env, **_tmp_env(tmp)}
             argv, user_kwargs = self._argv(running, user)
@@ -386,7 +422,7 @@ class Runner:
             result.setdefault("elapsed_s", round(time.monotonic() - running.started, 3))
             if pump.dropped:
                 result["output_dropped_bytes"] = pump.dropped
-            result.update(running.annotations or {})
+            result.update(running.annotations)
             self._emit("finished", spec.id, result=result)
         except JobFailed as exc:
             self._emit("failed", spec.id, reason=str(exc))
@@ -398,7 +434,7 @@ class Runner:
         finally:
             try:
                 if running.heavy:
-                    self._on_end()
+                    self.hooks.restore()
             except Exception:  # undoing the preparation must never hide the job's end
                 log.exception("event=job_end_hook_failed job=%s", spec.id)
             if tmp is not None:

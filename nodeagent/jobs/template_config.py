@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from nodeagent.jobs.params import ParamSpec, Value, check_spec, render
 from nodeagent.protocol.topics import NAME_RE
-from nodeagent.typecheck import FieldError
+from nodeagent.protocol.typecheck import FieldError
 
 PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|[{}]")
 

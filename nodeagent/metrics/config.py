@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from nodeagent.errors import ConfigError
 
@@ -27,6 +29,15 @@ class PrometheusConfig:
             )
         if self.listen and parse_listen(self.listen) is None:
             raise ConfigError(f"prometheus.listen: expected host:port such as 0.0.0.0:9101, got {self.listen!r}")
+
+    def for_sim(self, state_dir: str) -> PrometheusConfig:
+        """A simulated node is not this machine's hardware: the default textfile moves out of node_exporter's
+        directory into the node's state directory."""
+        if self.textfile != PrometheusConfig().textfile:
+            return self
+        with contextlib.suppress(OSError):
+            Path(state_dir).mkdir(parents=True, exist_ok=True)
+        return replace(self, textfile=str(Path(state_dir) / "picluster.prom"))
 
 
 def parse_listen(text: str) -> tuple[str, int] | None:

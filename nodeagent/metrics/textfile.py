@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nodeagent.hw.base import THROTTLE_BITS, THROTTLE_NOW_MASK
 from nodeagent.protocol import NodeFacts, Telemetry
+from nodeagent.protocol.throttle import NOW_MASK, THROTTLE_BITS
 
 GUARD_LEVELS = ("normal", "warm", "hot", "critical")
 Labels = tuple[tuple[str, str], ...]
@@ -103,7 +103,7 @@ def node_families(t: Telemetry, facts: NodeFacts | None, cluster: str, last_hpl_
     throttle = fam("throttle_active", "gauge", "Firmware throttle flags happening now (get_throttled bits 0-3).")
     if t.throttled is not None:
         for bit, name in THROTTLE_BITS.items():
-            if 1 << bit & THROTTLE_NOW_MASK:
+            if 1 << bit & NOW_MASK:
                 throttle.add(bool(t.throttled >> bit & 1), flag=name)
     guard = fam("thermal_guard_level", "gauge", "Thermal guard level: 1 for the current one.")
     for level in GUARD_LEVELS:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from nodeagent.config import AgentConfig, MpiSection, read_password
 from nodeagent.errors import JobRejected
-from nodeagent.link import Credentials
 from nodeagent.mpi.cluster_kind import LAUNCH_FILE, MEMBER_FILE, launch_agent
 from nodeagent.mpi.leader_addr import LeaderUnknown, Resolver, leader_check, resolve
 from nodeagent.mpi.orted import BadDaemonCommand, daemon_argv, pin_hnp
+from nodeagent.mqtt.settings import Credentials
 from nodeagent.protocol import Command, JobSpec
 
 

@@ -20,9 +20,9 @@ import sys
 import time
 from collections.abc import Mapping
 
-from nodeagent.config import Broker
 from nodeagent.errors import ProtocolError
-from nodeagent.link import Credentials, Link
+from nodeagent.mqtt.link import Link
+from nodeagent.mqtt.settings import Broker, Credentials
 from nodeagent.protocol import OFFLINE, Command, Event, Topics, decode, encode
 
 CONNECT_TIMEOUT_S = 10.0

@@ -2,7 +2,7 @@
 
 Each class checks its own values when it is built and raises ``ConfigError`` reading
 ``policy.<section>.<key>: expected …, got …``; the agent's config loader maps the tables onto these classes
-with ``nodeagent.typecheck.build()`` (which checks the types) and adds the file name in front.
+with ``nodeagent.protocol.typecheck.build()`` (which checks the types) and adds the file name in front.
 docs/policy.md lists the same keys and defaults (a test compares them).
 """
 

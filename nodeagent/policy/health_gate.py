@@ -14,17 +14,14 @@ from dataclasses import dataclass
 
 from nodeagent.policy.config import GateConfig
 from nodeagent.policy.fan import readable
+from nodeagent.protocol.throttle import FREQ_CAPPED, SOFT_TEMP_LIMIT, THROTTLED, UNDER_VOLTAGE
 
-# get_throttled "now" bits, copied from nodeagent.hw.base.THROTTLE_BITS so the policy never imports the hardware.
-UNDER_VOLTAGE_BIT = 0
-FREQ_CAPPED_BIT = 1
-THROTTLED_BIT = 2
-SOFT_TEMP_LIMIT_BIT = 3
+# Why each get_throttled "now" bit (nodeagent/protocol/throttle.py) refuses a job.
 THROTTLE_REASONS: dict[int, str] = {
-    UNDER_VOLTAGE_BIT: "under-voltage now (get_throttled bit 0): check the power supply and its cable",
-    FREQ_CAPPED_BIT: "ARM frequency capped now (get_throttled bit 1)",
-    THROTTLED_BIT: "throttled now (get_throttled bit 2)",
-    SOFT_TEMP_LIMIT_BIT: "soft temperature limit active now (get_throttled bit 3)",
+    UNDER_VOLTAGE: "under-voltage now (get_throttled bit 0): check the power supply and its cable",
+    FREQ_CAPPED: "ARM frequency capped now (get_throttled bit 1)",
+    THROTTLED: "throttled now (get_throttled bit 2)",
+    SOFT_TEMP_LIMIT: "soft temperature limit active now (get_throttled bit 3)",
 }
 
 # NVMe SMART log byte 0 (critical_warning), NVME_SMART_CRIT_* in the kernel's include/linux/nvme.h.

@@ -18,6 +18,7 @@ from typing import Literal
 
 from nodeagent.policy.config import PowerConfig
 from nodeagent.policy.health_gate import Admission
+from nodeagent.protocol.messages import ChassisPower
 
 
 @dataclass(frozen=True)
@@ -159,3 +160,21 @@ def cap_frequency(
         return cap, PowerState(None if cap == ladder[-1] else cap, state.last_step_t), ()
     event = PowerEvent(kind, cap, new, measured_w, cfg.budget_w, now)
     return new, PowerState(None if new == ladder[-1] else new, now), (event,)
+
+
+def admit_against(decision: ChassisPower, starting: set[str]) -> Admission:
+    """May the nodes in ``starting`` of this driver's chassis all begin a heavy job, by its last decision?
+    Nodes of another chassis are not counted; busy nodes count at the heavy estimate, the rest idle."""
+    chassis = {*decision.nodes, decision.node}
+    starting = starting & chassis
+    if not starting:
+        return Admission(admitted=True)
+    cfg = PowerConfig(
+        budget_w=decision.budget_w,
+        base_w=decision.base_w,
+        node_idle_w=decision.node_idle_w,
+        node_heavy_w=max(decision.node_heavy_w, decision.node_idle_w),
+        restore_margin_w=0.0,
+    )
+    estimates = {n: NodePower(cfg.node_idle_w, cfg.node_heavy_w) for n in chassis}
+    return admit_heavy(estimates, set(decision.busy) - starting, cfg, starting=starting)

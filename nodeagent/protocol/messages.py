@@ -16,8 +16,8 @@ from typing import Any, ClassVar, Literal, TypeVar
 from nodeagent.errors import ProtocolError, echo
 from nodeagent.protocol import codec
 from nodeagent.protocol.topics import NAME_RE
+from nodeagent.protocol.typecheck import FieldError, build
 from nodeagent.protocol.version import PROTOCOL_VERSION
-from nodeagent.typecheck import FieldError, build
 
 # Job ids become directory names on the node, so no slashes and no leading dot.
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}$")

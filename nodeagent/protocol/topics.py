@@ -9,6 +9,8 @@ picluster/v1/<cluster>/node/<node>/cmd        msgpack Command, QoS 1, for one no
 picluster/v1/<cluster>/node/<node>/power      retained msgpack ChassisPower, from a chassis's driver
 picluster/v1/<cluster>/cmd                    msgpack Command, QoS 1, for the nodes it lists
 picluster/v1/<cluster>/ctl/<client>/sync      a controller's own echo, to know a retained snapshot is complete
+<prefix>/device/<node>/config                 retained Home Assistant discovery document of a node
+<prefix>/device/<node>/chassis/config         retained Home Assistant discovery document of its chassis
 ```
 """
 
@@ -33,6 +35,16 @@ def check_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise ProtocolError(f"{kind} name {echo(name)} must be 1-64 letters, digits, '-' or '_'", kind)
     return name
+
+
+def discovery_topic(prefix: str, object_id: str) -> str:
+    """Where a node's Home Assistant discovery document lives (``prefix``: HA's discovery prefix)."""
+    return f"{prefix}/device/{object_id}/config"
+
+
+def chassis_topic(prefix: str, node: str) -> str:
+    """Where the node that drives a chassis fan publishes the chassis device."""
+    return f"{prefix}/device/{node}/chassis/config"
 
 
 @dataclass(frozen=True)

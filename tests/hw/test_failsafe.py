@@ -12,7 +12,7 @@ import pytest
 from nodeagent import failsafe as fs
 from nodeagent.hw import SysfsRoot
 from nodeagent.hw import fanunit_proto as proto
-from nodeagent.hw.fan import FanConfig
+from nodeagent.hw.fans.base import FanConfig
 from tests.hw.test_fans import (
     CM5,
     HWMON_FAN,

@@ -23,12 +23,14 @@ import pytest
 from nodeagent.errors import ConfigError, HardwareError
 from nodeagent.hw import SimBackend, SimConfig, SysfsRoot
 from nodeagent.hw import fanunit_proto as proto
-from nodeagent.hw.fan import PRESETS, FanConfig, SimFan, clamp_duty, make_fan
-from nodeagent.hw.fan_emc import Emc2101Fan, Emc2301Fan
-from nodeagent.hw.fan_pwmfan import PwmFan
-from nodeagent.hw.fan_smartunit import SmartFanUnit, open_uart
-from nodeagent.hw.fan_sysfs_pwm import SysfsPwmFan, find_pwmchip
-from nodeagent.typecheck import FieldError, build
+from nodeagent.hw.fans.base import PRESETS, FanConfig, clamp_duty
+from nodeagent.hw.fans.emc import Emc2101Fan, Emc2301Fan
+from nodeagent.hw.fans.factory import make_fan
+from nodeagent.hw.fans.pwmfan import PwmFan
+from nodeagent.hw.fans.sim import SimFan
+from nodeagent.hw.fans.smartunit import SmartFanUnit, open_uart
+from nodeagent.hw.fans.sysfs_pwm import SysfsPwmFan, find_pwmchip
+from nodeagent.protocol.typecheck import FieldError, build
 from tests.hw.trees import DATA
 
 CM5 = "cm5-nanocluster"
@@ -348,7 +350,7 @@ def test_sysfs_pwm_unwritable(tree_copy: TreeCopy) -> None:
 
 
 def test_gpio_fan_duty(mock_factory: Any) -> None:
-    from nodeagent.hw.fan_gpio import GpioFan
+    from nodeagent.hw.fans.gpio import GpioFan
 
     with GpioFan(13, frequency_hz=50, pin_factory=mock_factory) as fan:
         pin = mock_factory.pin(13)
@@ -367,7 +369,7 @@ def test_gpio_fan_duty(mock_factory: Any) -> None:
 
 
 def test_gpio_fan_active_low(mock_factory: Any) -> None:
-    from nodeagent.hw.fan_gpio import GpioFan
+    from nodeagent.hw.fans.gpio import GpioFan
 
     with GpioFan(13, active_high=False, pin_factory=mock_factory) as fan:
         pin = mock_factory.pin(13)
@@ -385,7 +387,7 @@ def drive_pulses(pin: Any, clock: FakeClock, count: int, interval_s: float) -> N
 
 
 def test_gpio_tach_rpm(mock_factory: Any) -> None:
-    from nodeagent.hw.fan_gpio import GpioFan
+    from nodeagent.hw.fans.gpio import GpioFan
 
     clock = FakeClock(100.0)
     with GpioFan(13, tach_pin=6, pulses_per_rev=2, tach_window_s=1.0, pin_factory=mock_factory, clock=clock) as fan:
@@ -411,7 +413,7 @@ def test_sysfs_pwm_with_gpio_tach(tree_copy: TreeCopy, mock_factory: Any) -> Non
 
 
 def test_failed_pwm_fan_releases_its_tach_pin(tree_copy: TreeCopy, mock_factory: Any) -> None:
-    from nodeagent.hw.fan_gpio import TachCounter
+    from nodeagent.hw.fans.gpio import TachCounter
 
     cfg = FanConfig(backend="sysfs-pwm", channel=7, tach_pin=13)
     with pytest.raises(HardwareError, match="channel 7 does not exist"):

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from nodeagent.chassis_power import PowerBudget
 from nodeagent.hw.freqcap import FreqCap
 from nodeagent.hw.real import RealBackend
 from nodeagent.hw.root import SysfsRoot
+from nodeagent.node.chassis_power import PowerBudget
 from nodeagent.policy import PolicyConfig
 from nodeagent.protocol import ChassisPower
 

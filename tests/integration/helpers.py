@@ -7,8 +7,8 @@ from typing import Any
 
 from controller.fleet import Fleet, subscriptions
 from controller.session import Received, Session
-from nodeagent.config import Broker
 from nodeagent.errors import ProtocolError
+from nodeagent.mqtt.settings import Broker
 from nodeagent.protocol import Event, Topics, decode
 from tests.waits import wait_until
 

@@ -9,8 +9,8 @@ import queue
 import time
 from typing import Any
 
-from nodeagent.config import Broker
-from nodeagent.link import Link
+from nodeagent.mqtt.link import Link
+from nodeagent.mqtt.settings import Broker
 from tests.waits import wait_until
 
 _ids = itertools.count()

@@ -41,7 +41,7 @@ def test_one_hpl_over_two_nodes_launched_by_the_agents(agents: AgentFactory, bro
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
-    assert out["passed"] is True and out["state"] == "finished"
+    assert out["passed"] is True and out["state"] == "passed" and out["mode"] == "cluster"
     assert "plan: N=1200 NB=96 grid 1 x 2 = 2 rank(s) over 2 node(s)" in proc.stderr  # shown before the run
     assert (out["n"], out["nb"], out["p"], out["q"]) == (1200, 96, 1, 2)
     assert out["nodes"] == ["node1", "node2"] and out["leader"] == "node1" and out["ranks"] == 2

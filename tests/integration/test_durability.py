@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from nodeagent.mqtt.spool import Spool
 from nodeagent.protocol import Command, JobSpec, encode
-from nodeagent.spool import Spool
 from tests.conftest import AgentFactory, AgentProc
 from tests.integration.durable_helpers import (
     PersistentBroker,
@@ -78,7 +78,7 @@ def _detach(url: str, cluster: str, history: Path, paho: str | None = None) -> s
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
-    assert out["detached"] and [n["state"] for n in out["nodes"]] == ["accepted"]
+    assert out["detached"] and [n["state"] for n in out["runs"]] == ["accepted"]
     return str(out["job"])
 
 
@@ -123,12 +123,12 @@ def test_broker_killed_during_a_job_loses_nothing_and_stores_each_event_once(
             ctl.communicate()
     assert ctl.returncode == 0, out + err
     result = json.loads(out)
-    assert result["passed"] and result["nodes"][0]["state"] == "finished"
+    assert result["passed"] and result["runs"][0]["state"] == "finished"
     kinds = _once_each(history, job.id)  # type: ignore[union-attr]
     assert "progress" in kinds
     stored = stored_job(history, job.id)  # type: ignore[union-attr]
     assert stored is not None and stored.state == "passed"
-    assert stored.runs[0].result == result["nodes"][0]["result"]
+    assert stored.runs[0].result == result["runs"][0]["result"]
     wait_for("the agent's spool to empty", lambda: _spool(tmp_path, "n1") == [], 30)
 
 

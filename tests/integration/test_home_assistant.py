@@ -183,7 +183,7 @@ def test_last_hpl_gflops_comes_from_a_real_run(
         broker, cluster, "run", "hpl", "--nodes", "n1", "--per-node", "--json", "--param", "n=800", "--param", "nb=64"
     )
     assert proc.returncode == 0, proc.stderr
-    gflops = json.loads(proc.stdout)["nodes"][0]["result"]["gflops"]
+    gflops = json.loads(proc.stdout)["runs"][0]["result"]["gflops"]
     with Collector(broker.url, topics.state("n1")) as c:
         c.wait(
             "the state's last HPL result",

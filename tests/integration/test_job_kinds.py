@@ -77,8 +77,8 @@ def test_stress_runs_real_stress_ng_and_reports_bogo_ops(agents: AgentFactory, b
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
-    assert out["passed"] is True and [n["node"] for n in out["nodes"]] == ["n1", "n2"]
-    for node in out["nodes"]:
+    assert out["passed"] is True and [n["node"] for n in out["runs"]] == ["n1", "n2"]
+    for node in out["runs"]:
         r = node["result"]
         assert node["plan"] == {"stressor": "cpu", "workers": 1, "duration_s": 2}
         (cpu,) = r["stressors"]
@@ -181,7 +181,7 @@ def test_template_values_reach_the_program_literally(agents: AgentFactory, broke
     text = f"a; touch {marker} $(touch {marker}) `touch {marker}` && echo 'x' | cat > {marker} \"q\" *"
     proc = ctl(broker, cluster, "run", "echo-arg", "--nodes", "n1", "--set", f"text={text}", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    (node,) = json.loads(proc.stdout)["nodes"]
+    (node,) = json.loads(proc.stdout)["runs"]
     assert node["result"]["output_tail"] == [repr([text])]
     assert not marker.exists()
     proc = ctl(broker, cluster, "run", "template", "echo-arg", "--nodes", "n1", "--json")
@@ -197,7 +197,7 @@ def test_kinds_and_templates_not_allowed_are_rejected_with_the_reason(
         assert facts(w, "n1").capabilities == ("stress", "echo-arg")
     proc = ctl(broker, cluster, "run", "llama-bench", "--nodes", "n1", "--set", "model=/nope.gguf", "--json")
     assert proc.returncode == 1
-    (node,) = json.loads(proc.stdout)["nodes"]
+    (node,) = json.loads(proc.stdout)["runs"]
     assert node["state"] == "rejected"
     assert (
         node["reason"] == "job kind 'llama-bench' is not allowed on this node (jobs.kinds: stress; templates: echo-arg)"

@@ -60,7 +60,7 @@ def test_llama_bench_on_one_node(agents: AgentFactory, broker: Mosquitto, cluste
     model = llama / "tiny.gguf"
     proc = ctl(broker, cluster, "run", "llama-bench", "--nodes", "n1", "--set", f"model={model}", *SMALL, "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    (node,) = json.loads(proc.stdout)["nodes"]
+    (node,) = json.loads(proc.stdout)["runs"]
     r = node["result"]
     assert r["prompt_tps"] > 0 and r["gen_tps"] > 0
     assert [(t["n_prompt"], t["n_gen"]) for t in r["tests"]] == [(32, 0), (0, 8)]
@@ -84,7 +84,7 @@ def test_llama_rpc_starts_the_worker_then_the_leader_and_stops_the_worker(
     proc = ctl(broker, cluster, "run", "llama-rpc", "--nodes", "n[1-2]", "--set", f"model={model}", *SMALL, "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
-    leader, worker = out["nodes"]
+    leader, worker = out["runs"]
     assert (leader["node"], worker["node"]) == ("n1", "n2")
     assert leader["plan"]["rpc"] == f"127.0.0.1:{port}"
     assert "RPC" in leader["result"]["tests"][0]["backend"]  # llama-bench really used the remote device
@@ -112,7 +112,7 @@ def test_a_worker_that_cannot_start_means_no_leader_run(agents: AgentFactory, br
         w.wait("online", lambda: w.online("n1", "n2"))
         proc = ctl(broker, cluster, "run", "llama-rpc", "--nodes", "n[1-2]", "--set", "model=/m.gguf", "--json")
         assert proc.returncode == 1, proc.stdout + proc.stderr
-        leader, worker = json.loads(proc.stdout)["nodes"]
+        leader, worker = json.loads(proc.stdout)["runs"]
         assert worker["state"] == "rejected" and "/nonexistent/rpc-server not found on this node" in worker["reason"]
         assert leader["state"] == "not-started" and leader["reason"].startswith("workers not ready: n2 rejected")
         w.pump(0.5)

@@ -110,7 +110,7 @@ def test_heavy_jobs_are_admitted_by_the_budget_and_force_overrides(
         assert answer.kind == "rejected" and answer.field == "power" and "29.6 W" in answer.reason
     proc = ctl(broker, cluster, *args[:3], "node2", *args[4:], "--force", "--per-node")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = json.loads(proc.stdout)["nodes"][0]["result"]
+    result = json.loads(proc.stdout)["runs"][0]["result"]
     assert result["forced"] is True and any("budget" in r for r in result["forced_reasons"])
 
 

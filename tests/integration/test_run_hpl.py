@@ -31,14 +31,14 @@ def test_three_nodes_each_pass_a_real_hpl_run(agents: AgentFactory, broker: Mosq
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
-    assert out["passed"] is True
-    assert [n["node"] for n in out["nodes"]] == ["node1", "node2", "node3"]
-    for node in out["nodes"]:
+    assert out["passed"] is True and out["state"] == "passed" and out["mode"] == "per-node"
+    assert [n["node"] for n in out["runs"]] == out["nodes"] == ["node1", "node2", "node3"]
+    for node in out["runs"]:
         r = node["result"]
         assert node["state"] == "finished" and node["passed"]
         assert (r["n"], r["nb"], r["p"], r["q"]) == (1200, 96, 1, 1)  # what hpcc really ran, not what we asked
         assert r["gflops"] > 0.1 and r["residual"] < 16.0 and r["passed"] is True
-    assert out["total_gflops"] == pytest.approx(sum(n["result"]["gflops"] for n in out["nodes"]))
+    assert out["gflops"] == pytest.approx(sum(n["result"]["gflops"] for n in out["runs"]))
 
 
 def test_node_set_and_table_output(agents: AgentFactory, broker: Mosquitto, cluster: str) -> None:
@@ -93,7 +93,7 @@ def test_hpcc_fallback_to_other_sizes_fails_the_job(agents: AgentFactory, broker
         "q=2",
     )
     assert proc.returncode == 1
-    node = json.loads(proc.stdout)["nodes"][0]
+    node = json.loads(proc.stdout)["runs"][0]
     assert node["state"] == "failed"
     assert "asked for N=1000" in node["reason"] and "fell back" in node["reason"]
 
@@ -103,7 +103,7 @@ def test_missing_binary_is_rejected_with_the_fix(agents: AgentFactory, broker: M
     wait_online(broker, cluster, "node1")
     proc = ctl(broker, cluster, "run", "hpl", "--per-node", "--nodes", "node1", "--json", "--param", "n=1000")
     assert proc.returncode == 1
-    node = json.loads(proc.stdout)["nodes"][0]
+    node = json.loads(proc.stdout)["runs"][0]
     assert node["state"] == "rejected"
     assert "/nonexistent/hpcc not found" in node["reason"] and "apt install" in node["reason"]
 

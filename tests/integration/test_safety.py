@@ -63,11 +63,11 @@ def test_the_health_gate_refuses_and_force_overrides(agents: AgentFactory, broke
         w.wait("node1 online and sampled", lambda: w.online("node1") and w.telemetry_count("node1") > 2)
     hpl = ("run", "hpl", "--per-node", "--nodes", "node1", "--json", "--param", "n=600", "--param", "nb=64")
     proc = ctl(broker, cluster, *hpl)
-    node = json.loads(proc.stdout)["nodes"][0]
+    node = json.loads(proc.stdout)["runs"][0]
     assert proc.returncode == 1 and node["state"] == "rejected"
     assert node["reason"].startswith("health gate: ") and "AER" in node["reason"] and "--force" in node["reason"]
     proc = ctl(broker, cluster, *hpl, "--force")
-    node = json.loads(proc.stdout)["nodes"][0]
+    node = json.loads(proc.stdout)["runs"][0]
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert node["result"]["forced"] is True and any("AER" in r for r in node["result"]["forced_reasons"])
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent import __version__
 from nodeagent.protocol import OFFLINE
+from nodeagent.protocol.version import __version__
 from tests.conftest import Mosquitto, ctl
 from tests.integration.helpers import Watcher
 from tests.packaging.conftest import REPO, ensure_apt

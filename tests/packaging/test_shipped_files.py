@@ -10,7 +10,7 @@ import tomllib
 
 import pytest
 
-from controller.cli import build_parser
+from controller.args import build_parser
 from nodeagent import config
 from nodeagent.__main__ import _parser
 from tests.packaging.conftest import REPO

@@ -113,7 +113,7 @@ def test_with_client_certificates_required_only_a_certificate_from_the_ca_gets_i
         agents = AgentFactory(tmp_path, tls, cluster)
         try:
             # Without a certificate first: refused, said once, and the agent keeps trying (paho 1.6's thread
-            # would end on the TLS 1.3 alert without nodeagent/paho16.py).
+            # would end on the TLS 1.3 alert without nodeagent/mqtt/paho16.py).
             bare_agent = agents.start("n2", paho=paho, config=tls.login("n2"))
             said = lambda: "client certificate" in bare_agent.output()  # noqa: E731
             wait_until("the agent saying why", lambda: None, said, 20)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.agent import Agent
+from nodeagent.agent import build
 from nodeagent.config import from_mapping
 from nodeagent.hw import Sample, SimBackend, SimConfig
 
@@ -19,7 +19,7 @@ class BrokenSim(SimBackend):
 def test_a_failing_tick_sends_the_fans_to_full_and_the_loop_goes_on(tmp_path: Path) -> None:
     cfg = from_mapping({"agent": {"node_id": "n1", "state_dir": str(tmp_path)}, "hardware": {"backend": "sim"}})
     backend = BrokenSim("n1", SimConfig(fan_duty_pct=20.0), lambda: 0.0)
-    agent = Agent(cfg, backend)
+    agent = build(cfg, backend)
     agent.safe_step()  # must not raise
     agent.safe_step()
     assert backend._duty_pct == 100.0
@@ -31,7 +31,7 @@ def test_an_unusable_state_dir_keeps_the_agent_running_with_events_in_memory(
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the state directory should be")
     cfg = from_mapping({"agent": {"node_id": "n1", "state_dir": str(blocker)}, "hardware": {"backend": "sim"}})
-    agent = Agent(cfg, SimBackend("n1", SimConfig(), lambda: 0.0))
+    agent = build(cfg, SimBackend("n1", SimConfig(), lambda: 0.0))
     assert "event=spool_unavailable" in caplog.text and str(blocker) in caplog.text
     agent.emit("alert", message="still speaking")
     agent.emit("alert", message="in order")

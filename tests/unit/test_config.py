@@ -12,7 +12,7 @@ import pytest
 
 from nodeagent import config
 from nodeagent.errors import ConfigError
-from nodeagent.hw.fan import FanConfig
+from nodeagent.hw.fans.base import FanConfig
 from tests.doc_defaults import toml_default
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"

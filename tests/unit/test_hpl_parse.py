@@ -15,8 +15,6 @@ from hypothesis import strategies as st
 from nodeagent.errors import JobFailed, JobRejected
 from nodeagent.jobs.kinds.hpl import (
     HPCC_SECTIONS,
-    HplParams,
-    HplResult,
     check_matches,
     hpcc_progress,
     parse_hpcc_output,
@@ -24,6 +22,7 @@ from nodeagent.jobs.kinds.hpl import (
     parse_xhpl_output,
     render_input,
 )
+from nodeagent.protocol.jobs import HplParams, HplResult
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "hpl"
 

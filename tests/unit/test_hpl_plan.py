@@ -16,7 +16,7 @@ from controller.hpl_plan import (
     parse_params,
     plan_node,
 )
-from nodeagent.jobs.kinds.hpl import HplParams
+from nodeagent.protocol.jobs import HplParams
 
 MIB = 1024 * 1024
 CM5_8GB = {"cores": 4, "memory_mb": 8053, "cpu": "Cortex-A76"}

@@ -1,6 +1,6 @@
-"""What a job may ask of a node (nodeagent/jobs/limits.py): MPI ranks per core, grids that match their ranks, light
-jobs at once; and every kind refuses parameters it does not declare, naming the field. The node checks all of it
-itself: a request need not come from piclusterctl's planner."""
+"""What a job may ask of a node: MPI ranks per core and grids that match their ranks (nodeagent/protocol/jobs.py),
+light jobs at once (nodeagent/jobs/limits.py); and every kind refuses parameters it does not declare, naming the
+field. The node checks all of it itself: a request need not come from piclusterctl's planner."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from nodeagent.errors import JobRejected
 from nodeagent.jobs.kind import JobContext, JobKind
 from nodeagent.jobs.kinds import KINDS
 from nodeagent.jobs.kinds.template import TemplateKind
-from nodeagent.jobs.limits import check_light, check_ranks, rank_limit
+from nodeagent.jobs.limits import check_light
+from nodeagent.protocol.jobs import check_ranks, rank_limit
 from nodeagent.jobs.params import ParamSpec
 from nodeagent.jobs.template_config import JobTemplate
 from nodeagent.mpi.cluster_kind import ClusterHplKind

@@ -10,13 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from controller.args import rewrite
 from controller.orchestrate import PlanError, check_nodes, leader_params, split_params
-from controller.run_kinds import rewrite
 from nodeagent.config import JobsSection
 from nodeagent.errors import JobRejected
 from nodeagent.jobs.kind import JobContext
-from nodeagent.jobs.kinds import KINDS
-from nodeagent.jobs.kinds.llm import dllama_nodes_problem
+from nodeagent.jobs.kinds import KINDS, llm
+from nodeagent.protocol import jobs
+from nodeagent.protocol.jobs import dllama_nodes_problem
 
 
 def ctx(tmp_path: Path, **cfg: Any) -> JobContext:
@@ -124,3 +125,12 @@ def test_run_name_means_run_template_name() -> None:
     assert rewrite(["run", "stress", "--nodes", "n1"]) == ["run", "stress", "--nodes", "n1"]
     assert rewrite(["nodes"]) == ["nodes"]
     assert rewrite(["run", "--help"]) == ["run", "--help"]
+
+
+def test_the_controller_splits_cluster_jobs_by_the_roles_the_kinds_declare() -> None:
+    """piclusterctl splits --set values by protocol.jobs' key lists; they must be the kinds' own declarations."""
+    assert set(llm.RPC_WORKER) == set(jobs.RPC_WORKER_KEYS)
+    assert set(llm.RPC_LEADER) == set(jobs.RPC_LEADER_KEYS)
+    assert set(llm.DLLAMA_WORKER) == set(jobs.DLLAMA_WORKER_KEYS)
+    assert set(llm.DLLAMA_ROOT) == set(jobs.DLLAMA_ROOT_KEYS)
+    assert set(llm.BENCH_PARAMS) == set(jobs.BENCH_KEYS)

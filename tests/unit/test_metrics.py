@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from nodeagent.hw import SimBackend, SimConfig
 from nodeagent.metrics.textfile import Family, escape_label, node_families, render, write_atomic
+from nodeagent.node.telemetry import telemetry_from
 from nodeagent.protocol import NodeFacts
-from nodeagent.telemetry import telemetry_from
 from tests.hw.trees import recorded_backend
 from tests.unit.ha_strategies import facts, telemetry
 

@@ -12,10 +12,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nodeagent.chassis_power import PowerBudget
 from nodeagent.hw import SimBackend, SimConfig
+from nodeagent.node.chassis_power import PowerBudget
 from nodeagent.policy import NodeReading, PolicyConfig, PowerConfig
-from nodeagent.protocol import Telemetry
 
 NODES = [f"node{i}" for i in range(1, 6)]
 BASE_W = 3.6
@@ -41,12 +40,8 @@ class Chassis:
         the cap in force and the nodes' frequencies."""
         samples = {n: sim.read(t) for n, sim in self.sims.items()}
         busy = self.load > 0
-        telemetry = {
-            n: Telemetry(node=n, seq=int(t), t=t, power_w=s.power_w, job="burn" if busy else None)
-            for n, s in samples.items()
-        }
-        others = {n: NodeReading(telemetry[n].power_w, busy, t) for n in NODES[1:]}
-        decision = self.budgets["node1"].decide(telemetry["node1"], others, t, t)
+        others = {n: NodeReading(samples[n].power_w, busy, t) for n in NODES[1:]}
+        decision = self.budgets["node1"].decide(samples["node1"], busy, others, t, t)
         if decision is not None:
             for b in self.budgets.values():
                 b.received(decision)

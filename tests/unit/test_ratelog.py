@@ -1,4 +1,4 @@
-"""Bad-input log lines are rate-limited per kind; what is held back is counted and reported (nodeagent/ratelog.py)."""
+"""Bad-input log lines are rate-limited per kind, the rest counted and reported (nodeagent/mqtt/ratelog.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nodeagent.ratelog import MAX_KEYS, RateLog
+from nodeagent.mqtt.ratelog import MAX_KEYS, RateLog
 
 
 class Clock:

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import re
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller import results
-from controller.history import History, HistoryError, JobRecord, NodeRecord, default_path
+from controller.dispatch import NodeRun
+from controller.history import _SCHEMA, SCHEMA_VERSION, History, HistoryError, JobRecord, NodeRecord, default_path
 from nodeagent.protocol import Event, JobSpec
 
 # top500-benchmark README, the CM5 row (jobs.md 1.7)
@@ -90,7 +92,7 @@ def _stored(tmp_path: Path) -> tuple[History, JobRecord]:
     for node, result in (("n1", r1), ("n2", r2)):
         history.record_event(Event(node=node, seq=1, t=1.0, kind="accepted", job="hpl-x", data={"plan": {"n": 1000}}))
         history.record_event(Event(node=node, seq=2, t=2.0, kind="finished", job="hpl-x", result=result))
-    history.set_result("hpl-x", {"total_gflops": 61.75, "wall_power_avg_w": 20.5, "wall_gflops_per_w": 3.0122})
+    history.set_result("hpl-x", {"gflops": 61.75, "wall_power_avg_w": 20.5, "wall_gflops_per_w": 3.0122})
     stored = history.job("hpl-x")
     assert stored is not None
     return history, stored
@@ -145,3 +147,42 @@ def test_history_location_follows_xdg_and_a_newer_schema_is_refused(tmp_path: Pa
     (tmp_path / "junk.sqlite3").write_bytes(b"not a database" * 200)
     with pytest.raises(HistoryError, match="--history"):
         History(tmp_path / "junk.sqlite3")
+
+
+def test_every_run_prints_and_stores_one_result_shape() -> None:
+    """Per-node and cluster results have the same keys; a per-node HPL job's gflops is the passed nodes' sum."""
+    ok = NodeRun("n1", state="finished", result={"gflops": 30.0, "passed": True})
+    bad = NodeRun("n2", state="finished", result={"gflops": 29.0, "passed": False})
+    per_node = results.job_result("hpl-1", "hpl", "per-node", [ok, bad])
+    cluster = results.job_result("hpl-2", "hpl", "cluster", [ok, ok], state="finished", gflops=55.5, passed=True)
+    shape = {"job", "kind", "mode", "state", "passed", "nodes", "runs", "gflops"}
+    assert set(per_node) == set(cluster) == shape
+    assert per_node["gflops"] == 30.0 and not per_node["passed"] and per_node["state"] == "finished"
+    assert cluster["state"] == "passed" and cluster["nodes"] == ["n1", "n1"] and cluster["runs"][0]["node"] == "n1"
+    failed = results.job_result("hpl-3", "hpl", "cluster", [ok], state="failed", passed=False)
+    assert failed["state"] == "failed"
+
+
+def test_a_version_1_history_is_migrated_to_the_one_shape(tmp_path: Path) -> None:
+    """piclusterctl before the one result shape stored per-node HPL's sum as total_gflops: read it as gflops."""
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(_SCHEMA)
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    old = {"kind": "hpl", "passed": True, "total_gflops": 61.75}
+    cluster = {"kind": "hpl", "mode": "cluster", "gflops": 9.5, "leader": "n1"}
+    for job_id, result in (("hpl-old", old), ("hpl-cluster", cluster)):
+        db.execute(
+            "INSERT INTO jobs VALUES (?, 'c', 'hpl', 1.0, '{}', '{}', '[\"n1\"]', '{}', ?)",
+            (job_id, json.dumps(result)),
+        )
+    db.commit()
+    db.close()
+    migrated = History(path)
+    job = migrated.job("hpl-old")
+    assert job is not None and job.result == {"kind": "hpl", "passed": True, "gflops": 61.75, "mode": "per-node"}
+    assert results.job_gflops(job) == 61.75
+    again = migrated.job("hpl-cluster")
+    assert again is not None and again.result == cluster
+    migrated.close()
+    assert sqlite3.connect(path).execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION),)

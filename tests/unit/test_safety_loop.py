@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nodeagent.hw import SimBackend, SimConfig
-from nodeagent.hw.fan import SimFan
+from nodeagent.hw.fans.sim import SimFan
+from nodeagent.node.safety import NodeSafety
 from nodeagent.policy import PolicyConfig
-from nodeagent.safety import NodeSafety
 
 
 class Job:
@@ -121,9 +121,9 @@ def test_boost_is_a_floor_while_a_job_runs() -> None:
 
 
 def test_chassis_view_counts_unknown_and_gone_nodes_as_heat_until_forgotten() -> None:
+    from nodeagent.node.safety import ChassisView
     from nodeagent.policy.config import ChassisConfig
     from nodeagent.protocol import Telemetry
-    from nodeagent.safety import ChassisView
 
     view = ChassisView("node1", ChassisConfig(forget_offline_s=300.0))
     view.status("node2", "online", now=0.0)

@@ -10,8 +10,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nodeagent.outbox import Outbox
-from nodeagent.spool import KEEP, Spool
+from nodeagent.mqtt.outbox import Outbox
+from nodeagent.mqtt.spool import KEEP, Spool
 
 KINDS = ["progress", "log", "alert", "accepted", "started", "finished", "failed"]
 

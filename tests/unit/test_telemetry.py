@@ -7,8 +7,8 @@ from pathlib import Path
 from nodeagent.hw import SimBackend, SimConfig
 from nodeagent.hw.events import HwEvent
 from nodeagent.hw.nvme import NvmeSample, parse_smart_log
+from nodeagent.node.telemetry import U64_MAX, alert_fields, nvme_status, pcie_alerts, telemetry_from
 from nodeagent.protocol import Telemetry, decode, encode
-from nodeagent.telemetry import U64_MAX, alert_fields, nvme_status, pcie_alerts, telemetry_from
 from tests.hw.trees import recorded_backend
 
 PAGES = Path(__file__).resolve().parents[1] / "data" / "nvme"

@@ -14,41 +14,13 @@ Both read the same 36-line file made by :func:`render_input`.
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from dataclasses import dataclass
 
-from nodeagent.errors import JobFailed, JobRejected, echo
+from nodeagent.errors import JobFailed
+from nodeagent.protocol.jobs import HplParams, HplResult
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Parameters and the input file
-
-
-@dataclass(frozen=True)
-class HplParams:
-    """One HPL problem: matrix order ``n``, block size ``nb`` and a ``p`` x ``q`` process grid (one MPI rank each)."""
-
-    n: int
-    nb: int
-    p: int
-    q: int
-
-    @property
-    def ranks(self) -> int:
-        """The number of MPI ranks the grid needs (``mpirun -np``)."""
-        return self.p * self.q
-
-    def validate(self) -> None:
-        """Raise :class:`JobRejected` naming the first field HPL would refuse or silently replace."""
-        for name in ("n", "nb", "p", "q"):
-            value = getattr(self, name)
-            # bool is an int subclass; a JSON/msgpack `true` must not pass for the number 1.
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise JobRejected(f"{name} must be a whole number, got {echo(value)}", field=name)
-            if value < 1:
-                raise JobRejected(f"{name} must be at least 1, got {value}", field=name)
-        if self.nb > self.n:
-            raise JobRejected(f"nb ({self.nb}) must not be larger than n ({self.n})", field="nb")
 
 
 # Lines 13-31 of the input file: the algorithm choices top500-benchmark's template makes, which HPL encodes as the
@@ -120,30 +92,6 @@ def render_input(params: HplParams) -> str:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Results
-
-
-@dataclass(frozen=True)
-class HplResult:
-    """What one HPL run measured.
-
-    ``gflops`` is the solve rate; ``residual`` the scaled residual HPL checks against 16.0 (``None`` if no check was
-    printed); ``passed`` is true only when the check says PASSED (and, for hpcc, the run reported ``Success=1``);
-    ``variant`` is HPL's T/V code, e.g. ``WR11C2R4``.
-    """
-
-    gflops: float
-    n: int
-    nb: int
-    p: int
-    q: int
-    time_s: float
-    residual: float | None
-    passed: bool
-    variant: str = ""
-
-    def to_dict(self) -> dict[str, object]:
-        """The result as plain values, ready for the wire."""
-        return dataclasses.asdict(self)
 
 
 # `W` + order R/C + depth + broadcast 0-5 + RFACT L/C/R + NDIV + PFACT L/C/R + NBMIN (HPL_pdtest.c). The printf fields

@@ -9,16 +9,9 @@ from typing import Any
 
 from nodeagent.errors import JobFailed, JobRejected, echo
 from nodeagent.jobs.kind import JobContext, Prepared, Progress
-from nodeagent.jobs.kinds.hpl import (
-    HplParams,
-    check_matches,
-    hpcc_progress,
-    parse_hpcc_output,
-    parse_xhpl_output,
-    render_input,
-)
-from nodeagent.jobs.limits import check_ranks
+from nodeagent.jobs.kinds.hpl import check_matches, hpcc_progress, parse_hpcc_output, parse_xhpl_output, render_input
 from nodeagent.jobs.params import ParamSpec, coerce, refuse_undeclared
+from nodeagent.protocol.jobs import HplParams, check_ranks
 from nodeagent.protocol.messages import Scalar
 
 HPCC_OUT = "hpccoutf.txt"

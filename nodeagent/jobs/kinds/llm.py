@@ -21,6 +21,7 @@ from nodeagent.jobs.kinds.dllama_parse import parse_dllama
 from nodeagent.jobs.kinds.llama_parse import parse_llama_bench
 from nodeagent.jobs.listening import listening_ports
 from nodeagent.jobs.params import ParamSpec, Value, resolve
+from nodeagent.protocol.jobs import dllama_nodes_problem
 from nodeagent.protocol.messages import Scalar
 
 ADDRESS = r"[A-Za-z0-9_.\[\]:-]{1,255}:\d{1,5}"
@@ -63,17 +64,6 @@ DLLAMA_ROOT = {
     "kv_heads": ParamSpec("int", 0, min=0, max=4096, help="the model's KV heads; 0: jobs.dllama_kv_heads"),
     "threads": THREADS,
 }
-
-
-def dllama_nodes_problem(nodes: int, kv_heads: int) -> str | None:
-    """Why distributed-llama cannot run on ``nodes`` nodes (root included), or None. It splits the model's KV
-    heads evenly: the node count must be a power of two and at most the KV heads (its README, src/app.cpp)."""
-    if nodes < 1 or nodes & (nodes - 1):
-        below = 1 << (max(nodes, 1).bit_length() - 1)
-        return f"distributed-llama runs on 1, 2, 4, 8 ... nodes (a power of two), not {nodes}; use {below}"
-    if nodes > kv_heads:
-        return f"distributed-llama runs on at most as many nodes as the model has KV heads ({kv_heads}), not {nodes}"
-    return None
 
 
 def _threads(values: Mapping[str, Value], ctx: JobContext) -> int:

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from nodeagent.errors import HardwareError
-from nodeagent.hw.slot_lines import SlotLines
+from nodeagent.hw.root import SysfsRoot
+from nodeagent.hw.slot_lines import SlotLines, SlotPowerConfig, find_chip, pin_factory
 from nodeagent.policy.auto_cycle import CycleTrack, auto_cycle
 from nodeagent.policy.config import AutoCycleConfig
 from nodeagent.protocol import Command
@@ -131,3 +132,15 @@ class SlotPower:
         self._thread.join(timeout=60.0)
         if self._lines is not None:
             self._lines.close()
+
+
+def open_slot_lines(cfg: SlotPowerConfig, root: str, factory: Any, sim: bool) -> SlotLines:
+    """The slot power lines: the given pin factory (tests), gpiozero's mock pins on a simulated node, else lgpio
+    on the expander's gpiochip."""
+    if factory is None and sim:
+        from gpiozero.pins.mock import MockFactory
+
+        factory = MockFactory()
+    if factory is None:
+        factory = pin_factory(find_chip(SysfsRoot(root), cfg))
+    return SlotLines(cfg, factory)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 
 from nodeagent.errors import HardwareError
-from nodeagent.hw.fan import Fan, SysfsAttrs
+from nodeagent.hw.fans.base import Fan, SysfsAttrs
 from nodeagent.hw.root import SysfsRoot
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 from nodeagent.errors import HardwareError
 from nodeagent.hw.base import Backend, Sample
-from nodeagent.hw.fan import Fan, FanConfig, SimFan, make_fan
+from nodeagent.hw.fans.base import Fan, FanConfig
+from nodeagent.hw.fans.factory import make_fan
+from nodeagent.hw.fans.sim import SimFan
 from nodeagent.hw.profiles import NANOCLUSTER_FAN_SLOT, fan_source
 from nodeagent.hw.root import SysfsRoot
 from nodeagent.hw.slot_lines import SlotPowerConfig
@@ -86,6 +88,7 @@ class NodeSafety:
         broker. The fan then follows the hottest node of the chassis instead of this node alone.
         """
         self._remember_aer(sample, now)
+        reasons_before = self.chassis_reasons
         temp_c = sample.temp_c
         decision = guard(temp_c, self.guard_state, self.policy.guard, now)
         self.guard_state = decision.state
@@ -117,6 +120,12 @@ class NodeSafety:
             decision.events,
             tuple(errors),
         )
+        if chassis is not None and self.chassis_reasons != reasons_before:
+            reasons = "; ".join(self.chassis_reasons)
+            log.info("event=chassis_fan duty_pct=%.0f nodes=%d reasons=%r", duty, len(chassis.nodes), reasons)
+        for fan in self.fans:
+            if isinstance(fan, SimFan):
+                fan.observe(sample)  # the simulated fan's RPM, for the next read
         return self.last
 
     def _drive(self, duty: float) -> list[str]:

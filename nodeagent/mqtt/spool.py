@@ -88,6 +88,9 @@ class Spool:
         self._last_seq = self._meta("last_seq") or 0
 
     def close(self) -> None:
+        """Close the file; what the broker has not acknowledged is sent at the next start."""
+        if unsent := len(self):
+            log.warning("event=spool_unsent events=%d path=%s action='sent at the next start'", unsent, self.path)
         with self._lock:
             self._db.close()
 
@@ -180,3 +183,13 @@ class Spool:
 
     def _set_meta(self, key: str, value: int) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+
+def open_spool(state_dir: str, max_events: int, max_seen_jobs: int) -> Spool:
+    """The spool in ``state_dir``; in memory, with an error, when the directory is unusable: the node's safety
+    never depends on its disk."""
+    try:
+        return Spool(state_dir, max_events=max_events, max_seen_jobs=max_seen_jobs)
+    except SpoolError as exc:
+        log.error("event=spool_unavailable reason=%r action='events are kept in memory only'", str(exc))
+        return Spool(None, max_events=max_events, max_seen_jobs=max_seen_jobs)

@@ -1,14 +1,17 @@
-"""Turn a hardware ``Sample`` into the wire's ``Telemetry`` (and hardware events into ``alert`` fields)."""
+"""Turn a hardware ``Sample`` into the wire's ``Telemetry``, the hardware's ``Facts`` into its ``NodeFacts``, and
+hardware events into ``alert`` fields."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from nodeagent.hw.base import Sample
+from nodeagent.hw.base import Facts, Sample
 from nodeagent.hw.events import HwEvent
 from nodeagent.hw.nvme import NvmeSample
 from nodeagent.hw.pcie import PcieSample
-from nodeagent.protocol import NvmeStatus, PcieStatus, Telemetry
+from nodeagent.protocol import NodeFacts, NvmeStatus, PcieStatus, Telemetry
+from nodeagent.protocol.version import __version__
 
 U64_MAX = 2**64 - 1  # msgpack's largest integer; SMART counters are 128-bit
 
@@ -58,7 +61,19 @@ def pcie_status(dev: PcieSample) -> PcieStatus:
     )
 
 
-def telemetry_from(node: str, seq: int, sample: Sample, job: str | None) -> Telemetry:
+@dataclass(frozen=True)
+class NodeState:
+    """What the node decided this tick, published beside what it measured."""
+
+    duty_pct: float | None = None  # what the agent told its fans; None: the fan duty the sample read
+    guard: str = "normal"
+    fan_mode: str = "auto"
+    job_frozen: bool = False
+    freq_cap_mhz: float | None = None
+    errors: tuple[str, ...] = ()  # the fans' errors, after the sample's own
+
+
+def telemetry_from(node: str, seq: int, sample: Sample, job: str | None, state: NodeState = NodeState()) -> Telemetry:
     """The telemetry message of one tick."""
     return Telemetry(
         node=node,
@@ -72,15 +87,19 @@ def telemetry_from(node: str, seq: int, sample: Sample, job: str | None) -> Tele
         load1=sample.load1,
         mem_total_mb=sample.mem_total_mb,
         mem_avail_mb=sample.mem_avail_mb,
-        fan_duty_pct=sample.fan_duty_pct,
+        fan_duty_pct=sample.fan_duty_pct if state.duty_pct is None else state.duty_pct,
         fan_rpm=sample.fan_rpm,
         power_w=sample.power_w,
         ext5v_v=sample.ext5v_v,
         input_power_w=sample.input_power_w,
+        freq_cap_mhz=state.freq_cap_mhz,
         nvme=tuple(nvme_status(d) for d in sample.nvme),
         pcie=tuple(pcie_status(d) for d in sample.pcie),
+        guard=state.guard,
+        fan_mode=state.fan_mode,
         job=job,
-        errors=sample.errors,
+        job_frozen=state.job_frozen,
+        errors=(*sample.errors, *state.errors),
     )
 
 
@@ -114,3 +133,34 @@ def pcie_alerts(
         for bdf in sorted(degraded_before - degraded)
     ]
     return events, degraded
+
+
+def facts_from(
+    node: str,
+    f: Facts,
+    slot: int,
+    sim: bool,
+    capabilities: tuple[str, ...],
+    roles: tuple[str, ...],
+    policy: dict[str, Any],
+    t: float,
+) -> NodeFacts:
+    """What this node is, as the ``facts`` message says it (also HA's device and Prometheus's node_info).
+    ``slot``: the configured one, else the board's."""
+    return NodeFacts(
+        node=node,
+        agent_version=__version__,
+        board=f.board,
+        model=f.model,
+        serial=f.serial,
+        cores=f.cores,
+        memory_mb=f.memory_mb,
+        cpu=f.cpu,
+        hostname=f.hostname,
+        slot=slot or f.slot,
+        sim=sim,
+        capabilities=capabilities,
+        roles=roles,
+        policy=policy,
+        t=t,
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ssl
 
-from nodeagent.config import Broker
+from nodeagent.mqtt.settings import Broker
 
 CA_FIX = "set mqtt.ca_file to the CA that signed the broker's certificate (piclusterctl: --mqtt-ca-file)"
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 from nodeagent.errors import HardwareError
-from nodeagent.hw.fan import Fan
+from nodeagent.hw.fans.base import Fan
 
 REG_PRODUCT_ID = 0xFD
 REG_MANUFACTURER_ID = 0xFE

@@ -2,8 +2,11 @@
 
 The unit is an RP2040 with an EMC2101 fan controller. It runs the fan at the higher of the two blades' last
 requests (40 % after its boot), and every 2 s sends each blade the fan's RPM and an airflow temperature; a button
-press goes to the left blade (one press) or the right (two). It has no link-loss timeout: the fan keeps the last
-speed asked for, which is what makes "send 100 %" a fail-safe that outlives the agent.
+press goes to the left blade (one press) or the right (two). The stock firmware has no link-loss timeout: the fan
+keeps the last speed asked for, which is what makes "send 100 %" a fail-safe that outlives the agent. picluster's
+firmware (``firmware/``) adds a heartbeat: after 10 s without a frame from a blade it runs the fan at 100 % and
+says so (a ``Failsafe`` frame) when the blade speaks again. So the duty is re-sent every ``resend_after_s``
+even when it has not changed, and the agent logs a failsafe event.
 
 UART device: ``/dev/ttyAMA4`` on a CM5 (GPIO12/13, RP1 UART4), ``/dev/ttyAMA5`` on a CM4 (``dtoverlay=uart5``).
 The CM5 overlay line is **UNCONFIRMED** (``uart4`` maps to GPIO12/13 in bcm2712-rpi.dtsi).
@@ -20,13 +23,14 @@ from collections.abc import Callable
 
 from nodeagent.errors import HardwareError, ProtocolError
 from nodeagent.hw import fanunit_proto as proto
-from nodeagent.hw.fan import Fan
+from nodeagent.hw.fans.base import Fan
 
 log = logging.getLogger(__name__)
 
 CM5_UART = "/dev/ttyAMA4"
 CM4_UART = "/dev/ttyAMA5"
 REPORT_INTERVAL_S = 2.0  # how often the unit reports RPM and temperature
+RESEND_AFTER_S = 2.0  # re-send the duty this often: well inside the picluster firmware's 10 s heartbeat timeout
 READ_CHUNK = 4096
 MAX_READS_PER_POLL = 16  # bounds one poll even if the line is flooded (a unit gone mad, a loopback wire)
 
@@ -74,9 +78,12 @@ class SmartFanUnit(Fan):
     """The smart fan unit on UART ``device``.
 
     ``poll()`` reads whatever has arrived without blocking and updates ``rpm``, ``airflow_temp_c`` and
-    ``button_presses`` (calling ``on_button`` for each press). ``read_rpm()`` polls first, and is None until the
-    unit has reported or when its last report is older than ``stale_after_s``. ``opener(path, baud) -> fd``
-    replaces ``open_uart``; ``clock`` is injectable.
+    ``button_presses`` (calling ``on_button`` for each press) and ``failsafe_events`` / ``last_failsafe``
+    (logged). ``read_rpm()`` polls first, and is None until the unit has reported or when its last report is older
+    than ``stale_after_s``; setting a duty polls too, so reports never pile up. ``duty_pct`` turns None
+    ``resend_after_s`` after the last frame sent, so a caller that sets the duty only when it differs sends it
+    again: the heartbeat the picluster firmware waits for. ``opener(path, baud) -> fd`` replaces ``open_uart``;
+    ``clock`` is injectable.
     """
 
     def __init__(
@@ -89,6 +96,7 @@ class SmartFanUnit(Fan):
         on_button: Callable[[], None] | None = None,
         stale_after_s: float = 3 * REPORT_INTERVAL_S,
         write_timeout_s: float = 0.5,
+        resend_after_s: float = RESEND_AFTER_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(f"smart fan unit ({device})", min_duty_pct=min_duty_pct)
@@ -96,6 +104,7 @@ class SmartFanUnit(Fan):
         self.on_button = on_button
         self.stale_after_s = stale_after_s
         self.write_timeout_s = write_timeout_s
+        self.resend_after_s = resend_after_s
         self._clock = clock
         self._fd: int | None = (opener or open_uart)(device, baud)
         self.decoder = proto.Decoder()
@@ -103,7 +112,10 @@ class SmartFanUnit(Fan):
         self.airflow_temp_c: float | None = None
         self.button_presses = 0
         self.unknown_frames = 0
+        self.failsafe_events = 0
+        self.last_failsafe: proto.Failsafe | None = None
         self._rpm_t: float | None = None
+        self._sent_t: float | None = None
 
     # --- reading ---------------------------------------------------------------------------------------------------
 
@@ -148,8 +160,25 @@ class SmartFanUnit(Fan):
             elif isinstance(msg, proto.ButtonPress):
                 self.button_presses += 1
                 self._call_on_button()
+            elif isinstance(msg, proto.Failsafe):
+                self._failsafe(msg)
             # SetFanPercent/SetLed only travel blade -> unit; one arriving here is an echo, and harmless.
         return len(frames)
+
+    def _failsafe(self, msg: proto.Failsafe) -> None:
+        self.failsafe_events += 1
+        self.last_failsafe = msg
+        # Silence since the unit started is every boot's story (the unit is up before the agent); a blade that
+        # spoke and then fell silent means this agent stalled or lost its UART: worth a warning.
+        level = logging.INFO if msg.reason == proto.FAILSAFE_NEVER_HEARD else logging.WARNING
+        why = {proto.FAILSAFE_HEARTBEAT_LOST: "heartbeat_lost", proto.FAILSAFE_NEVER_HEARD: "not_heard_since_boot"}
+        log.log(
+            level,
+            "event=fan_unit_failsafe device=%s reason=%s silent_s=%d — the unit ran the fan at 100 %% without us",
+            self.device,
+            why.get(msg.reason, f"code_{msg.reason}"),
+            msg.silent_s,
+        )
 
     def _call_on_button(self) -> None:
         if self.on_button is None:
@@ -184,6 +213,13 @@ class SmartFanUnit(Fan):
 
     # --- writing ---------------------------------------------------------------------------------------------------
 
+    @property
+    def duty_pct(self) -> float | None:
+        """The duty last sent, for ``resend_after_s`` after the last frame; None before and after that."""
+        if self._sent_t is None or self._clock() - self._sent_t >= self.resend_after_s:
+            return None
+        return self._duty_pct
+
     def _send(self, data: bytes) -> None:
         fd = self._require_fd()
         deadline = self._clock() + self.write_timeout_s
@@ -200,8 +236,10 @@ class SmartFanUnit(Fan):
                 if self._clock() >= deadline:
                     raise HardwareError(f"{self.name}: write timed out after {self.write_timeout_s} s (UART stuck?)")
                 select.select([], [fd], [], max(deadline - self._clock(), 0.0))
+        self._sent_t = self._clock()
 
     def _apply_duty(self, pct: float) -> None:
+        self.poll()  # the agent asks for the RPM rarely: drain the unit's reports (and a failsafe event) here
         self._send(proto.set_fan_percent(pct))
 
     def _apply_full(self) -> None:

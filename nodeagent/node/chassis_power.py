@@ -15,21 +15,19 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from nodeagent.hw.base import Backend
+from nodeagent.hw.base import Backend, Sample
 from nodeagent.policy import (
     Admission,
-    NodePower,
     NodeReading,
     PolicyConfig,
-    PowerConfig,
     PowerState,
-    admit_heavy,
+    admit_against,
     cap_frequency,
     chassis_load_w,
     chassis_power_w,
     default_estimate,
 )
-from nodeagent.protocol import ChassisPower, Telemetry
+from nodeagent.protocol import ChassisPower
 
 log = logging.getLogger("picluster.power")
 
@@ -47,6 +45,7 @@ class PowerBudget:
         *,
         driver: bool,
         emit: Callable[..., None],
+        publish: Callable[[ChassisPower], None] = lambda decision: None,
         marker: Path | None = None,
     ) -> None:
         self.node = node
@@ -54,6 +53,7 @@ class PowerBudget:
         self.backend = backend
         self.driver = driver and policy.power.enabled
         self.emit = emit
+        self.publish = publish  # the driver's decision, retained on its power topic
         self.ladder = backend.freq_ladder_khz()
         self.state = PowerState()
         self.decisions: dict[str, ChassisPower] = {}  # every node: the latest decision of each driver
@@ -68,14 +68,26 @@ class PowerBudget:
             backend.cap_freq(None)
             marker.unlink(missing_ok=True)
 
+    def tick(self, own: Sample, busy: bool, others: Mapping[str, NodeReading], now: float, wall: float) -> int | None:
+        """One tick: the driver decides and publishes, every node applies the cap. Returns the cap in force (kHz),
+        None when uncapped."""
+        decision = self.decide(own, busy, others, now, wall)
+        if decision is not None:
+            self.received(decision)
+            self.publish(decision)
+        return self.apply()
+
     # --- the driver ---------------------------------------------------------------------------------------------
-    def decide(self, own: Telemetry, others: Mapping[str, NodeReading], now: float, wall: float) -> ChassisPower | None:
+    def decide(
+        self, own: Sample, busy: bool, others: Mapping[str, NodeReading], now: float, wall: float
+    ) -> ChassisPower | None:
         """The driver's decision this tick, when it is due to be published (changed, or ``REPUBLISH_S`` old).
-        ``others``: the other nodes' last reports (``ChassisView.readings``)."""
+        ``own``: this node's sample (``busy``: it runs a job); ``others``: the other nodes' last reports
+        (``ChassisView.readings``)."""
         if not self.driver:
             return None
         cfg = self.policy.power
-        readings = {**others, self.node: NodeReading(own.power_w, own.job is not None, now)}
+        readings = {**others, self.node: NodeReading(own.power_w, busy, now)}
         measured, source = chassis_power_w(
             readings, own.input_power_w, cfg, now, stale_after_s=self.policy.chassis.stale_after_s
         )
@@ -155,24 +167,6 @@ class PowerBudget:
             self.applied_khz = None
         if self.marker is not None:
             self.marker.unlink(missing_ok=True)
-
-
-def admit_against(decision: ChassisPower, starting: set[str]) -> Admission:
-    """May the nodes in ``starting`` of this driver's chassis all begin a heavy job, by its last decision?
-    Nodes of another chassis are not counted; busy nodes count at the heavy estimate, the rest idle."""
-    chassis = {*decision.nodes, decision.node}
-    starting = starting & chassis
-    if not starting:
-        return Admission(admitted=True)
-    cfg = PowerConfig(
-        budget_w=decision.budget_w,
-        base_w=decision.base_w,
-        node_idle_w=decision.node_idle_w,
-        node_heavy_w=max(decision.node_heavy_w, decision.node_idle_w),
-        restore_margin_w=0.0,
-    )
-    estimates = {n: NodePower(cfg.node_idle_w, cfg.node_heavy_w) for n in chassis}
-    return admit_heavy(estimates, set(decision.busy) - starting, cfg, starting=starting)
 
 
 def _on_ladder(khz: int, ladder: tuple[int, ...]) -> int:

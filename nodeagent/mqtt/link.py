@@ -14,15 +14,14 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from nodeagent import connect_error, paho16
-from nodeagent.config import Broker
+from nodeagent.mqtt import connect_error, paho16
+from nodeagent.mqtt.settings import Broker, Credentials
 
 log = logging.getLogger("picluster.link")
 
@@ -39,47 +38,6 @@ class Will:
     retain: bool = True
 
 
-@dataclass(frozen=True)
-class Credentials:
-    username: str = ""
-    password: str = ""
-    ca_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Credentials:
-        """The login of a process that is not the agent (piclusterctl, the MPI launcher), from ``ENV_*``.
-        A password file wins over a password in the environment; an unreadable one is a ValueError naming it."""
-        password = env.get(ENV_PASSWORD, "")
-        if path := env.get(ENV_PASSWORD_FILE, ""):
-            try:
-                password = Path(path).read_text().rstrip("\n")
-            except OSError as exc:
-                raise ValueError(
-                    f"cannot read the MQTT password file {path} ({ENV_PASSWORD_FILE}): {exc.strerror}"
-                ) from None
-        return cls(
-            env.get(ENV_USERNAME, ""),
-            password,
-            env.get(ENV_CA_FILE, ""),
-            env.get(ENV_CERT_FILE, ""),
-            env.get(ENV_KEY_FILE, ""),
-        )
-
-    def to_env(self) -> dict[str, str]:
-        """The same login for a child process (the agent hands its own to the MPI launcher)."""
-        pairs = ((ENV_USERNAME, self.username), (ENV_PASSWORD, self.password), (ENV_CA_FILE, self.ca_file))
-        pairs += ((ENV_CERT_FILE, self.cert_file), (ENV_KEY_FILE, self.key_file))
-        return {k: v for k, v in pairs if v}
-
-
-ENV_USERNAME = "PICLUSTER_MQTT_USERNAME"
-ENV_PASSWORD = "PICLUSTER_MQTT_PASSWORD"
-ENV_PASSWORD_FILE = "PICLUSTER_MQTT_PASSWORD_FILE"
-ENV_CA_FILE = "PICLUSTER_MQTT_CA_FILE"
-ENV_CERT_FILE = "PICLUSTER_MQTT_CERT_FILE"
-ENV_KEY_FILE = "PICLUSTER_MQTT_KEY_FILE"
 # MQTT 3.1.1 CONNACK codes: why a broker refused, in words an operator can act on.
 REFUSALS = {
     1: "the broker does not speak MQTT 3.1.1",

@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from nodeagent.errors import HardwareError
-from nodeagent.hw.fan import TachFan
+from nodeagent.hw.fans.base import TachFan
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nodeagent.errors import HardwareError
-from nodeagent.hw.fan import RP1_PWM0, SysfsAttrs, Tach, TachFan
+from nodeagent.hw.fans.base import RP1_PWM0, SysfsAttrs, Tach, TachFan
 from nodeagent.hw.root import SysfsRoot
 
 log = logging.getLogger(__name__)

@@ -1,15 +1,17 @@
-"""One interface for every fan a CM5 node can drive, the configuration that picks one, and ``make_fan``.
+"""One interface for every fan a CM5 node can drive, and the configuration that picks one.
 
-Backends, one module each (the gpiozero pattern: a small interface, interchangeable implementations):
+The backends live one module each beside this one (the gpiozero pattern: a small interface, interchangeable
+implementations), and ``factory.make_fan`` opens the one a ``FanConfig`` names:
 
-- ``pwmfan`` (``fan_pwmfan``): the Pi 5 / CM5 fan connector, through the kernel's ``pwmfan`` hwmon device.
-- ``sysfs-pwm`` (``fan_sysfs_pwm``): kernel hardware PWM, ``/sys/class/pwm/pwmchipN``; the Compute Blade's standard
-  fan unit is GPIO12 at 25 kHz with its tach on GPIO13.
-- ``gpio`` (``fan_gpio``): a gpiozero ``PWMOutputDevice``; the NanoCluster's slot 1 drives GPIO13 at 50 Hz.
-- ``smart-unit`` (``fan_smartunit``): the Compute Blade smart fan unit over its UART (``/dev/ttyAMA4`` on a CM5).
-- ``emc2301`` / ``emc2101`` (``fan_emc``): an I2C fan controller (addresses 0x2F / 0x4C).
+- ``pwmfan`` (``fans/pwmfan.py``): the Pi 5 / CM5 fan connector, through the kernel's ``pwmfan`` hwmon device.
+- ``sysfs-pwm`` (``fans/sysfs_pwm.py``): kernel hardware PWM, ``/sys/class/pwm/pwmchipN``; the Compute Blade's
+  standard fan unit is GPIO12 at 25 kHz with its tach on GPIO13.
+- ``gpio`` (``fans/gpio.py``): a gpiozero ``PWMOutputDevice``; the NanoCluster's slot 1 drives GPIO13 at 50 Hz.
+- ``smart-unit`` (``fans/smartunit.py``): the Compute Blade smart fan unit over its UART (``/dev/ttyAMA4`` on a CM5).
+- ``emc2301`` / ``emc2101`` (``fans/emc.py``): an I2C fan controller (addresses 0x2F / 0x4C).
 - ``auto``: the smart unit if it answers, else the ``pwmfan`` hwmon, else no fan (logged as a warning).
 - ``none``: no fan; ``make_fan`` returns None.
+- the simulator's fan (``fans/sim.py``), for ``--sim`` nodes.
 
 Every fan takes a duty from 0 to 100 %, reads its speed where it has a tachometer, and has ``full()``, the
 fail-safe: 100 % by the most direct path, never raising. Hardware errors name the device and its path:
@@ -21,21 +23,15 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from nodeagent.errors import ConfigError, HardwareError
-from nodeagent.hw.root import SysfsRoot, read_text_file
+from nodeagent.hw.root import read_text_file
 
-if TYPE_CHECKING:
-    from nodeagent.hw.base import Sample
-    from nodeagent.hw.sim import SimBackend
-
-log = logging.getLogger(__name__)
+log = logging.getLogger("nodeagent.hw.fan")
 
 FanBackend = Literal["none", "auto", "pwmfan", "sysfs-pwm", "gpio", "smart-unit", "emc2301", "emc2101"]
 FAN_BACKENDS: tuple[str, ...] = ("none", "auto", "pwmfan", "sysfs-pwm", "gpio", "smart-unit", "emc2301", "emc2101")
@@ -211,7 +207,7 @@ class Fan(ABC):
 
 
 class Tach(Protocol):
-    """A tachometer beside a PWM fan (``fan_gpio.TachCounter``)."""
+    """A tachometer beside a PWM fan (``fans.gpio.TachCounter``)."""
 
     def read_rpm(self) -> int: ...
 
@@ -284,182 +280,3 @@ def _cause(e: HardwareError) -> str:
     # read_text_file says "<path>: <cause>"; the label already names the path, so keep only the cause.
     text = str(e)
     return text.rsplit(": ", 1)[-1] if ": " in text else text
-
-
-class SimFan(Fan):
-    """The simulator's fan seen as a ``Fan``: duty goes to ``SimBackend.set_fan_duty()``.
-
-    The RPM is the one in the simulator's latest sample, which the agent hands over with ``observe(sample)`` each
-    tick (the simulator itself keeps no sample); before the first one, and while the simulated fan sensor is
-    failed, ``read_rpm()`` is None.
-    """
-
-    def __init__(self, sim: SimBackend, *, min_duty_pct: float = 0.0) -> None:
-        super().__init__(f"sim:{sim.node_id}", min_duty_pct=min_duty_pct)
-        self._sim = sim
-        self._duty_pct = sim.cfg.fan_duty_pct
-        self._rpm: int | None = None
-
-    def _apply_duty(self, pct: float) -> None:
-        self._sim.set_fan_duty(pct)
-
-    def observe(self, sample: Sample) -> None:
-        """Take the RPM from the simulator's sample of this tick."""
-        self._rpm = sample.fan_rpm
-
-    def read_rpm(self) -> int | None:
-        return self._rpm
-
-
-SerialOpener = Callable[[str, int], int]
-SmbusFactory = Callable[[int], Any]
-
-
-def make_fan(
-    cfg: FanConfig,
-    root: SysfsRoot,
-    *,
-    pin_factory: Any = None,
-    serial_opener: SerialOpener | None = None,
-    smbus_factory: SmbusFactory | None = None,
-) -> Fan | None:
-    """The fan ``cfg`` describes, opened; None for ``backend = "none"`` or when ``auto`` finds nothing.
-
-    ``root`` is where sysfs is (``/`` on a node, a recorded tree in tests). ``pin_factory`` is a gpiozero pin
-    factory (None: gpiozero's default), ``serial_opener(path, baud) -> fd`` opens the smart unit's UART, and
-    ``smbus_factory(bus)`` returns an smbus2-like bus. Raises ``HardwareError`` when the device is not there.
-    """
-    fan = _open(cfg, root, pin_factory, serial_opener, smbus_factory)
-    if fan is not None and cfg.name:
-        fan.name = cfg.name
-    return fan
-
-
-def _open(
-    cfg: FanConfig,
-    root: SysfsRoot,
-    pin_factory: Any,
-    serial_opener: SerialOpener | None,
-    smbus_factory: SmbusFactory | None,
-) -> Fan | None:
-    # Backend modules are imported here, not at the top: they import this module, and a node without gpiozero
-    # or smbus2 must still be able to use the other backends.
-    if cfg.backend == "none":
-        return None
-    if cfg.backend == "auto":
-        return _auto(cfg, root, serial_opener)
-    if cfg.backend == "pwmfan":
-        from nodeagent.hw.fan_pwmfan import PwmFan
-
-        return PwmFan(root, hwmon_name=cfg.hwmon_name, min_duty_pct=cfg.min_duty_pct)
-    if cfg.backend == "sysfs-pwm":
-        from nodeagent.hw.fan_sysfs_pwm import SysfsPwmFan
-
-        tach = _tach(cfg, pin_factory) if cfg.tach_pin is not None else None
-        try:
-            return SysfsPwmFan(
-                root,
-                chip=cfg.pwm_chip,
-                channel=cfg.channel,
-                frequency_hz=cfg.pwm_frequency_hz,
-                inverted=cfg.inverted,
-                min_duty_pct=cfg.min_duty_pct,
-                export_timeout_s=cfg.export_timeout_s,
-                tach=tach,
-            )
-        except BaseException:
-            if tach is not None:
-                tach.close()  # give the tach pin back, or the next attempt finds it reserved
-            raise
-    if cfg.backend == "gpio":
-        from nodeagent.hw.fan_gpio import GpioFan
-
-        return GpioFan(
-            cfg.gpio_pin,
-            frequency_hz=cfg.pwm_frequency_hz,
-            active_high=not cfg.inverted,
-            min_duty_pct=cfg.min_duty_pct,
-            tach_pin=cfg.tach_pin,
-            pulses_per_rev=cfg.pulses_per_rev,
-            tach_window_s=cfg.tach_window_s,
-            pin_factory=pin_factory,
-        )
-    if cfg.backend == "smart-unit":
-        from nodeagent.hw.fan_smartunit import SmartFanUnit
-
-        return SmartFanUnit(cfg.uart_device, baud=cfg.uart_baud, opener=serial_opener, min_duty_pct=cfg.min_duty_pct)
-    from nodeagent.hw.fan_emc import Emc2101Fan, Emc2301Fan
-
-    cls = Emc2301Fan if cfg.backend == "emc2301" else Emc2101Fan
-    return cls(
-        bus=cfg.i2c_bus,
-        address=cfg.i2c_address,
-        smbus_factory=smbus_factory,
-        min_duty_pct=cfg.min_duty_pct,
-        inverted=cfg.inverted,
-    )
-
-
-def _tach(cfg: FanConfig, pin_factory: Any) -> Any:
-    from nodeagent.hw.fan_gpio import TachCounter
-
-    assert cfg.tach_pin is not None
-    return TachCounter(
-        cfg.tach_pin, pulses_per_rev=cfg.pulses_per_rev, window_s=cfg.tach_window_s, pin_factory=pin_factory
-    )
-
-
-def _auto(cfg: FanConfig, root: SysfsRoot, serial_opener: SerialOpener | None) -> Fan | None:
-    """The smart fan unit if its UART exists and it speaks within ``detect_timeout_s``, else the ``pwmfan`` hwmon.
-
-    GPIO, hardware-PWM and I2C fans cannot be detected safely (driving an unknown pin is not harmless), so they
-    are never chosen by ``auto``: name them in the configuration.
-    """
-    from nodeagent.hw.fan_pwmfan import PwmFan
-    from nodeagent.hw.fan_smartunit import SmartFanUnit
-
-    started = time.monotonic()
-    if os.path.exists(cfg.uart_device):
-        try:
-            unit = SmartFanUnit(cfg.uart_device, baud=cfg.uart_baud, opener=serial_opener)
-        except HardwareError as e:
-            log.warning("fan auto: smart fan unit not usable device=%s error=%r", cfg.uart_device, str(e))
-        else:
-            try:
-                heard = unit.detect(cfg.detect_timeout_s)
-            except HardwareError as e:
-                log.warning("fan auto: smart fan unit unreadable device=%s error=%r", cfg.uart_device, str(e))
-                heard = False
-            if heard:
-                log.info("fan auto: smart fan unit found device=%s", cfg.uart_device)
-                unit.min_duty_pct = cfg.min_duty_pct
-                return unit
-            unit.close()
-            log.warning(
-                "fan auto: %s exists but no smart fan unit spoke within %.1f s; trying the pwmfan hwmon",
-                cfg.uart_device,
-                time.monotonic() - started,
-            )
-    if root.find_hwmon(cfg.hwmon_name) is not None:
-        log.info("fan auto: using hwmon %r", cfg.hwmon_name)
-        return PwmFan(root, hwmon_name=cfg.hwmon_name, min_duty_pct=cfg.min_duty_pct)
-    log.warning(
-        "fan auto: no fan found (no smart unit on %s, no hwmon %r under %s); set [[fan]] backend to name one",
-        cfg.uart_device,
-        cfg.hwmon_name,
-        root.root,
-    )
-    return None
-
-
-__all__ = [
-    "FAN_BACKENDS",
-    "PRESETS",
-    "Fan",
-    "FanBackend",
-    "FanConfig",
-    "SimFan",
-    "SysfsAttrs",
-    "clamp_duty",
-    "make_fan",
-]

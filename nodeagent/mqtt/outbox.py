@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from nodeagent.spool import Pending, Spool
+from nodeagent.mqtt.spool import Pending, Spool
 
 # How long an acknowledgement for a mid we have not bound yet is kept. paho hands out mids for QoS 0 messages
 # (telemetry) too, and those are never bound; 10 s is far longer than publish() takes to return, far shorter
