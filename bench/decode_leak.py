@@ -37,8 +37,8 @@ sys.path.insert(0, str(REPO))
 
 import msgpack  # noqa: E402
 
-from nodeagent.mqtt.settings import Broker  # noqa: E402
 from nodeagent.mqtt.link import Link  # noqa: E402
+from nodeagent.mqtt.settings import Broker  # noqa: E402
 from nodeagent.protocol import Event, Topics, decode  # noqa: E402
 from scripts.localcluster import agent_argv, free_port, start_mosquitto, stop  # noqa: E402
 

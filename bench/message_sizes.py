@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from controller.cluster_run import cluster_job  # noqa: E402
 from controller.hpl_plan import NodeSize, plan_cluster  # noqa: E402
-from nodeagent.mqtt.settings import Broker  # noqa: E402
 from nodeagent.mqtt.link import Link  # noqa: E402
+from nodeagent.mqtt.settings import Broker  # noqa: E402
 from nodeagent.protocol import Command, Event, encode  # noqa: E402
 from nodeagent.protocol.codec import MAX_PAYLOAD_BYTES  # noqa: E402
 from scripts.localcluster import agent_argv, free_port, start_mosquitto, stop  # noqa: E402

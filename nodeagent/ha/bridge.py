@@ -22,8 +22,8 @@ from nodeagent.ha.discovery import PRESS, Discovery, chassis_document, chassis_n
 from nodeagent.ha.entities import command_names
 from nodeagent.ha.state import drives, has_pcie, significant, state_document
 from nodeagent.mqtt.link import Link
-from nodeagent.protocol import Command, NodeFacts, Telemetry, Topics, encode
 from nodeagent.mqtt.ratelog import RateLog
+from nodeagent.protocol import Command, NodeFacts, Telemetry, Topics, encode
 from nodeagent.protocol.topics import discovery_topic
 
 log = logging.getLogger("picluster.ha")

@@ -22,8 +22,8 @@ from nodeagent.errors import JobFailed, JobRejected, echo
 from nodeagent.jobs.kind import JobContext, Prepared, Progress
 from nodeagent.jobs.kinds.hpl import render_input
 from nodeagent.jobs.kinds.hpl_kind import SINGLE_PARAMS, HplKind, _last_words, oversubscribe, params_from
-from nodeagent.protocol.jobs import check_node_ranks, check_ranks
 from nodeagent.jobs.params import refuse_undeclared
+from nodeagent.protocol.jobs import check_node_ranks, check_ranks
 from nodeagent.protocol.messages import Scalar
 from nodeagent.protocol.topics import NAME_RE
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.mqtt.settings import Broker, Credentials
 from nodeagent.mqtt.link import Link
+from nodeagent.mqtt.settings import Broker, Credentials
 from nodeagent.protocol import Command, JobSpec, Topics, encode
 from tests.conftest import AgentFactory, Mosquitto
 from tests.integration.helpers import Watcher

@@ -17,10 +17,10 @@ from nodeagent.jobs.kind import JobContext, JobKind
 from nodeagent.jobs.kinds import KINDS
 from nodeagent.jobs.kinds.template import TemplateKind
 from nodeagent.jobs.limits import check_light
-from nodeagent.protocol.jobs import check_ranks, rank_limit
 from nodeagent.jobs.params import ParamSpec
 from nodeagent.jobs.template_config import JobTemplate
 from nodeagent.mpi.cluster_kind import ClusterHplKind
+from nodeagent.protocol.jobs import check_ranks, rank_limit
 
 HPL = {"n": 1000, "nb": 100, "p": 1, "q": 2}
 
