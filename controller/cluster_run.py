@@ -39,6 +39,8 @@ def cluster_job(plan: ClusterPlan, job_id: str, *, timeout_s: float, force: bool
     node_params: dict[str, dict[str, Any]] = {leader: {"role": "leader", "hosts": ",".join(plan.nodes)}}
     node_params |= {m: {"role": "member", "leader": leader} for m in members}
     params = {"n": plan.n, "nb": plan.nb, "p": plan.p, "q": plan.q, "ranks_per_node": plan.ranks_per_node}
+    if plan.oversubscribe:
+        params["oversubscribe"] = True
     return JobSpec(id=job_id, kind="hpl", params=params, node_params=node_params, timeout_s=timeout_s, force=force)
 
 

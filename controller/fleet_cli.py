@@ -54,6 +54,8 @@ def plan_hpl(views: list[NodeView], overrides: dict[str, Any]) -> dict[str, dict
             raise UsageError(f"node {view.name} has published no facts yet; wait for its agent to connect")
         params = hpl_plan.plan_node(cores=f.cores, memory_mb=f.memory_mb, cpu=f.cpu, sim=f.sim, overrides=overrides)
         plans[view.name] = {"n": params.n, "nb": params.nb, "p": params.p, "q": params.q}
+        if overrides.get("oversubscribe"):
+            plans[view.name]["oversubscribe"] = True
     return plans
 
 

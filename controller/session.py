@@ -81,6 +81,8 @@ class Session:
                     f"operator: --mqtt-user NAME --mqtt-password-file FILE (or {ENV_USERNAME} and "
                     f"{ENV_PASSWORD_FILE}); docs/operations.md, 'The broker'"
                 )
+            if self.link.failed:
+                raise BrokerUnreachable(f"cannot connect to the broker: {self.link.failed}")
             raise BrokerUnreachable(
                 f"cannot reach the broker at {self.link.broker} within {CONNECT_TIMEOUT_S:g} s: is it running? "
                 "Set --broker URL or PICLUSTER_BROKER"

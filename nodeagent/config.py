@@ -26,6 +26,7 @@ from nodeagent.jobs.template_config import JobTemplate, validate_templates
 from nodeagent.metrics.config import PrometheusConfig
 from nodeagent.mqtt.settings import Broker, Credentials
 from nodeagent.policy.config import PolicyConfig
+from nodeagent.protocol.jobs import DEFAULT_MAX_RANKS_PER_CORE
 from nodeagent.protocol.topics import NAME_RE
 from nodeagent.protocol.typecheck import FieldError, build, check, unknown_key
 
@@ -148,6 +149,8 @@ class JobsSection:
     threads: int = 0  # llama.cpp/dllama threads; 0: the node's cores
     advertise_host: str = ""  # the address workers give their leader; empty: the host name
     queue_max: int = 4  # heavy jobs waiting for the running one (when the request asks to queue)
+    light_max: int = 2  # light jobs running at once (nodeagent/jobs/limits.py)
+    max_ranks_per_core: int = DEFAULT_MAX_RANKS_PER_CORE  # MPI ranks per core with oversubscribe=true (else 1)
     log_lines_per_s: int = 10  # job output lines published as log events per second; the rest are counted
     systemd_scope: Literal["auto", "off"] = "auto"  # auto: a transient scope when systemd is PID 1
     scope_properties: tuple[str, ...] = ()  # systemd-run --property values for the scope, e.g. "MemoryMax=90%"
@@ -218,6 +221,8 @@ _VALIDATORS: dict[type, dict[str, Any]] = {
         "llama_rpc_port": _port,
         "dllama_port": _port,
         "dllama_kv_heads": _above_zero,
+        "light_max": _above_zero,
+        "max_ranks_per_core": _above_zero,
     },
     MpiSection: {"launch_timeout_s": _above_zero},
 }

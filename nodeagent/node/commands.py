@@ -15,12 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 from nodeagent.config import AgentConfig, JobsSection
-from nodeagent.errors import JobRejected, ProtocolError
+from nodeagent.errors import MAX_ECHO, JobRejected, ProtocolError, clip
 from nodeagent.hw.base import Sample
 from nodeagent.hw.events import HwEvent
 from nodeagent.hw.governor import Governor
 from nodeagent.jobs.runner import DuplicateJob, Runner
 from nodeagent.mpi.launch import accept_launch, leader_of, member_of
+from nodeagent.mqtt.ratelog import RateLog
 from nodeagent.mqtt.spool import Spool
 from nodeagent.node.chassis_power import PowerBudget
 from nodeagent.node.safety import ChassisView, NodeSafety, SafetyTick
@@ -40,6 +41,7 @@ from nodeagent.protocol import (
 from nodeagent.protocol.messages import fan_mode
 
 log = logging.getLogger("picluster.agent")
+bad_input = RateLog(log)  # lines about received messages: anyone who reaches the broker could flood them
 
 Emit = Callable[..., None]
 IDENTIFY_S = 30.0  # how long identify lights the LEDs
@@ -135,14 +137,23 @@ class Commands:
             return
         if retained:
             # A retained command would replay on every reconnect; commands are one-shot by contract.
-            log.warning("event=retained_command_ignored topic=%s fix='publish commands without the retain flag'", topic)
+            bad_input.warning(
+                "retained_command",
+                "event=retained_command_ignored topic=%s fix='publish commands without the retain flag'",
+                clip(topic, MAX_ECHO),
+            )
             return
         try:
             cmd = decode(payload, Command)
         except ProtocolError as exc:
             job = reply_address(payload)
-            log.warning(
-                "event=bad_message topic=%s field=%s reason=%r job=%s", topic, exc.field, exc.reason, job or "-"
+            bad_input.warning(
+                "bad_message",
+                "event=bad_message topic=%s field=%s reason=%r job=%s",
+                clip(topic, MAX_ECHO),
+                exc.field,
+                exc.reason,
+                job or "-",
             )
             if job:
                 self.emit("rejected", job, reason=f"invalid command: {exc.reason}", field=exc.field)
@@ -154,7 +165,7 @@ class Commands:
             # The leader's name in the topic is what a broker ACL vouches for; the payload's is only a claim.
             where = f"on {self.topics.launch_inbox(self.node)[:-1]}<leader>, from the leader named there"
             why = f"a launch request must come {where}" if cmd.cmd == "launch" else f"{cmd.cmd} is not a launch"
-            log.warning("event=bad_message topic=%s reason=%r", topic, why)
+            bad_input.warning("bad_message", "event=bad_message topic=%s reason=%r", clip(topic, MAX_ECHO), why)
             self.emit("rejected", cmd.id, reason=why, field="cmd")
             return
         if cmd.cmd == "run":
@@ -207,9 +218,15 @@ class Commands:
     def mpi_launch(self, cmd: Command) -> None:
         """A cluster job's leader asks this member to start Open MPI's daemon (nodeagent/mpi/launch.py)."""
         try:
-            argv = accept_launch(cmd, self.runner.current, self.runner.work_dir, self.mpi)
+            argv = accept_launch(cmd, self.runner.current, self.runner.work_dir, self.mpi, sim=self.runner.sim)
         except JobRejected as exc:
-            log.warning("event=mpi_launch_refused job=%s from=%s reason=%r", cmd.job_id, cmd.sender, exc.reason)
+            bad_input.warning(
+                "mpi_launch_refused",
+                "event=mpi_launch_refused job=%s from=%s reason=%r",
+                cmd.job_id,
+                cmd.sender,
+                exc.reason,
+            )
             self.emit("rejected", cmd.id, reason=exc.reason, field=exc.field)
             return
         self.emit("accepted", cmd.id, data={"job": cmd.job_id, "daemon": argv[0]})
@@ -268,7 +285,7 @@ class Commands:
         try:
             msg = decode(payload, cls)
         except ProtocolError as exc:
-            log.debug("event=bad_%s node=%s reason=%r", leaf, node, exc.reason)
+            bad_input.debug(f"bad_{leaf}", "event=bad_%s node=%s reason=%r", leaf, node, exc.reason)
             return
         if isinstance(msg, ChassisPower):
             self.power.received(msg)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
-from nodeagent.errors import ProtocolError
+from nodeagent.errors import ProtocolError, echo
 from nodeagent.protocol import codec
 from nodeagent.protocol.topics import NAME_RE
 from nodeagent.protocol.typecheck import FieldError, build
@@ -32,7 +32,7 @@ MAX_SLOT = 7  # a NanoCluster's slots; slot 1 switches the others
 
 
 def _job_id(value: str) -> str | None:
-    return None if JOB_ID_RE.match(value) else f"expected 1-80 letters, digits, '.', '-' or '_', got {value!r}"
+    return None if JOB_ID_RE.match(value) else f"expected 1-80 letters, digits, '.', '-' or '_', got {echo(value)}"
 
 
 def _job_id_or_empty(value: str) -> str | None:
@@ -40,16 +40,16 @@ def _job_id_or_empty(value: str) -> str | None:
 
 
 def _node_name(value: str) -> str | None:
-    return None if NAME_RE.match(value) else f"expected a node name (letters, digits, '-', '_'), got {value!r}"
+    return None if NAME_RE.match(value) else f"expected a node name (letters, digits, '-', '_'), got {echo(value)}"
 
 
 def _node_names(values: tuple[str, ...]) -> str | None:
     bad = [v for v in values if not NAME_RE.match(v)]
-    return f"invalid node names {bad!r}" if bad else None
+    return f"invalid node names {echo(bad)}" if bad else None
 
 
 def _positive(value: float) -> str | None:
-    return None if value > 0 else f"expected a number above 0, got {value!r}"
+    return None if value > 0 else f"expected a number above 0, got {echo(value)}"
 
 
 @dataclass(frozen=True)
@@ -253,9 +253,9 @@ def from_wire(data: Any, cls: type[M]) -> M:
         raise ProtocolError(f"expected a map, got {type(data).__name__}")
     version = data.get("v")
     if version != PROTOCOL_VERSION:
-        raise ProtocolError(f"protocol version {version!r} is not {PROTOCOL_VERSION}; upgrade the older side", "v")
+        raise ProtocolError(f"protocol version {echo(version)} is not {PROTOCOL_VERSION}; upgrade the older side", "v")
     if data.get("type") != cls.TYPE:
-        raise ProtocolError(f"expected a message of type {cls.TYPE!r}, got {data.get('type')!r}", "type")
+        raise ProtocolError(f"expected a message of type {cls.TYPE!r}, got {echo(data.get('type'))}", "type")
     body = {k: v for k, v in data.items() if k not in ("v", "type")}
     try:
         msg = build(cls, body, strict=False, validators=_VALIDATORS.get(cls))
@@ -274,7 +274,7 @@ def _check_command(cmd: Command) -> None:
         if problem:
             raise FieldError("job.id", problem)
         if cmd.job.id != cmd.id:
-            raise FieldError("job.id", f"must equal the command id {cmd.id!r}")
+            raise FieldError("job.id", f"must equal the command id {echo(cmd.id)}")
         if _positive(cmd.job.timeout_s):
             raise FieldError("job.timeout_s", _positive(cmd.job.timeout_s) or "")
     elif cmd.cmd in ("cancel", "launch") and not cmd.job_id:
@@ -282,12 +282,12 @@ def _check_command(cmd: Command) -> None:
     elif cmd.cmd == "launch" and not cmd.argv:
         raise FieldError("argv", "missing; a launch command needs the daemon's command line")
     elif cmd.cmd == "fan" and fan_mode(cmd.value) is None:
-        raise FieldError("value", f'expected "auto" or a percent from 0 to 100, got {cmd.value!r}')
+        raise FieldError("value", f'expected "auto" or a percent from 0 to 100, got {echo(cmd.value)}')
     elif cmd.cmd == "power":
         if cmd.value not in POWER_ACTIONS:
-            raise FieldError("value", f"expected one of {', '.join(POWER_ACTIONS)}, got {cmd.value!r}")
+            raise FieldError("value", f"expected one of {', '.join(POWER_ACTIONS)}, got {echo(cmd.value)}")
         if not 1 <= cmd.slot <= MAX_SLOT:
-            raise FieldError("slot", f"expected a chassis slot from 1 to {MAX_SLOT}, got {cmd.slot!r}")
+            raise FieldError("slot", f"expected a chassis slot from 1 to {MAX_SLOT}, got {echo(cmd.slot)}")
 
 
 def fan_mode(value: str) -> str | float | None:

@@ -1,18 +1,24 @@
 """Simulated nodes that are separate hosts on the network: one network namespace each, on a private bridge.
 
 Node i lives in namespace ``<prefix>n<i>`` with address 10.A.B.(10+i)/24 on a veth whose other end sits on the
-bridge ``<prefix>br`` (10.A.B.1/24, where the broker listens). Names and the subnet derive from the test
-process's pid, so parallel runs do not collide. ``close()`` kills whatever still runs in the namespaces and
-deletes every namespace, veth and the bridge, and is safe to call after a partial ``open()``.
+bridge ``<prefix>br`` (10.A.B.1/24, where the broker listens). Every namespace gets an ``/etc/hosts`` that also
+names every node (``ip netns exec`` mounts ``/etc/netns/<ns>/hosts`` over it), as a real cluster's hosts would: a
+member finds its leader's address by name. Names and the subnet derive from the test process's pid, so parallel
+runs do not collide. ``close()`` kills whatever still runs in the namespaces and deletes every namespace, veth, hosts
+file and the bridge, and is safe to call after a partial ``open()``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
+
+NETNS_ETC = Path("/etc/netns")
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -68,6 +74,11 @@ class NetnsLab:
             _ip("-n", ns, "addr", "add", f"{self.node_ip(i)}/24", "dev", node_end)
             _ip("-n", ns, "link", "set", node_end, "up")
             _ip("-n", ns, "link", "set", "lo", "up")
+        hosts = Path("/etc/hosts").read_text().rstrip("\n") + "\n"  # the machine's own names stay
+        hosts += "".join(f"{self.node_ip(i)} node{i}\n" for i in range(1, self.count + 1))
+        for ns in self.namespaces:
+            (NETNS_ETC / ns).mkdir(parents=True, exist_ok=True)
+            (NETNS_ETC / ns / "hosts").write_text(hosts)
         return self
 
     def exec_argv(self, i: int, argv: list[str]) -> list[str]:
@@ -87,6 +98,9 @@ class NetnsLab:
         for i, ns in enumerate(self.namespaces, start=1):
             self.kill_all(i)
             _ip("netns", "del", ns, check=False)
+            shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)
+        with contextlib.suppress(OSError):  # only when no other lab's files are there
+            NETNS_ETC.rmdir()
         for link in reversed(self.links):
             _ip("link", "del", link, check=False)
         self.namespaces.clear()
