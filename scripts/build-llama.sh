@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build llama.cpp's llama-bench and rpc-server (CPU only, with RPC) from the llama.cpp tree that PyPI's
 # llama-cpp-python sdist vendors, into a cache outside the repository. llama.cpp is not packaged in Debian 12, so
-# the sources come through pip, by package name (`pip download --no-binary :all:` from the configured index):
-# nothing here fetches a URL. Used to record tests/data/jobs/ and by the tests that run the real binaries.
+# the sources come through pip, by package name (`pip download --no-binary llama-cpp-python` from the configured
+# index): nothing here fetches a URL. Used to record tests/data/jobs/ and by the tests that run the real binaries.
 #
 #   scripts/build-llama.sh           # -> $LLAMA_CACHE/bin/{llama-bench,rpc-server}, $LLAMA_CACHE/tiny.gguf
 #   scripts/build-llama.sh --check   # fetch, unpack, configure, compile one small library and make tiny.gguf:
@@ -64,7 +64,9 @@ sdist=sdist/llama_cpp_python-$VERSION.tar.gz
 if [[ ! -f $sdist ]]; then
   say "fetching llama-cpp-python $VERSION (sdist, ~77 MB) with pip"
   rm -rf sdist.part
-  if ! "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d sdist.part \
+  # The sdist of this package only: `--no-binary :all:` would also build pip's metadata step's own helpers
+  # (scikit-build-core and its build backends) from source, minutes more for the same file.
+  if ! "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps --no-binary llama-cpp-python -d sdist.part \
     "llama-cpp-python==$VERSION" >&2; then
     say "pip could not download llama-cpp-python==$VERSION: check that pip reaches its index" \
       "(pip config list; pip download llama-cpp-python==$VERSION)"
