@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Time `make test` as a fresh machine runs it, then warm. A clean clone of COMMIT (no .venv), every test cache
 # empty (PICLUSTER_TEST_CACHE: the HA venv, llama.cpp, the Debian roots' base and apt caches) and pip's own cache
-# empty (PIP_CACHE_DIR), PATH as .ci/run sets it. The cold run is timed by phase: setup (the .venv), the HA venv,
-# llama.cpp, then `make test` itself (ruff, the tools now cached, pytest); the warm run is a second `make test` in
-# the same clone. apt packages are whatever the machine has: installing them is timed only on a new machine.
+# empty (PIP_CACHE_DIR), PATH as .ci/run sets it. The cold run is timed by phase: setup (the .venv), the test
+# tools (`make -j2 test-tools`, as make test runs them: the HA venv and llama.cpp side by side, each one's own time
+# from its .complete stamp), then `make test` itself (ruff, the tools now cached, pytest); the warm run is a second
+# `make test` in the same clone. apt packages are whatever the machine has: installing them is timed only on a new
+# machine.
 #
 #   bench/fresh_make_test.sh [COMMIT]     # default HEAD; ~35 min on 2 cores; prints a summary, keeps the logs
 #   KEEP=1 bench/fresh_make_test.sh       # leave the scratch clone and caches (else removed at the end)
@@ -15,6 +17,7 @@ OUT=$REPO/bench/results/fresh_make_test-$(date -u +%Y%m%dT%H%M%SZ).txt
 mkdir -p "$(dirname "$OUT")"
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH PICLUSTER_TEST_CACHE=$WORK/cache PIP_CACHE_DIR=$WORK/pip-cache
 unset LLAMA_CACHE HA_PYTHON
+export PYTEST_ADDOPTS="--durations=12"  # the slowest tests, in the logs
 cleanup() { [[ -n ${KEEP:-} ]] || rm -rf "$WORK"; }
 trap cleanup EXIT
 
@@ -37,8 +40,9 @@ git -C "$WORK/clone" checkout -q "$COMMIT"
 cold=$(date +%s)
 note "cold (empty caches in $WORK):"
 phase setup make setup
-phase ha-venv scripts/ha-venv.sh
-phase llama env PYTHON=/usr/bin/python3 scripts/build-llama.sh
+phase tools make --no-print-directory -j2 test-tools
+note "    HA venv: $(cat "$WORK"/cache/ha-venv-*/.complete 2>/dev/null || echo not built)"
+note "    llama.cpp: $(tail -n1 "$WORK/cache/llama/.complete" 2>/dev/null || echo not built)"
 phase suite make test
 note "cold total: $(($(date +%s) - cold)) s"
 note "warm (same clone, caches filled):"
