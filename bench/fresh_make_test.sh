@@ -13,6 +13,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 COMMIT=$(git -C "$REPO" rev-parse "${1:-HEAD}")
 WORK=$(mktemp -d /tmp/picluster-fresh.XXXXXX)
+chmod 755 "$WORK"  # as a clone's usual place is: the tests run jobs as nobody from the clone's .venv
 OUT=$REPO/bench/results/fresh_make_test-$(date -u +%Y%m%dT%H%M%SZ).txt
 mkdir -p "$(dirname "$OUT")"
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH PICLUSTER_TEST_CACHE=$WORK/cache PIP_CACHE_DIR=$WORK/pip-cache
