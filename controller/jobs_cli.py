@@ -277,10 +277,9 @@ def cmd_results(job: JobRecord, as_json: bool) -> int:
         report.print_json(job.to_dict())
         return 0 if job.state in ("passed", "running") else 1
     runs = [NodeRun(r.node, state=r.state, plan=r.plan, result=r.result, reason=r.reason) for r in job.runs]
-    table, _ = report.hpl_results_table(runs)
     out = report.console()
     out.print(f"job {job.id} ({job.kind}): {job.state}")
-    out.print(table)
+    out.print(report.hpl_results_table(runs)[0] if job.kind == "hpl" else report.kind_results_table(job.kind, runs))
     gflops = results.job_gflops(job)
     if gflops is not None:
         line = f"total: {gflops:.2f} Gflops from {sum(r.passed for r in runs)}/{len(runs)} node(s) passed"

@@ -220,3 +220,26 @@ def test_light_template_runs_beside_a_heavy_job(agents: AgentFactory, broker: Mo
         cancel_cmd(w, "n1", "heavy")
         w.wait("heavy cancelled", lambda: event(w, "n1", "heavy", "cancelled"))
         assert time.monotonic() - t0 < 30
+
+
+def test_a_template_job_detaches_and_its_result_is_kept_in_the_history(
+    agents: AgentFactory, broker: Mosquitto, cluster: str
+) -> None:
+    agents.start("n1", config="kinds = []\n" + ECHO)
+    with Watcher(broker.url, cluster) as w:
+        w.wait("online", lambda: w.online("n1"))
+    proc = ctl(broker, cluster, "run", "echo-arg", "--nodes", "n1", "--set", "text=hi", "--detach", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["detached"] and out["runs"][0]["state"] in ("accepted", "running", "finished")
+    deadline = time.monotonic() + 30
+    while True:
+        stored = json.loads(ctl(broker, cluster, "results", out["job"], "--json").stdout)
+        if stored["state"] != "running" or time.monotonic() > deadline:
+            break
+    assert stored["state"] == "passed" and stored["kind"] == "echo-arg", stored
+    assert stored["runs"][0]["result"]["output_tail"] == ["['hi']"]
+    table = ctl(broker, cluster, "results", out["job"]).stdout
+    assert "EXIT" in table and "PASSED" in table and "Gflops" not in table  # its own table, not HPL's
+    listed = json.loads(ctl(broker, cluster, "jobs", "--json").stdout)
+    assert [j["id"] for j in listed] == [out["job"]]
