@@ -20,6 +20,7 @@ ACCEPT_TIMEOUT_S = 15.0
 # The agent enforces the job's timeout itself; the controller waits this much longer for the verdict.
 VERDICT_GRACE_S = 30.0
 
+NOT_SENT = "the node is offline; the job was not sent to it"  # the reason of a node offline at submission
 ENDED = frozenset({"finished", "failed", "rejected", "cancelled", "offline", "no-answer", "timeout"})
 
 

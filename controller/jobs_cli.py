@@ -117,6 +117,7 @@ class Tracker:
         self.session: Session
         self.submitted = 0.0
         self.detached = False
+        self.offline: list[NodeRun] = []
 
     def __enter__(self) -> Tracker:
         try:
@@ -137,9 +138,19 @@ class Tracker:
         self._stack.close()  # paho's threads are gone after this: nothing writes to the history any more
         self.history.close()
 
-    def started(self, job: JobSpec, nodes: list[str], plan: dict[str, Any], facts: dict[str, Any]) -> None:
+    def started(
+        self,
+        job: JobSpec,
+        nodes: list[str],
+        plan: dict[str, Any],
+        facts: dict[str, Any],
+        offline: list[NodeRun] | None = None,
+    ) -> None:
+        """Record the job: ``nodes`` it goes to, and the selected nodes that are ``offline`` (ended at once)."""
         self.submitted = time.time()
-        self.history.job_started(job, self.topics.cluster, nodes, plan, facts)
+        self.offline = list(offline or [])
+        self.history.job_started(job, self.topics.cluster, [*nodes, *(r.node for r in self.offline)], plan, facts)
+        self._endings(job.id, self.offline)
 
     def detach(self, job: JobSpec, nodes: list[str], as_json: bool) -> int:
         """Submit, wait until every node has answered (accepted or rejected), and leave the rest to the history."""
@@ -151,15 +162,15 @@ class Tracker:
                 follower.apply(msg)
             follower.expire(time.monotonic())
         self._endings(job.id, follower.runs.values())
+        runs = [*follower.runs.values(), *self.offline]
         if as_json:
-            runs = list(follower.runs.values())
             report.print_json({**job_result(job.id, job.kind, "per-node", runs, state="detached"), "detached": True})
         else:
-            for run in follower.runs.values():
+            for run in runs:
                 print(report.run_line(run), file=sys.stderr)
             print(f"job {job.id} runs on; see it with: piclusterctl results {job.id}")
         self.detached = True  # the history stays open until the session is closed: events may still arrive
-        return 0 if all(r.state not in TERMINAL or r.state == "finished" for r in follower.runs.values()) else 1
+        return 0 if all(r.state not in TERMINAL or r.state == "finished" for r in runs) else 1
 
     def finished(self, job_id: str, runs: list[NodeRun], summary: dict[str, Any]) -> dict[str, Any]:
         """Store the controller's own endings and the job's summary, with the wall power of the run added."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from controller import jobs_cli, power, report
 from controller.args import HEAVY_KINDS
-from controller.dispatch import NodeRun, new_job_id, submit_and_follow
+from controller.dispatch import NOT_SENT, NodeRun, new_job_id, submit_and_follow
 from controller.fleet import Fleet, subscriptions
 from controller.orchestrate import ROLES, PlanError, run_cluster
 from controller.results import job_result
@@ -53,7 +53,7 @@ def cmd_run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
             force=args.force,
             queue=args.queue,
         )
-        track.started(job, online, {}, jobs_cli.facts_of(fleet, online))
+        track.started(job, online, {}, jobs_cli.facts_of(fleet, online), offline)
         if online and args.detach:
             return track.detach(job, online, bool(args.json))
         if not args.json:
@@ -76,7 +76,7 @@ def _selection(
     fleet = Fleet(session.topics).feed(session.snapshot())
     selected = select(args.nodes, fleet.nodes)
     online = [n for n in selected if fleet.nodes[n].online]
-    offline = [NodeRun(n, state="offline", reason="the node is offline") for n in selected if n not in online]
+    offline = [NodeRun(n, state="offline", reason=NOT_SENT) for n in selected if n not in online]
     err = report.console(stderr=True)
     on_change = (lambda run: None) if args.json else (lambda run: err.print(report.run_line(run)))
     over_budget = power.budget_refusals(fleet, online) if kind in HEAVY_KINDS else []
