@@ -218,9 +218,9 @@ class Agent:
         slot, policy, kinds = self.cfg.hardware.slot, asdict(self.cfg.policy), self.runner.capabilities()
         return facts_from(self.node, self.node_facts, slot, self.sim, kinds, roles, policy, self.clock())
 
-    def emit(self, kind: str, job: str = "", **fields: Any) -> None:
+    def emit(self, kind: str, job: str = "", *, lifecycle: bool = True, **fields: Any) -> None:
         """Spool and publish one event (QoS 1). Thread-safe: the job thread calls it too; the lock keeps the
-        wire order the seq order."""
+        wire order the seq order. A job's lifecycle events are also kept for ``resend``."""
         result = fields.get("result")
         if kind == "finished" and isinstance(result, dict) and isinstance(result.get("gflops"), (int, float)):
             self.last_hpl_gflops = float(result["gflops"])
@@ -230,7 +230,7 @@ class Agent:
             return encode(Event(node=self.node, seq=seq, t=t, kind=kind, job=job, **fields))  # type: ignore[arg-type]
 
         with self._seq_lock:
-            self.outbox.send(self.topics.events(self.node), kind, make)
+            self.outbox.send(self.topics.events(self.node), kind, make, job if lifecycle else "")
         reason = f" reason={fields['reason']!r}" if fields.get("reason") else ""
         log.info("event=job_%s job=%s%s", kind, job or "-", reason)
 
@@ -274,7 +274,9 @@ def build(cfg: AgentConfig, backend: Backend, *, clock: Clock = time.time, pin_f
         on_publish=agent.outbox.acked,
     )
     roles = (agent.chassis, agent.slot_power)
-    agent.commands = Commands(cfg, facts.hostname, agent.runner, hooks, agent.spool, roles, emit, link.subscribe, clock)
+    agent.commands = Commands(
+        cfg, facts.hostname, agent.runner, hooks, agent.spool, roles, emit, link.subscribe, clock, agent.outbox.resend
+    )
     for topic, qos in agent.commands.subscriptions():
         link.subscribe(topic, qos)
     # Home Assistant and Prometheus: where operators already look (nodeagent/ha, nodeagent/metrics).

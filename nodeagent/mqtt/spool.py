@@ -8,6 +8,10 @@ One SQLite file in ``agent.state_dir`` (``spool.sqlite3``) holds three things th
   ``(node, job, seq)``.
 - ``seen_jobs``: the job ids this node has received (bounded), so a job runs at most once whatever the broker
   redelivers and whether or not the agent restarted in between.
+- ``job_events``: what this node said about each job it received (accepted, started and its verdict), kept after
+  the broker has it, as long as the job id is remembered. A broker crash can lose an event it had acknowledged
+  (Mosquitto saves its queues every ``autosave_interval``); piclusterctl then asks again (``resend``) and gets
+  the same events with the same ``seq``.
 
 The spool is bounded (``max_events``). When it is full the oldest ``progress`` events go first, then other
 events that end no job; results and other terminal events are never dropped. Every drop is logged.
@@ -35,9 +39,15 @@ CREATE TABLE IF NOT EXISTS pending (
     seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL, kind TEXT NOT NULL, keep INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS seen_jobs (job TEXT PRIMARY KEY, t REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS job_events (
+    job TEXT NOT NULL, kind TEXT NOT NULL, seq INTEGER NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL,
+    PRIMARY KEY (job, kind)
+);
 """
+VERDICTS = frozenset({"rejected", "finished", "failed", "cancelled"})
 # Events the spool never drops when full: a job's verdict, however long the broker stays away.
-KEEP = frozenset({"accepted", "rejected", "finished", "failed", "cancelled"})
+KEEP = frozenset({"accepted", *VERDICTS})
+LIFECYCLE = frozenset({"accepted", "started", *VERDICTS})  # kept per job for resend
 
 
 class SpoolError(OSError):
@@ -95,8 +105,9 @@ class Spool:
             self._db.close()
 
     # --- events ----------------------------------------------------------------------------------------------
-    def append(self, make: Callable[[int], bytes], topic: str, kind: str) -> Pending:
-        """Take the next ``seq``, build the payload with ``make(seq)`` and store it, in one transaction."""
+    def append(self, make: Callable[[int], bytes], topic: str, kind: str, job: str = "") -> Pending:
+        """Take the next ``seq``, build the payload with ``make(seq)`` and store it, in one transaction. With
+        ``job``, a lifecycle event is also kept as what this node said about that job (the first of each kind)."""
         with self._lock:
             seq = self._last_seq + 1
             payload = make(seq)
@@ -106,6 +117,10 @@ class Spool:
                 self._db.execute(
                     "INSERT INTO pending VALUES (?, ?, ?, ?, ?)", (seq, topic, payload, kind, int(kind in KEEP))
                 )
+                if job and kind in LIFECYCLE:
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO job_events VALUES (?, ?, ?, ?, ?)", (job, kind, seq, topic, payload)
+                    )
                 self._trim()
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -166,15 +181,29 @@ class Spool:
                     "INSERT OR IGNORE INTO seen_jobs VALUES (?, ?)", (job_id, time.time() if now is None else now)
                 )
                 if cur.rowcount and self.max_seen_jobs:
-                    self._db.execute(
+                    trimmed = self._db.execute(
                         "DELETE FROM seen_jobs WHERE job NOT IN (SELECT job FROM seen_jobs ORDER BY t DESC, rowid "
                         "DESC LIMIT ?)",
                         (self.max_seen_jobs,),
                     )
+                    if trimmed.rowcount:  # what was said about a forgotten job goes with it
+                        self._db.execute("DELETE FROM job_events WHERE job NOT IN (SELECT job FROM seen_jobs)")
                 return bool(cur.rowcount)
             except sqlite3.Error as exc:
                 log.error("event=seen_jobs_write_failed job=%s reason=%r", job_id, str(exc))
                 return True  # the runner's job-directory check still refuses a repeat
+
+    def job_events(self, job_id: str) -> list[Pending]:
+        """What this node said about ``job_id`` (accepted, started, its verdict), in ``seq`` order."""
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT seq, topic, payload, kind FROM job_events WHERE job = ? ORDER BY seq", (job_id,)
+                ).fetchall()
+            except sqlite3.Error as exc:
+                log.error("event=spool_read_failed job=%s reason=%r", job_id, str(exc))
+                return []
+        return [Pending(s, t, bytes(p), k) for s, t, p, k in rows]
 
     # --- meta ------------------------------------------------------------------------------------------------
     def _meta(self, key: str) -> int | None:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nodeagent.mqtt.outbox import Outbox
-from nodeagent.mqtt.spool import KEEP, Spool
+from nodeagent.mqtt.spool import KEEP, LIFECYCLE, Spool
 
 KINDS = ["progress", "log", "alert", "accepted", "started", "finished", "failed"]
 
@@ -151,3 +151,47 @@ def test_a_spool_from_a_newer_agent_is_refused_with_the_fix(tmp_path: Path) -> N
         assert "spool schema 99" in str(exc) and "upgrade the agent" in str(exc)
     else:
         raise AssertionError("a newer spool must not be used")
+
+
+# A job's life on a node, in any interleaving with acks and restarts: (job index, kind) or ("restart",).
+JOB_KINDS = ["accepted", "started", "progress", "log", "finished", "failed", "cancelled", "rejected"]
+lives = st.lists(
+    st.one_of(st.tuples(st.integers(0, 4), st.sampled_from(JOB_KINDS)), st.tuples(st.just("restart"))),
+    max_size=50,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lives)
+def test_what_a_node_said_about_each_job_outlives_the_ack_and_restarts(steps: list[tuple[object, ...]]) -> None:
+    """resend gets back the first accepted, started and verdict of a job, with their seq, after the broker has
+    acknowledged them and across restarts."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spool = Spool(tmp)
+        said: dict[str, dict[str, int]] = {}
+        for step in steps:
+            if step[0] == "restart":
+                spool.close()
+                spool = Spool(tmp)
+                continue
+            job, kind = f"j{step[0]}", str(step[1])
+            spool.first_sight(job)
+            item = spool.append(_payload, "t/events", kind, job)
+            spool.ack(item.seq)  # the broker has it: it leaves pending, not what the node said
+            if kind in LIFECYCLE:
+                said.setdefault(job, {}).setdefault(kind, item.seq)
+        for job, kinds in said.items():
+            again = spool.job_events(job)
+            assert {p.kind: p.seq for p in again} == kinds
+            assert all(p.payload == _payload(p.seq) for p in again) and [p.seq for p in again] == sorted(kinds.values())
+        assert spool.pending() == []
+        spool.close()
+
+
+def test_forgotten_job_ids_take_what_was_said_about_them_along(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_seen_jobs=2)
+    for i, job in enumerate(("j1", "j2", "j3")):
+        spool.first_sight(job, now=i)
+        spool.append(_payload, "t/events", "finished", job)
+    assert spool.job_events("j1") == [] and [p.kind for p in spool.job_events("j3")] == ["finished"]
+    spool.close()
