@@ -209,7 +209,10 @@ class Agent:
         self.link.publish(self.topics.status(self.node), ONLINE, qos=1, retain=True)
         self.ha.connected(facts)
         for job in self.orphans:
-            why = "the agent stopped unexpectedly while this job ran; its processes were killed when it restarted"
+            why = (
+                "the agent stopped unexpectedly (killed or crashed) before this job ended; whatever of it still ran "
+                "was killed when the agent restarted"
+            )
             self.emit("failed", job, reason=why)
         self.orphans = []
 
@@ -294,7 +297,9 @@ def build(cfg: AgentConfig, backend: Backend, *, clock: Clock = time.time, pin_f
     agent.metrics = MetricsExporter(
         cfg.prometheus.for_sim(cfg.agent.state_dir) if agent.sim else cfg.prometheus, cfg.agent.cluster
     )
-    agent.orphans = agent.runner.reap_orphans()
+    # Jobs the previous agent left without a verdict (killed, crashed): their processes, and every job it
+    # received and never ended (queued, starting, or finished a moment before it died).
+    agent.orphans = list(dict.fromkeys([*agent.spool.unended(), *agent.runner.reap_orphans()]))
     # udev tells about drives and PCI devices coming and going the moment it happens (real hardware only).
     hotplug = hw.hotplug and backend.name == "real"
     agent.hotplug = HotplugMonitor(lambda event: agent.inbox.put(("hotplug", event))) if hotplug else None

@@ -11,7 +11,8 @@ One SQLite file in ``agent.state_dir`` (``spool.sqlite3``) holds three things th
 - ``job_events``: what this node said about each job it received (accepted, started and its verdict), kept after
   the broker has it, as long as the job id is remembered. A broker crash can lose an event it had acknowledged
   (Mosquitto saves its queues every ``autosave_interval``); piclusterctl then asks again (``resend``) and gets
-  the same events with the same ``seq``.
+  the same events with the same ``seq``. A received job with no verdict here when the agent starts was cut off
+  by the agent's own death (an orphan), however far it got.
 
 The spool is bounded (``max_events``). When it is full the oldest ``progress`` events go first, then other
 events that end no job; results and other terminal events are never dropped. Every drop is logged.
@@ -44,6 +45,8 @@ CREATE TABLE IF NOT EXISTS job_events (
     PRIMARY KEY (job, kind)
 );
 """
+# Added to a schema 1 file by a later agent, which older agents ignore: jobs received before it are not judged.
+_SINCE = "INSERT OR IGNORE INTO meta VALUES ('job_events_since', (SELECT coalesce(max(rowid), 0) FROM seen_jobs))"
 VERDICTS = frozenset({"rejected", "finished", "failed", "cancelled"})
 # Events the spool never drops when full: a job's verdict, however long the broker stays away.
 KEEP = frozenset({"accepted", *VERDICTS})
@@ -80,6 +83,7 @@ class Spool:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._db.execute(_SINCE)
             version = self._meta("schema_version")
             if version is None:
                 self._set_meta("schema_version", SCHEMA_VERSION)
@@ -204,6 +208,22 @@ class Spool:
                 log.error("event=spool_read_failed job=%s reason=%r", job_id, str(exc))
                 return []
         return [Pending(s, t, bytes(p), k) for s, t, p, k in rows]
+
+    def unended(self) -> list[str]:
+        """Jobs this node received and gave no verdict for, oldest first. Called at start-up, before any job
+        runs: each was cut off by the previous agent's end (killed, crashed, or the machine went down)."""
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT job FROM seen_jobs WHERE rowid > (SELECT value FROM meta WHERE key = 'job_events_since') "
+                    f"AND job NOT IN (SELECT job FROM job_events WHERE kind IN ({','.join('?' * len(VERDICTS))})) "
+                    "ORDER BY rowid",
+                    tuple(sorted(VERDICTS)),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                log.error("event=spool_read_failed reason=%r", str(exc))
+                return []
+        return [job for (job,) in rows]
 
     # --- meta ------------------------------------------------------------------------------------------------
     def _meta(self, key: str) -> int | None:

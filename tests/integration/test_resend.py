@@ -1,7 +1,7 @@
 """What a node said about a job outlives the broker: a broker that crashes loses the events it had acknowledged
 (and queued for piclusterctl's persistent session) since its last save; piclusterctl asks the nodes again
-(``resend``) and gets the same events. A job the node never received is refused for good. Real agents, real
-Mosquitto."""
+(``resend``) and gets the same events. A job the node never received is refused for good; jobs a killed agent
+left without a verdict (running or queued) are reported failed when it comes back. Real agents, real Mosquitto."""
 
 from __future__ import annotations
 
@@ -78,6 +78,25 @@ def test_a_job_its_node_never_received_is_refused_for_good(
         again = w.wait("the verdict said again", lambda: w.events("n1", lost.id)[2:])
     assert again[0].seq == refused[0].seq and again[0].reason == refused[0].reason  # the same event, not a new one
     assert "started" not in [e.kind for e in w.events("n1", lost.id)]
+
+
+def test_jobs_a_killed_agent_left_running_or_queued_end_failed_when_it_returns(
+    agents: AgentFactory, broker: Mosquitto, cluster: str
+) -> None:
+    agent = agents.start("n1", config=SLEEPERS)
+    _online(broker, cluster, "n1")
+    with Watcher(broker.url, cluster) as w:
+        for job in ("hold-a", "hold-b"):
+            spec = JobSpec(id=job, kind="hold", params={"seconds": 60}, queue=True)
+            w.publish(w.topics.node_cmd("n1"), encode(Command(id=job, cmd="run", job=spec)))
+        w.wait("b queued", lambda: any(e.kind == "queued" for e in w.events("n1", "hold-b")))
+        agent.stop(signal.SIGKILL)
+        agents.start("n1", config=SLEEPERS)
+        for job in ("hold-a", "hold-b"):
+            ended = w.wait(f"{job} failed", lambda j=job: [e for e in w.events("n1", j) if e.kind == "failed"])
+            assert ended[0].reason.startswith("the agent stopped unexpectedly"), ended[0].reason
+    once = {e.seq: e.kind for e in w.events("n1", "hold-b")}  # the restarted agent replays what was unacked
+    assert [once[seq] for seq in sorted(once)] == ["accepted", "queued", "failed"]
 
 
 def test_a_followed_run_gets_its_verdict_across_a_broker_crash(

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nodeagent.mqtt.outbox import Outbox
-from nodeagent.mqtt.spool import KEEP, LIFECYCLE, Spool
+from nodeagent.mqtt.spool import KEEP, LIFECYCLE, VERDICTS, Spool
 
 KINDS = ["progress", "log", "alert", "accepted", "started", "finished", "failed"]
 
@@ -165,7 +165,7 @@ lives = st.lists(
 @given(lives)
 def test_what_a_node_said_about_each_job_outlives_the_ack_and_restarts(steps: list[tuple[object, ...]]) -> None:
     """resend gets back the first accepted, started and verdict of a job, with their seq, after the broker has
-    acknowledged them and across restarts."""
+    acknowledged them and across restarts; a received job without a verdict is an orphan at the next start."""
     with tempfile.TemporaryDirectory() as tmp:
         spool = Spool(tmp)
         said: dict[str, dict[str, int]] = {}
@@ -184,6 +184,9 @@ def test_what_a_node_said_about_each_job_outlives_the_ack_and_restarts(steps: li
             again = spool.job_events(job)
             assert {p.kind: p.seq for p in again} == kinds
             assert all(p.payload == _payload(p.seq) for p in again) and [p.seq for p in again] == sorted(kinds.values())
+        ended = {job for job, kinds in said.items() if set(kinds) & VERDICTS}
+        seen = {f"j{s[0]}" for s in steps if s[0] != "restart"}
+        assert set(spool.unended()) == seen - ended
         assert spool.pending() == []
         spool.close()
 
@@ -194,4 +197,17 @@ def test_forgotten_job_ids_take_what_was_said_about_them_along(tmp_path: Path) -
         spool.first_sight(job, now=i)
         spool.append(_payload, "t/events", "finished", job)
     assert spool.job_events("j1") == [] and [p.kind for p in spool.job_events("j3")] == ["finished"]
+    spool.close()
+
+
+def test_jobs_received_before_the_spool_kept_job_events_are_not_orphans(tmp_path: Path) -> None:
+    """An agent upgraded onto a spool written by an older one does not call every job it remembers unended."""
+    spool = Spool(tmp_path)
+    spool.first_sight("old")
+    spool._db.execute("DROP TABLE job_events")  # the older agent's file: no such table, no mark
+    spool._db.execute("DELETE FROM meta WHERE key = 'job_events_since'")
+    spool.close()
+    spool = Spool(tmp_path)
+    spool.first_sight("new")
+    assert spool.unended() == ["new"]
     spool.close()
