@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -74,6 +75,7 @@ class Agent:
         self.spool = open_spool(cfg.agent.state_dir, cfg.agent.spool_max_events, cfg.agent.seen_jobs_max)
         self.outbox = Outbox(self.spool, lambda topic, payload: self.link.publish(topic, payload, qos=1))
         self._tick_seq = 0
+        self._spool_failing = False
         self.orphans: list[str] = []
         self.last_sample: Sample | None = None
         self.last_hpl_gflops: float | None = None  # a Home Assistant entity and a Prometheus gauge
@@ -151,9 +153,33 @@ class Agent:
         telemetry = telemetry_from(self.node, self._tick_seq, sample, self.runner.current, state)
         self.commands.hardware_events(sample)
         self.link.publish(self.topics.telemetry(self.node), encode(telemetry), qos=0, retain=True)
+        self.spool_health()
         self.ha.tick(telemetry, mono, self.last_hpl_gflops)
         self.metrics.tick(telemetry, self.facts_message, self.last_hpl_gflops, mono)
         return telemetry
+
+    def spool_health(self) -> None:
+        """The state dir full or read-only: the spool holds events in memory and retries every tick; the node
+        goes on (its safety needs no disk) and says so once, and again when the disk takes them."""
+        failing = not self.spool.flush()
+        if failing == self._spool_failing:
+            return
+        self._spool_failing = failing
+        where = Path(self.cfg.agent.state_dir)
+        if failing:
+            free = shutil.disk_usage(where).free if where.is_dir() else 0
+            fix = f"free space in {where} (df -h {where}) or point agent.state_dir at a roomier place"
+            reason = self.spool.trouble
+            log.error("event=state_dir_unwritable path=%s reason=%r free_bytes=%d fix=%r", where, reason, free, fix)
+            message = (
+                f"cannot write the event spool in {where}: {reason} ({free} bytes free); events are held in memory "
+                f"and are lost if the agent stops: {fix}"
+            )
+            self.emit("alert", message=message, data={"state_dir": str(where), "spool": "memory", "free_bytes": free})
+        else:
+            log.warning("event=state_dir_writable path=%s", where)
+            message = f"the event spool in {where} is written again; the events held in memory are on disk"
+            self.emit("alert", message=message, data={"state_dir": str(where), "spool": "disk"})
 
     def dispatch(self, item: tuple[Any, ...]) -> None:
         """Handle one queued item; nothing raised here may stop the loop."""

@@ -211,3 +211,61 @@ def test_jobs_received_before_the_spool_kept_job_events_are_not_orphans(tmp_path
     spool.first_sight("new")
     assert spool.unended() == ["new"]
     spool.close()
+
+
+# A spool whose file stops taking writes (a full disk) and takes them again: (op, arg).
+troubled = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.tuples(st.integers(0, 3), st.sampled_from(JOB_KINDS))),
+        st.tuples(st.just("ack"), st.integers(0, 50)),
+        st.tuples(st.just("disk"), st.booleans()),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(troubled)
+def test_a_spool_that_cannot_write_holds_events_in_memory_and_writes_them_when_it_can(
+    steps: list[tuple[str, object]],
+) -> None:
+    """Nothing is lost while the file refuses writes (pending and what was said about each job stay whole), the
+    trouble is named, and once the file takes writes again everything held is on disk, across a restart."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spool = Spool(tmp)
+        unacked: list[int] = []
+        said: dict[str, dict[str, int]] = {}
+        for op, arg in steps:
+            if op == "append":
+                index, kind = arg  # type: ignore[misc]
+                job = f"j{index}"
+                spool.first_sight(job)
+                item = spool.append(_payload, "t/events", kind, job)
+                unacked.append(item.seq)
+                if kind in LIFECYCLE:
+                    said.setdefault(job, {}).setdefault(kind, item.seq)
+            elif op == "ack" and unacked:
+                spool.ack(unacked.pop(int(arg) % len(unacked)))  # type: ignore[call-overload]
+            elif op == "disk":
+                spool._db.execute(f"PRAGMA query_only = {'ON' if arg else 'OFF'}")  # ON: every write fails
+            assert [p.seq for p in spool.pending()] == sorted(unacked) and len(spool) == len(unacked)
+            assert all({p.kind: p.seq for p in spool.job_events(j)} == k for j, k in said.items())
+        spool._db.execute("PRAGMA query_only = OFF")
+        assert spool.flush() and spool.trouble == ""
+        spool.close()
+        spool = Spool(tmp)
+        assert [p.seq for p in spool.pending()] == sorted(unacked)
+        assert all({p.kind: p.seq for p in spool.job_events(j)} == k for j, k in said.items())
+        assert all(not spool.first_sight(j) for j in said)
+        spool.close()
+
+
+def test_a_spool_that_cannot_write_says_why(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool._db.execute("PRAGMA query_only = ON")
+    spool.append(_payload, "t/events", "finished", "j1")
+    assert "readonly" in spool.trouble and not spool.flush()
+    assert spool.first_sight("j2") and not spool.first_sight("j2")  # remembered in memory meanwhile
+    spool._db.execute("PRAGMA query_only = OFF")
+    assert spool.flush() and spool.trouble == ""
+    spool.close()
