@@ -322,7 +322,7 @@ class Chaos:
             self._problem(f"job #{order.index}: piclusterctl exit {proc.returncode}: {proc.stderr.strip()[-800:]}")
             return ""
         job = str(out["job"])
-        self.sent[job] = tuple(n["node"] for n in out["nodes"])
+        self.sent[job] = tuple(out["nodes"])
         return job
 
     def _follow_and_kill(self, order: JobOrder) -> str:
