@@ -86,12 +86,12 @@ def test_a_clock_jump_times_out_no_job_wrongly_and_telemetry_flows(
         took = time.monotonic() - t0
         w.pump(0.5)
         back = _stamps(w, seen)
-    (node,) = json.loads(ahead.stdout)["nodes"]
+    (node,) = json.loads(ahead.stdout)["runs"]
     assert node["state"] == "finished" and node["passed"], node
     assert 5.5 < node["result"]["elapsed_s"] < 8.0  # measured on the monotonic clock
     assert len(stamps) >= 8, "telemetry stopped"  # every 0.5 s for 6 s
     assert stamps[0] < time.time() + 60 and stamps[-1] > time.time() + 3000, "the jump did not reach the agent"
-    (node,) = json.loads(behind.stdout)["nodes"]
+    (node,) = json.loads(behind.stdout)["runs"]
     assert node["state"] == "failed" and "timed out after 10 s" in node["reason"], node
     assert took < 20, f"the 10 s limit held for {took:.0f} s"
     assert len(back) >= 12 and back[-1] < time.time() - 3000
