@@ -15,7 +15,6 @@ What is checked, from the public surfaces only (piclusterctl's output and histor
 
 from __future__ import annotations
 
-import getpass
 import json
 import random
 import signal
@@ -32,8 +31,9 @@ from typing import Any
 
 from controller.dispatch import NOT_SENT
 from controller.history import History
-from scripts.localcluster import stop, wait_port
-from tests.conftest import REPO, AgentFactory, AgentProc, Mosquitto, paho_env
+from scripts.localcluster import stop
+from tests.conftest import REPO, AgentFactory, AgentProc, paho_env
+from tests.integration.durable_helpers import PersistentBroker
 
 RECORD = Path(__file__).resolve().parent / "record.sh"
 SHIPPED_BROKER = REPO / "systemd" / "mosquitto" / "picluster.conf"
@@ -118,30 +118,12 @@ class Schedule:
         return cls(seed, tuple(orders), tuple(brokers), tuple(agents))
 
 
-class ShippedBroker(Mosquitto):
+class ShippedBroker(PersistentBroker):
     """Mosquitto with the durability settings of systemd/mosquitto/picluster.conf (what an operator runs), on a
     private port and directory, anonymous. ``kill()`` is a crash: no goodbye, no final save."""
 
-    def start(self) -> None:
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"user {getpass.getuser()}\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence_location {self.workdir}/\nlog_dest file {self.workdir / 'mosquitto.log'}\n"
-            + "".join(f"{line}\n" for line in shipped_durability())
-        )
-        self.proc = subprocess.Popen(
-            ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            wait_port(self.port, timeout_s=10)
-        except TimeoutError:
-            self.stop()
-            raise
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            stop(self.proc, signal.SIGKILL)
-        self.proc = None
+    def durability(self) -> list[str]:
+        return shipped_durability()
 
 
 def shipped_durability() -> list[str]:
