@@ -179,3 +179,4 @@ def run_parsers(run_sub: Any, common: Callable[[argparse.ArgumentParser, Any], N
             p.add_argument("--leader", metavar="NODE", help="the node that runs the benchmark (default: the first)")
         else:
             p.add_argument("--queue", action="store_true", help="wait in a busy node's queue instead of a refusal")
+            add_run_options(p)  # the history, --detach and the wall meter, as for run hpl

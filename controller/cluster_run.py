@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.dispatch import ACCEPT_TIMEOUT_S, Follower, NodeRun, cancel, submit
+from controller.dispatch import ACCEPT_TIMEOUT_S, Follower, NodeRun, cancel, catch_up, submit
 from controller.fleet import telemetry_row
 from controller.hpl_plan import ClusterPlan
 from controller.session import Received, Session
@@ -189,6 +189,7 @@ class ClusterRun:
         submit(self.session, self.job, nodes)
 
     def _pump(self) -> None:
+        catch_up(self.session, self.follower)
         msg = self.session.get(0.25)
         while msg is not None:
             self._apply(msg)

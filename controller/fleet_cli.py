@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 
 from controller import hpl_plan, jobs_cli, ops, power, report
 from controller.args import UsageError
-from controller.dispatch import NodeRun, new_job_id, submit_and_follow
+from controller.dispatch import NOT_SENT, NodeRun, new_job_id, submit_and_follow
 from controller.fleet import Fleet, NodeView, subscriptions
 from controller.forget import ForgetRefused, forget
 from controller.results import job_result
@@ -73,9 +73,9 @@ def cmd_run_hpl(broker: Broker, topics: Topics, args: argparse.Namespace) -> int
         over_budget = power.budget_refusals(fleet, online)
         if over_budget and not args.force:
             raise UsageError("power budget: " + "; ".join(over_budget) + " (select fewer nodes, or --force)")
-        offline = [NodeRun(n, state="offline", reason="the node is offline") for n in selected if n not in online]
+        offline = [NodeRun(n, state="offline", reason=NOT_SENT) for n in selected if n not in online]
         job = JobSpec(id=new_job_id("hpl"), kind="hpl", node_params=plans, timeout_s=args.timeout, force=args.force)
-        track.started(job, online, plans, jobs_cli.facts_of(fleet, online))
+        track.started(job, online, plans, jobs_cli.facts_of(fleet, online), offline)
         if online and args.detach:
             return track.detach(job, online, bool(args.json))
         err = report.console(stderr=True)

@@ -117,6 +117,35 @@ def hpl_results_table(runs: Iterable[NodeRun]) -> tuple[Table, float]:
     return table, total
 
 
+# The figure each kind's result table shows (a template: its exit status).
+FIGURES = {
+    "stress": ("bogo_ops_per_s", "bogo ops/s"),
+    "llama-bench": ("gen_tps", "tg t/s"),
+    "llama-rpc": ("gen_tps", "tg t/s"),
+    "dllama": ("gen_tps", "pred t/s"),
+}
+
+
+def kind_results_table(kind: str, runs: Iterable[NodeRun]) -> Table:
+    """One row per node for a job other than HPL: its verdict, the kind's figure, and the reason."""
+    key, label = FIGURES.get(kind, ("returncode", "exit"))
+    table = Table(box=None, pad_edge=False)
+    for col in ("NODE", "RESULT", label.upper(), "PROMPT T/S", "NOTE"):
+        table.add_column(col)
+    for run in runs:
+        r = run.result or {}
+        verdict = "PASSED" if run.passed else run.state.upper()
+        note = run.reason or (run.ready.get("address", "") if run.ready else "")
+        table.add_row(run.node, verdict, _figure(r.get(key)), _figure(r.get("prompt_tps")), note)
+    return table
+
+
+def _figure(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
 def run_line(run: NodeRun) -> str:
     """One progress line for a non-terminal log."""
     if run.state == "accepted" and run.plan:

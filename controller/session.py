@@ -67,7 +67,15 @@ class Session:
         self.taps = taps
         # The operator's login, if the broker wants one: PICLUSTER_MQTT_* (the --mqtt-* options set them).
         creds = Credentials.from_env(os.environ)
-        self.link = Link(self.client_id, broker, credentials=creds, clean_session=clean, on_message=self._received)
+        self.connects = 0  # sessions the broker has granted so far: more than one means events may have been missed
+        self.link = Link(
+            self.client_id,
+            broker,
+            credentials=creds,
+            clean_session=clean,
+            on_message=self._received,
+            on_connect=self._connected,
+        )
         for topic in (*subscriptions, self.topics.sync(self.client_id)):
             self.link.subscribe(topic, qos=1)
 
@@ -91,6 +99,9 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.link.stop()
+
+    def _connected(self, session_present: bool) -> None:
+        self.connects += 1
 
     def _received(self, topic: str, payload: bytes, retained: bool) -> None:
         for tap in self.taps:

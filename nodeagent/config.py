@@ -83,7 +83,7 @@ class MqttSection:
     password: str = ""
     password_file: str = ""  # read at start-up; keeps the secret out of a world-readable config
     client_id: str = ""  # empty: picluster-agent-<node_id>
-    keepalive_s: int = 30
+    keepalive_s: int = 10  # a silent node (cut off, hung) is offline after ~15 s; telemetry keeps it busy anyway
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""

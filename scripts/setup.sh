@@ -12,7 +12,7 @@ APT_PACKAGES=(
   mosquitto mosquitto-clients hpcc openmpi-bin libopenblas0 python3-venv python3-pip
   python3-paho-mqtt python3-msgpack python3-clustershell python3-rich python3-systemd
   python3-gpiozero python3-smbus2 python3-pyudev prometheus-node-exporter stress-ng iproute2
-  prometheus openssl cmake build-essential
+  prometheus openssl cmake build-essential faketime
 )
 
 missing=()

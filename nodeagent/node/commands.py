@@ -103,6 +103,7 @@ class Commands:
         emit: Emit,
         subscribe: Callable[[str, int], None],
         clock: Callable[[], float] = time.time,
+        say_again: Callable[[str], int] = lambda job: 0,
     ) -> None:
         self.node, self.topics, self.hostname = cfg.node_id, Topics(cfg.agent.cluster), hostname
         self.mpi, self.critical_c = cfg.mpi, cfg.policy.guard.critical_c  # both need a restart to change
@@ -110,6 +111,7 @@ class Commands:
         self.spool = spool
         self.chassis, self.slot_power = roles
         self.emit, self.subscribe, self.clock = emit, subscribe, clock
+        self.say_again = say_again  # publish again what this node said about a job (the outbox); how many events
         self._identify_until = 0.0
         self._degraded_links: frozenset[str] = frozenset()
 
@@ -178,6 +180,8 @@ class Commands:
             self.mpi_launch(cmd)
         elif cmd.cmd == "cancel" and not self.runner.cancel(cmd.job_id):
             self.emit("log", cmd.job_id, message=f"cancel: job {cmd.job_id} is not running on {self.node}")
+        elif cmd.cmd == "resend":
+            self.resend(cmd.job_id)
 
     # --- jobs ----------------------------------------------------------------------------------------------------
     def start_job(self, cmd: Command) -> None:
@@ -198,6 +202,23 @@ class Commands:
             log.info("event=job_rejected job=%s reason=%r", job.id, exc.reason)
             self.emit("rejected", job.id, reason=exc.reason, field=exc.field)
 
+    def resend(self, job_id: str) -> None:
+        """piclusterctl lost what this node said about a job (a broker crash loses what it acknowledged since its
+        last save): say it again, same ``seq``. A job this node never received is refused for good, so the
+        command that was lost cannot run late."""
+        if sent := self.say_again(job_id):
+            log.info("event=job_resent job=%s events=%d", job_id, sent)
+            # The last word: piclusterctl knows it has everything this node said (they arrive in order).
+            self.emit("log", job_id, message=f"resent {sent} event(s) about job {job_id}", data={"resent": sent})
+        elif self.spool.first_sight(job_id):
+            self.emit(
+                "rejected",
+                job_id,
+                reason=f"job {job_id} never reached {self.node} (its command was lost, e.g. with a broker restart); "
+                "it will not run here: submit it again",
+                field="job.id",
+            )
+
     def _duplicate(self, job_id: str) -> None:
         """A job id seen before (a redelivery or a repeated submit): answered, never run again."""
         log.info("event=duplicate_job_refused job=%s", job_id)
@@ -207,6 +228,7 @@ class Commands:
             reason=f"duplicate: job {job_id} was already received by {self.node}; a job id runs at most once",
             field="job.id",
             data={"duplicate": True},
+            lifecycle=False,  # an answer to a copy, not this node's word on the job
         )
 
     def leader_status(self, node: str, payload: bytes) -> None:

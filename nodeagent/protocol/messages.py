@@ -163,10 +163,10 @@ class Command:
 
     TYPE: ClassVar[str] = "command"
     id: str
-    cmd: Literal["run", "cancel", "fan", "identify", "power", "launch"]
+    cmd: Literal["run", "cancel", "fan", "identify", "power", "launch", "resend"]
     nodes: tuple[str, ...] = ()
     job: JobSpec | None = None  # for run
-    job_id: str = ""  # for cancel, and launch (the cluster job the MPI daemon belongs to)
+    job_id: str = ""  # for cancel and resend, and launch (the cluster job the MPI daemon belongs to)
     value: str = ""  # for fan: "auto" or a percent 0-100; for power: "on", "off", "force-off" or "cycle"
     slot: int = 0  # for power: the chassis slot (1-7) to switch
     sender: str = ""
@@ -277,7 +277,7 @@ def _check_command(cmd: Command) -> None:
             raise FieldError("job.id", f"must equal the command id {echo(cmd.id)}")
         if _positive(cmd.job.timeout_s):
             raise FieldError("job.timeout_s", _positive(cmd.job.timeout_s) or "")
-    elif cmd.cmd in ("cancel", "launch") and not cmd.job_id:
+    elif cmd.cmd in ("cancel", "launch", "resend") and not cmd.job_id:
         raise FieldError("job_id", f"missing; a {cmd.cmd} command needs the job id")
     elif cmd.cmd == "launch" and not cmd.argv:
         raise FieldError("argv", "missing; a launch command needs the daemon's command line")

@@ -45,6 +45,7 @@ class Stack:
     def start_agent(self) -> AgentProc:
         marker = self.work / "restarted"
         config = (
+            "[mqtt]\nkeepalive_s = 30\n"  # the hung-agent test below relies on no will for 45 s
             "[homeassistant]\nstate_interval_s = 2.0\nexpire_after_s = 8.0\nresend_delay_max_s = 1.0\n"
             f'chassis = "rack1"\nallow_restart = true\nrestart_command = ["touch", "{marker}"]\n'
             '[policy.chassis]\nrole = "on"\n'

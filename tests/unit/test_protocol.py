@@ -65,7 +65,13 @@ commands = st.one_of(
             t=finite,
         )
     ),
-    st.builds(Command, id=job_ids, cmd=st.just("cancel"), job_id=job_ids, nodes=st.lists(names, max_size=5).map(tuple)),
+    st.builds(
+        Command,
+        id=job_ids,
+        cmd=st.sampled_from(["cancel", "resend"]),
+        job_id=job_ids,
+        nodes=st.lists(names, max_size=5).map(tuple),
+    ),
 )
 events = st.builds(
     Event,
@@ -127,6 +133,8 @@ def test_random_maps_never_raise_anything_but_protocol_error(data: dict) -> None
             "expected",
         ),
         ({"id": "j", "cmd": "cancel"}, "job_id", "missing"),
+        ({"id": "j", "cmd": "resend"}, "job_id", "missing"),
+        ({"id": "j", "cmd": "resend", "job_id": "../etc"}, "job_id", "letters"),
         ({"id": "j/../x", "cmd": "cancel", "job_id": "a"}, "id", "letters"),
         ({"id": "j", "cmd": "reboot"}, "cmd", 'one of "run", "cancel"'),
         ({"id": "j", "cmd": "cancel", "job_id": "a", "nodes": ["ok", "b/ad"]}, "nodes", "invalid node names"),
