@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rich.console import Console
@@ -52,6 +52,10 @@ def _health(d: dict[str, Any]) -> str:
     return ", ".join(issues) or "ok"
 
 
+# An online node whose first telemetry has not arrived yet (it publishes one every agent.tick_s).
+WAITING = "waiting for first report"
+
+
 def nodes_table(views: Iterable[NodeView], now: float) -> Table:
     table = Table(box=None, pad_edge=False)
     right = ("TEMP", "FREQ", "LOAD", "MEM FREE", "POWER")
@@ -85,7 +89,7 @@ def nodes_table(views: Iterable[NodeView], now: float) -> Table:
             _fan(d),
             _num(d["power_w"], ".1f") + (" W" if d["power_w"] is not None else ""),
             _nvme(d),
-            _health(d) if v.telemetry else "-",
+            _health(d) if v.telemetry else (WAITING if v.online else "-"),
             d["agent_version"] or "-",
             d["job"] or "-",
         )
@@ -107,9 +111,9 @@ def hpl_results_table(runs: Iterable[NodeRun]) -> tuple[Table, float]:
             run.node,
             verdict,
             _num(r.get("gflops"), ".2f"),
-            str(r.get("n", run.plan.get("n", "-"))),
-            str(r.get("nb", run.plan.get("nb", "-"))),
-            f"{r.get('p', run.plan.get('p', '-'))}x{r.get('q', run.plan.get('q', '-'))}",
+            _either(r, run.plan, "n"),
+            _either(r, run.plan, "nb"),
+            f"{_either(r, run.plan, 'p')}x{_either(r, run.plan, 'q')}",
             _num(r.get("time_s"), ".2f") + ("s" if r.get("time_s") is not None else ""),
             _num(r.get("residual"), ".3e"),
             run.reason,
@@ -117,16 +121,68 @@ def hpl_results_table(runs: Iterable[NodeRun]) -> tuple[Table, float]:
     return table, total
 
 
+def _either(result: Mapping[str, Any], plan: Mapping[str, Any], key: str) -> str:
+    """A value from the result, else from the plan, else a dash."""
+    for source in (result, plan):
+        if source.get(key) is not None:
+            return str(source[key])
+    return "-"
+
+
 def run_line(run: NodeRun) -> str:
-    """One progress line for a non-terminal log."""
-    if run.state == "accepted" and run.plan:
-        p = run.plan
-        return f"{run.node}: accepted (N={p.get('n')} NB={p.get('nb')} P×Q={p.get('p')}x{p.get('q')})"
+    """One progress line for a non-terminal log: what the node does, never a placeholder for a missing value."""
+    if run.state == "accepted":
+        what = plan_summary(run.plan)
+        return f"{run.node}: accepted ({what})" if what else f"{run.node}: accepted"
     if run.state == "running" and run.progress is not None:
         return f"{run.node}: running {run.progress:4.0%} {run.phase}".rstrip()
+    if run.state == "running" and run.phase:
+        return f"{run.node}: running ({run.phase})"
     if run.reason:
         return f"{run.node}: {run.state}: {run.reason}"
+    if run.phase:
+        return f"{run.node}: {run.state} ({run.phase})"
     return f"{run.node}: {run.state}"
+
+
+def plan_summary(plan: Mapping[str, Any]) -> str:
+    """What a node's accepted plan says it will do, in words; parts the plan lacks are left out."""
+    role, leader = plan.get("role"), plan.get("leader")
+    if role == "member":
+        return f"member of {leader}'s run" if _given(leader) else "member of a cluster run"
+    if role == "worker":
+        where = (
+            f"{plan.get('host')}:{plan.get('port')}" if _given(plan.get("host")) and _given(plan.get("port")) else ""
+        )
+        return f"worker, serving on {where}" if where else "worker"
+    hpl = _hpl_words(plan)
+    if role == "leader" and hpl:
+        hosts = plan.get("hosts")
+        over = f" over {len(hosts)} nodes" if isinstance(hosts, (list, tuple)) else ""
+        return f"leader: {hpl}{over}"
+    if hpl:
+        return hpl
+    if role == "root" and _given(plan.get("nodes")):
+        return f"root of {plan['nodes']} nodes"
+    if role == "leader":
+        model = f", model {plan['model']}" if _given(plan.get("model")) else ""
+        return f"leader{model}" + (f", workers {plan['rpc']}" if _given(plan.get("rpc")) else "")
+    if _given(plan.get("template")):
+        return f"template {plan['template']}"
+    words = [f"{k}={v}" for k, v in plan.items() if _given(v) and isinstance(v, (str, int, float)) and k != "params"]
+    return ", ".join(words)
+
+
+def _hpl_words(plan: Mapping[str, Any]) -> str:
+    """``N=… NB=… P×Q=…x…`` from the parts the plan has."""
+    parts = [f"{label}={plan[key]}" for key, label in (("n", "N"), ("nb", "NB")) if _given(plan.get(key))]
+    if _given(plan.get("p")) and _given(plan.get("q")):
+        parts.append(f"P×Q={plan['p']}x{plan['q']}")
+    return " ".join(parts)
+
+
+def _given(value: Any) -> bool:
+    return value is not None and value != "" and value != [] and value != ()
 
 
 def print_json(data: Any) -> None:
