@@ -1,23 +1,87 @@
-"""Tables and lines for the operator (rich), and the JSON twins for scripts."""
+"""Tables and lines for the operator, and the JSON twins for scripts.
+
+Plain text: a table is aligned columns, a line is a line. No markup language sits between a value and the
+screen (a node set such as ``n[1-4]`` in a reason prints as it is), and a command that prints a table does not
+load a rendering library for it (rich draws only the per-node HPL progress bars, on a terminal).
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+import unicodedata
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
 
-from controller.dispatch import NodeRun
-from controller.fleet import NodeView
+    from controller.dispatch import NodeRun
+    from controller.fleet import NodeView
+
+GAP = "  "  # between columns
 
 
 def console(stderr: bool = False) -> Console:
+    """A rich console (for progress bars)."""
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     # Off a terminal rich would wrap at 80 columns; a log or a pipe wants whole rows.
     return Console(file=stream, width=None if stream.isatty() else 200, highlight=False)
+
+
+def width(text: str) -> int:
+    """Columns ``text`` takes on a terminal (wide East Asian characters take two)."""
+    if text.isascii():
+        return len(text)
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 0 if unicodedata.combining(c) else 1 for c in text)
+
+
+class Table:
+    """Rows under a header, in aligned columns; the last column is not padded."""
+
+    def __init__(self, *columns: str, right: Iterable[str] = ()) -> None:
+        self.columns = columns
+        self.right = frozenset(right)
+        self.rows: list[tuple[str, ...]] = []
+
+    def add_row(self, *cells: str) -> None:
+        if len(cells) != len(self.columns):
+            raise ValueError(f"a row of {len(cells)} cells for {len(self.columns)} columns")
+        self.rows.append(tuple(" ".join(str(c).split("\n")) for c in cells))
+
+    def render(self) -> str:
+        lines = [self.columns, *self.rows]
+        widths = [max(width(line[i]) for line in lines) for i in range(len(self.columns))]
+        out = []
+        for line in lines:
+            cells = []
+            for i, (cell, col) in enumerate(zip(line, self.columns, strict=True)):
+                pad = " " * (widths[i] - width(cell))
+                last = i == len(self.columns) - 1
+                cells.append(pad + cell if col in self.right else cell + ("" if last else pad))
+            out.append(GAP.join(cells).rstrip())
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def __rich__(self) -> Text:  # printed on a rich console: as it is, no markup
+        from rich.text import Text
+
+        return Text(self.render())
+
+
+def table(*columns: str, right: Iterable[str] = ()) -> Table:
+    """An empty table with these columns (those in ``right`` right-aligned)."""
+    return Table(*columns, right=right)
+
+
+def say(line: str | Table, *, stderr: bool = False) -> None:
+    """One line (or a table) for the operator, at once: stdout, or stderr for what is not the command's answer."""
+    print(line, file=sys.stderr if stderr else sys.stdout, flush=True)
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -57,28 +121,12 @@ WAITING = "waiting for first report"
 
 
 def nodes_table(views: Iterable[NodeView], now: float) -> Table:
-    table = Table(box=None, pad_edge=False)
-    right = ("TEMP", "FREQ", "LOAD", "MEM FREE", "POWER")
-    for col in (
-        "NODE",
-        "STATE",
-        "BOARD",
-        "TEMP",
-        "FREQ",
-        "LOAD",
-        "MEM FREE",
-        "FAN",
-        "POWER",
-        "NVME",
-        "HEALTH",
-        "AGENT",
-        "JOB",
-    ):
-        table.add_column(col, justify="right" if col in right else "left")
+    cols = ("NODE", "STATE", "BOARD", "TEMP", "FREQ", "LOAD", "MEM FREE", "FAN", "POWER", "NVME", "HEALTH", "AGENT")
+    rows = table(*cols, "JOB", right=("TEMP", "FREQ", "LOAD", "MEM FREE", "POWER"))
     for v in views:
         d = v.to_dict(now)
         stale = d["telemetry_age_s"] is not None and d["telemetry_age_s"] > 10
-        table.add_row(
+        rows.add_row(
             v.name,
             v.status + (" (stale)" if stale and v.online else ""),
             d["board"] or "-",
@@ -93,21 +141,20 @@ def nodes_table(views: Iterable[NodeView], now: float) -> Table:
             d["agent_version"] or "-",
             d["job"] or "-",
         )
-    return table
+    return rows
 
 
 def hpl_results_table(runs: Iterable[NodeRun]) -> tuple[Table, float]:
     """One row per node and the total Gflops of the nodes that passed."""
-    table = Table(box=None, pad_edge=False)
-    for col in ("NODE", "RESULT", "GFLOPS", "N", "NB", "PxQ", "TIME", "RESIDUAL", "NOTE"):
-        table.add_column(col, justify="right" if col in ("GFLOPS", "N", "NB", "TIME", "RESIDUAL") else "left")
+    cols = ("NODE", "RESULT", "GFLOPS", "N", "NB", "PxQ", "TIME", "RESIDUAL", "NOTE")
+    rows = table(*cols, right=("GFLOPS", "N", "NB", "TIME", "RESIDUAL"))
     total = 0.0
     for run in runs:
         r = run.result or {}
         verdict = "PASSED" if run.passed else ("FAILED" if run.state == "finished" else run.state.upper())
         if run.passed:
             total += float(r.get("gflops", 0.0))
-        table.add_row(
+        rows.add_row(
             run.node,
             verdict,
             _num(r.get("gflops"), ".2f"),
@@ -118,7 +165,7 @@ def hpl_results_table(runs: Iterable[NodeRun]) -> tuple[Table, float]:
             _num(r.get("residual"), ".3e"),
             run.reason,
         )
-    return table, total
+    return rows, total
 
 
 def _either(result: Mapping[str, Any], plan: Mapping[str, Any], key: str) -> str:

@@ -10,13 +10,10 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rich.table import Table
-
-from controller import power, report
-from controller.args import HEAVY_KINDS
+from controller import report
+from controller.args import CLUSTER, HEAVY_KINDS, UsageError
 from controller.dispatch import NodeRun, new_job_id, submit_and_follow
 from controller.fleet import Fleet, subscriptions
-from controller.orchestrate import ROLES, PlanError, run_cluster
 from controller.results import job_result
 from controller.select import select
 from controller.session import Session
@@ -39,18 +36,20 @@ def cmd_run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
     params = parse_sets(args.set)
     if args.timeout <= 0:
         raise ValueError("--timeout: expected a number of seconds above 0")
-    subs = (*subscriptions(topics), topics.all_nodes("events"))
+    subs = (*subscriptions(topics, telemetry=False), topics.all_nodes("events"))
     with Session(broker, topics.cluster, subscriptions=subs) as session:
         fleet = Fleet(topics).feed(session.snapshot())
         selected = select(args.nodes, fleet.nodes)
         online = [n for n in selected if fleet.nodes[n].online]
         offline = [NodeRun(n, state="offline", reason="the node is offline") for n in selected if n not in online]
-        err = report.console(stderr=True)
-        on_change = (lambda run: None) if args.json else (lambda run: err.print(report.run_line(run)))
-        over_budget = power.budget_refusals(fleet, online) if kind in HEAVY_KINDS else []
-        if over_budget and not args.force:
-            raise PlanError("power budget: " + "; ".join(over_budget) + " (select fewer nodes, or --force)")
-        if kind in ROLES:
+        on_change = (lambda run: None) if args.json else (lambda run: report.say(report.run_line(run), stderr=True))
+        if kind in HEAVY_KINDS:  # templates are judged by the node, which knows whether its template is heavy
+            from controller import power
+
+            over_budget = power.budget_refusals(fleet, online)
+            if over_budget and not args.force:
+                raise UsageError("power budget: " + "; ".join(over_budget) + " (select fewer nodes, or --force)")
+        if kind in CLUSTER:
             return _cluster(session, kind, online, offline, params, args, on_change)
         job = JobSpec(
             id=new_job_id(kind),
@@ -61,9 +60,8 @@ def cmd_run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
             queue=args.queue,
         )
         if not args.json:
-            err.print(
-                f"job {job.id}: {kind} on {len(online)} node(s)" + (f", {len(offline)} offline" if offline else "")
-            )
+            gone = f", {len(offline)} offline" if offline else ""
+            report.say(f"job {job.id}: {kind} on {len(online)} node(s){gone}", stderr=True)
         runs = submit_and_follow(session, job, online, on_change=on_change) if online else {}
     results = [*(runs[n] for n in online), *offline]
     passed = bool(results) and all(r.passed for r in results)
@@ -80,6 +78,8 @@ def _cluster(
     args: argparse.Namespace,
     on_change: Callable[[NodeRun], None],
 ) -> int:
+    from controller.orchestrate import PlanError, run_cluster
+
     if offline:
         raise PlanError(f"{kind} needs every selected node; offline: {', '.join(r.node for r in offline)}")
     if not online:
@@ -105,19 +105,17 @@ FIGURES = {
 
 def _print(job_id: str, kind: str, runs: list[NodeRun], passed: bool, as_json: bool) -> None:
     if as_json:
-        report.print_json(job_result(job_id, kind, "cluster" if kind in ROLES else "per-node", runs, passed=passed))
+        report.print_json(job_result(job_id, kind, "cluster" if kind in CLUSTER else "per-node", runs, passed=passed))
         return
     key, label = FIGURES.get(kind, ("returncode", "exit"))
-    table = Table(box=None, pad_edge=False)
-    for col in ("NODE", "RESULT", label.upper(), "PROMPT T/S", "NOTE"):
-        table.add_column(col)
+    table = report.table("NODE", "RESULT", label.upper(), "PROMPT T/S", "NOTE")
     for run in runs:
         r = run.result or {}
         verdict = "PASSED" if run.passed else run.state.upper()
         note = run.reason or (run.ready.get("address", "") if run.ready else "")
         prompt = r.get("prompt_tps")
         table.add_row(run.node, verdict, _fmt(r.get(key)), _fmt(prompt), note)
-    report.console().print(table)
+    report.say(table)
 
 
 def _fmt(value: Any) -> str:

@@ -7,17 +7,15 @@ llama-rpc and dllama in both roles, a template), travel as real encoded events t
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_args
 
 import pytest
-from rich.console import Console
 
 from controller.dispatch import Follower, NodeRun
 from controller.fleet import Fleet
-from controller.report import hpl_results_table, nodes_table, plan_summary, run_line
+from controller.report import Table, hpl_results_table, nodes_table, plan_summary, run_line
 from controller.run_kinds import _print as print_run_kinds
 from controller.session import Received
 from nodeagent.config import JobsSection, MpiSection
@@ -70,9 +68,7 @@ def ev(seq: int, kind: str, **fields: Any) -> Received:
 
 
 def render(table: Any) -> str:
-    out = io.StringIO()
-    Console(file=out, width=200).print(table)
-    return out.getvalue()
+    return str(table) + "\n"
 
 
 # One realistic event of every kind the protocol has, in a job's order (rejected/failed/cancelled end it).
@@ -154,3 +150,18 @@ def test_a_node_whose_first_report_has_not_come_says_so() -> None:
     assert "waiting for first report" not in rows["n2"] and "41.0°C" in rows["n2"]
     assert "waiting for first report" not in rows["n3"]  # offline: nothing is coming
     assert "None" not in "".join(rows.values())
+
+
+def test_a_table_aligns_its_columns_and_prints_text_as_it_is() -> None:
+    t = Table("NODE", "TEMP", "NOTE", right=("TEMP",))
+    t.add_row("node1", "41.0°C", "unknown node(s) node[5-6]")  # no markup language eats the brackets
+    t.add_row("node10", "7.5°C", "")
+    t.add_row("ノード", "-", "two\nlines")  # wide characters take two columns; a cell stays on its row
+    assert str(t).splitlines() == [
+        "NODE      TEMP  NOTE",
+        "node1   41.0°C  unknown node(s) node[5-6]",
+        "node10   7.5°C",
+        "ノード       -  two lines",
+    ]
+    with pytest.raises(ValueError, match="2 cells for 3 columns"):
+        t.add_row("a", "b")
