@@ -83,6 +83,8 @@ def main() -> int:
     # The repository first on the path, as the .deb puts the packages on Debian's; agents keep state in `work`.
     env = {**os.environ, "PYTHONPATH": str(REPO), "STATE_DIRECTORY": str(work / "state")}
     env.pop("PICLUSTER_BROKER", None)
+    # Installed from the .deb, the modules come with their byte code compiled: let the warm-up run write it here.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     ctl = [args.python, "-m", "controller.cli", "--broker", url, "--cluster", "bench"]
     commands = {
         "python3 -c pass": [args.python, "-c", "pass"],
@@ -109,14 +111,13 @@ def main() -> int:
             stop(proc)
         shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()
-    paho = subprocess.run(
-        [args.python, "-c", "import paho.mqtt; print(paho.mqtt.__version__)"], capture_output=True, text=True
-    ).stdout.strip()
+    versions = "import platform, paho.mqtt; print(platform.python_version(), paho.mqtt.__version__)"
+    python, paho = subprocess.run([args.python, "-c", versions], capture_output=True, text=True).stdout.split()
     floor = statistics.median(times["python3 -c pass"])
     print(f"# piclusterctl start-up, {args.runs} runs of each, round-robin")
     print(
         f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.machine()}, {os.cpu_count()} cores; "
-        f"{args.python} (Python {platform.python_version()} running the script), paho-mqtt {paho}"
+        f"{args.python} (Python {python}), paho-mqtt {paho}"
     )
     print(f"load average (1/5/15 min): before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, ", end="")
     print(f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}")

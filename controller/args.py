@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 DEFAULT_BROKER = "mqtt://localhost:1883"
-# What `run hpl --param KEY=VALUE` may override (controller/hpl_plan.py plans with them).
-PARAM_KEYS: tuple[str, ...] = ("n", "nb", "p", "q", "mem_fraction", "ranks_per_node")
+# What `run hpl --param KEY=VALUE` may override: controller/hpl_plan.py's PARAM_KEYS, which the planner (and its
+# imports) would cost --help to load; tests/unit/test_ctl_imports.py checks the two agree.
+PARAM_HELP = "override the plan; keys: n, nb, p, q, mem_fraction, ranks_per_node"
 
 
 class UsageError(Exception):
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help=f"override the plan; keys: {', '.join(PARAM_KEYS)}",
+        help=PARAM_HELP,
     )
     hpl.add_argument("--timeout", type=float, default=3600.0, metavar="S", help="seconds per node (default 3600)")
     hpl.add_argument("--force", action="store_true", help="run even where a node's health gate refuses")

@@ -10,9 +10,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-from controller.args import PARAM_KEYS
 from nodeagent.errors import JobRejected
 from nodeagent.protocol.jobs import HplParams
+
+PARAM_KEYS: tuple[str, ...] = ("n", "nb", "p", "q", "mem_fraction", "ranks_per_node")
 
 # Why 0.75 x 0.9 and not top500-benchmark's exact formula: see plan_node's docstring.
 DEFAULT_MEM_FRACTION = 0.75 * 0.9

@@ -53,3 +53,10 @@ def test_the_protocol_package_serves_every_name_it_lists_on_first_use() -> None:
     for name in protocol.__all__:
         assert getattr(protocol, name) is not None
     assert "Event" in dir(protocol)
+
+
+def test_the_param_help_names_every_key_the_planner_takes() -> None:
+    from controller.args import PARAM_HELP
+    from controller.hpl_plan import PARAM_KEYS
+
+    assert PARAM_HELP.rpartition("keys: ")[2].split(", ") == list(PARAM_KEYS)
