@@ -187,7 +187,7 @@ def run_line(run: NodeRun) -> str:
         return f"{run.node}: running ({run.phase})"
     if run.reason:
         return f"{run.node}: {run.state}: {run.reason}"
-    if run.phase:
+    if run.phase and not run.ended:  # an ended run's phase is its last progress, no longer what it does
         return f"{run.node}: {run.state} ({run.phase})"
     return f"{run.node}: {run.state}"
 

@@ -165,3 +165,12 @@ def test_a_table_aligns_its_columns_and_prints_text_as_it_is() -> None:
     ]
     with pytest.raises(ValueError, match="2 cells for 3 columns"):
         t.add_row("a", "b")
+
+
+def test_an_ended_run_does_not_repeat_its_last_progress() -> None:
+    f = Follower(T, "j1", ["n1"], started=0.0, timeout_s=60.0)
+    f.apply(ev(1, "accepted", data={"plan": {"role": "member", "leader": "sim1"}}))
+    f.apply(ev(2, "progress", progress=None, phase="MPI daemon running"))
+    assert run_line(f.runs["n1"]) == "n1: running (MPI daemon running)"
+    f.apply(ev(3, "finished", result={"passed": True, "role": "member"}))
+    assert run_line(f.runs["n1"]) == "n1: finished"
