@@ -41,7 +41,7 @@ def cmd_nodes(broker: Broker, topics: Topics, *, as_json: bool) -> int:
     elif not fleet.nodes:
         print(f"no nodes have announced themselves in cluster {topics.cluster!r} on {broker}", file=sys.stderr)
     else:
-        report.console().print(report.nodes_table(fleet.sorted(), now))
+        report.say(report.nodes_table(fleet.sorted(), now))
     return 0
 
 
@@ -78,13 +78,13 @@ def cmd_run_hpl(broker: Broker, topics: Topics, args: argparse.Namespace) -> int
         track.started(job, online, plans, jobs_cli.facts_of(fleet, online), offline)
         if online and args.detach:
             return track.detach(job, online, bool(args.json))
-        err = report.console(stderr=True)
         if not args.json:
-            err.print(f"job {job.id}: HPL on {len(online)} node(s)" + (f", {len(offline)} offline" if offline else ""))
+            gone = f", {len(offline)} offline" if offline else ""
+            report.say(f"job {job.id}: HPL on {len(online)} node(s){gone}", stderr=True)
         runs: dict[str, NodeRun] = {}
         if online:
             with _progress(args.json) as progress:
-                runs = submit_and_follow(session, job, online, on_change=_show(progress, err, online))
+                runs = submit_and_follow(session, job, online, on_change=_show(progress, online))
     results = [*(runs[n] for n in online), *offline]
     summary = job_result(job.id, "hpl", "per-node", results)
     summary = track.finished(job.id, results, summary)
@@ -92,12 +92,11 @@ def cmd_run_hpl(broker: Broker, topics: Topics, args: argparse.Namespace) -> int
         report.print_json(summary)
     else:
         table, total = report.hpl_results_table(results)
-        out = report.console()
-        out.print(table)
-        out.print(f"total: {total:.2f} Gflops from {sum(r.passed for r in results)}/{len(results)} node(s) passed")
+        report.say(table)
+        report.say(f"total: {total:.2f} Gflops from {sum(r.passed for r in results)}/{len(results)} node(s) passed")
         if "wall_power_avg_w" in summary:
             per_w = summary.get("wall_gflops_per_w", 0.0)
-            out.print(f"wall: {summary['wall_power_avg_w']:.1f} W average, {per_w:.2f} Gflops/W")
+            report.say(f"wall: {summary['wall_power_avg_w']:.1f} W average, {per_w:.2f} Gflops/W")
     return 0 if results and all(r.passed for r in results) else 1
 
 
@@ -180,18 +179,18 @@ def _progress(quiet: bool) -> AbstractContextManager[Progress | None]:
     )
 
 
-def _show(progress: Progress | None, err: Any, nodes: list[str]) -> Any:
+def _show(progress: Progress | None, nodes: list[str]) -> Any:
     """A change handler: a live bar per node on a terminal, one line per change otherwise."""
     tasks = {n: progress.add_task(n, total=1.0) for n in nodes} if progress else {}
 
     def on_change(run: NodeRun) -> None:
         if progress is None:
-            err.print(report.run_line(run))
+            report.say(report.run_line(run), stderr=True)
             return
         progress.update(
             tasks[run.node], completed=run.progress or 0.0, description=f"{run.node} {run.state} {run.phase}".strip()
         )
         if run.ended:
-            progress.console.print(report.run_line(run))
+            progress.console.print(report.run_line(run), markup=False, highlight=False)
 
     return on_change

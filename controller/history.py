@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controller.args import CommandFailed
 from nodeagent.errors import ProtocolError
 from nodeagent.protocol import Event, JobSpec, Topics, decode
 
@@ -55,7 +56,7 @@ def job_state(endings: Iterable[tuple[str, bool]]) -> str:
     return ",".join(sorted({state for state, _ in endings}))
 
 
-class HistoryError(OSError):
+class HistoryError(CommandFailed, OSError):
     """The history file cannot be opened or is from a newer piclusterctl."""
 
 

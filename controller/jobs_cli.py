@@ -17,14 +17,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from ClusterShell.NodeSet import NodeSet, NodeSetParseError
-from rich.table import Table
-
 from controller import report, results
 from controller.dispatch import ACCEPT_TIMEOUT_S, NOT_SENT, Follower, NodeRun, cancel, catch_up, resend, submit
 from controller.fleet import Fleet
 from controller.history import TERMINAL, VERDICTS, History, JobRecord, default_path
 from controller.results import job_result
+from controller.select import SelectionError, expand, fold
 from controller.session import BrokerUnreachable, Session, persistent_client_id
 from controller.wallpower import WallMeter
 from nodeagent.mqtt.settings import Broker
@@ -310,20 +308,18 @@ def cmd_jobs(history: History, topics: Topics, args: argparse.Namespace) -> int:
     if not jobs:
         print(f"no jobs in {history.path} for cluster {topics.cluster!r}", file=sys.stderr)
         return 0
-    table = Table(box=None, pad_edge=False)
-    for col in ("JOB", "KIND", "STATE", "NODES", "STARTED", "GFLOPS"):
-        table.add_column(col, justify="right" if col == "GFLOPS" else "left")
+    table = report.table("JOB", "KIND", "STATE", "NODES", "STARTED", "GFLOPS", right=("GFLOPS",))
     for job in jobs:
         gflops = results.job_gflops(job)
         table.add_row(
             job.id,
             job.kind,
             job.state,
-            str(NodeSet.fromlist(job.nodes)) if job.nodes else "-",
+            fold(job.nodes) if job.nodes else "-",
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created)),
             "-" if gflops is None else f"{gflops:.2f}",
         )
-    report.console().print(table)
+    report.say(table)
     return 0
 
 
@@ -332,16 +328,15 @@ def cmd_results(job: JobRecord, as_json: bool) -> int:
         report.print_json(job.to_dict())
         return 0 if job.state in ("passed", "running") else 1
     runs = [NodeRun(r.node, state=r.state, plan=r.plan, result=r.result, reason=r.reason) for r in job.runs]
-    out = report.console()
-    out.print(f"job {job.id} ({job.kind}): {job.state}")
-    out.print(report.hpl_results_table(runs)[0] if job.kind == "hpl" else report.kind_results_table(job.kind, runs))
+    report.say(f"job {job.id} ({job.kind}): {job.state}")
+    report.say(report.hpl_results_table(runs)[0] if job.kind == "hpl" else report.kind_results_table(job.kind, runs))
     gflops = results.job_gflops(job)
     if gflops is not None:
         line = f"total: {gflops:.2f} Gflops from {sum(r.passed for r in runs)}/{len(runs)} node(s) passed"
         watts, source = results.job_watts(job)
         if watts:
             line += f"; {watts:.1f} W average ({source}), {gflops / watts:.2f} Gflops/W"
-        out.print(line)
+        report.say(line)
     return 0 if job.state in ("passed", "running") else 1
 
 
@@ -360,9 +355,9 @@ def cmd_cancel(args: argparse.Namespace, broker: Broker, topics: Topics, history
     job = history.job(args.job)
     if args.nodes:
         try:
-            nodes = list(NodeSet(args.nodes))
-        except NodeSetParseError as exc:
-            raise JobsUsageError(f"node set: {exc}: {args.nodes!r}") from None
+            nodes = expand(args.nodes)
+        except SelectionError as exc:
+            raise JobsUsageError(str(exc)) from None
     elif job is None:
         raise JobsUsageError(f"job {args.job!r} is not in {history.path}; name its nodes with --nodes NODESET")
     else:

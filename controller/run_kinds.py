@@ -11,11 +11,10 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from controller import jobs_cli, power, report
-from controller.args import HEAVY_KINDS
+from controller import jobs_cli, report
+from controller.args import CLUSTER, HEAVY_KINDS, UsageError
 from controller.dispatch import NOT_SENT, NodeRun, new_job_id, submit_and_follow
 from controller.fleet import Fleet, subscriptions
-from controller.orchestrate import ROLES, PlanError, run_cluster
 from controller.results import job_result
 from controller.select import select
 from controller.session import Session
@@ -38,8 +37,8 @@ def cmd_run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
     params = parse_sets(args.set)
     if args.timeout <= 0:
         raise ValueError("--timeout: expected a number of seconds above 0")
-    subs = (*subscriptions(topics), topics.all_nodes("events"))
-    if kind in ROLES:
+    subs = (*subscriptions(topics, telemetry=False), topics.all_nodes("events"))
+    if kind in CLUSTER:
         with Session(broker, topics.cluster, subscriptions=subs) as session:
             _, online, offline, on_change = _selection(session, kind, args)
             return _cluster(session, kind, online, offline, params, args, on_change)
@@ -57,9 +56,8 @@ def cmd_run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
         if online and args.detach:
             return track.detach(job, online, bool(args.json))
         if not args.json:
-            report.console(stderr=True).print(
-                f"job {job.id}: {kind} on {len(online)} node(s)" + (f", {len(offline)} offline" if offline else "")
-            )
+            gone = f", {len(offline)} offline" if offline else ""
+            report.say(f"job {job.id}: {kind} on {len(online)} node(s){gone}", stderr=True)
         runs = submit_and_follow(track.session, job, online, on_change=on_change) if online else {}
     results = [*(runs[n] for n in online), *offline]
     passed = bool(results) and all(r.passed for r in results)
@@ -77,11 +75,14 @@ def _selection(
     selected = select(args.nodes, fleet.nodes)
     online = [n for n in selected if fleet.nodes[n].online]
     offline = [NodeRun(n, state="offline", reason=NOT_SENT) for n in selected if n not in online]
-    err = report.console(stderr=True)
-    on_change = (lambda run: None) if args.json else (lambda run: err.print(report.run_line(run)))
-    over_budget = power.budget_refusals(fleet, online) if kind in HEAVY_KINDS else []
+    on_change = (lambda run: None) if args.json else (lambda run: report.say(report.run_line(run), stderr=True))
+    if kind not in HEAVY_KINDS:  # templates are judged by the node, which knows whether its template is heavy
+        return fleet, online, offline, on_change
+    from controller import power
+
+    over_budget = power.budget_refusals(fleet, online)
     if over_budget and not args.force:
-        raise PlanError("power budget: " + "; ".join(over_budget) + " (select fewer nodes, or --force)")
+        raise UsageError("power budget: " + "; ".join(over_budget) + " (select fewer nodes, or --force)")
     return fleet, online, offline, on_change
 
 
@@ -94,6 +95,8 @@ def _cluster(
     args: argparse.Namespace,
     on_change: Callable[[NodeRun], None],
 ) -> int:
+    from controller.orchestrate import PlanError, run_cluster
+
     if offline:
         raise PlanError(f"{kind} needs every selected node; offline: {', '.join(r.node for r in offline)}")
     if not online:
@@ -111,6 +114,6 @@ def _cluster(
 
 def _print(job_id: str, kind: str, runs: list[NodeRun], passed: bool, as_json: bool) -> None:
     if as_json:
-        report.print_json(job_result(job_id, kind, "cluster" if kind in ROLES else "per-node", runs, passed=passed))
+        report.print_json(job_result(job_id, kind, "cluster" if kind in CLUSTER else "per-node", runs, passed=passed))
         return
-    report.console().print(report.kind_results_table(kind, runs))
+    report.say(report.kind_results_table(kind, runs))

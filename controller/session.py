@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from controller.args import CommandFailed
 from nodeagent.mqtt.link import Link
 from nodeagent.mqtt.settings import ENV_PASSWORD_FILE, ENV_USERNAME, Broker, Credentials
 from nodeagent.protocol import Topics
@@ -17,7 +18,7 @@ from nodeagent.protocol import Topics
 CONNECT_TIMEOUT_S = 5.0
 
 
-class BrokerUnreachable(Exception):
+class BrokerUnreachable(CommandFailed):
     """The broker did not accept a connection in time."""
 
 

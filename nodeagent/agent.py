@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from nodeagent import sd
@@ -72,7 +71,7 @@ class Agent:
         self.node_facts = backend.facts()
         self._seq_lock = threading.Lock()
         # Events go to disk before the broker and leave it on PUBACK; seq and the job ids seen live there too.
-        self.spool = open_spool(cfg.agent.state_dir, cfg.agent.spool_max_events, cfg.agent.seen_jobs_max)
+        self.spool = open_spool(cfg.state_dir, cfg.agent.spool_max_events, cfg.agent.seen_jobs_max)
         self.outbox = Outbox(self.spool, lambda topic, payload: self.link.publish(topic, payload, qos=1))
         self._tick_seq = 0
         self._spool_failing = False
@@ -278,7 +277,7 @@ def build(cfg: AgentConfig, backend: Backend, *, clock: Clock = time.time, pin_f
     def publish(decision: ChassisPower) -> None:
         agent.link.publish(topics.power(node), encode(decision), qos=1, retain=True)
 
-    marker = Path(cfg.agent.state_dir) / "freq-cap"
+    marker = cfg.state_dir / "freq-cap"
     agent.power = PowerBudget(node, cfg.policy, backend, driver=driver, emit=emit, publish=publish, marker=marker)
     lines = partial(open_slot_lines, cfg.slot_power, hw.root, pin_factory, agent.sim)
     slots = switches_slots(cfg.slot_power, facts.board, hw.slot)
@@ -321,7 +320,7 @@ def build(cfg: AgentConfig, backend: Backend, *, clock: Clock = time.time, pin_f
         busy=lambda: agent.runner.current is not None,
     )
     agent.metrics = MetricsExporter(
-        cfg.prometheus.for_sim(cfg.agent.state_dir) if agent.sim else cfg.prometheus, cfg.agent.cluster
+        cfg.prometheus.for_sim(cfg.state_dir) if agent.sim else cfg.prometheus, cfg.agent.cluster
     )
     # Jobs the previous agent left without a verdict (killed, crashed): their processes, and every job it
     # received and never ended (queued, starting, or finished a moment before it died).

@@ -29,6 +29,7 @@ from nodeagent.policy.config import PolicyConfig
 from nodeagent.protocol.jobs import DEFAULT_MAX_RANKS_PER_CORE
 from nodeagent.protocol.topics import NAME_RE
 from nodeagent.protocol.typecheck import FieldError, build, check, unknown_key
+from nodeagent.state import state_dir_for
 
 DEFAULT_PATH = Path("/etc/picluster/agent.toml")
 # Job kinds built into the agent (nodeagent/jobs/kinds/); a template may not take one of these names.
@@ -68,7 +69,7 @@ class AgentSection:
     node_id: str = ""  # empty: the host name
     cluster: str = "default"
     tick_s: float = 1.0
-    state_dir: str = "/var/lib/picluster"
+    state_dir: str = ""  # empty: $STATE_DIRECTORY or /var/lib/picluster; a simulated node: <that>/sim/<node_id>
     spool_max_events: int = 10000  # unacknowledged events kept on disk; progress is dropped first, results never
     seen_jobs_max: int = 10000  # job ids remembered (on disk) so a redelivered job never runs twice
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -195,8 +196,14 @@ class AgentConfig:
         return Broker.parse(self.mqtt.broker)
 
     @property
+    def state_dir(self) -> Path:
+        """This node's state directory (nodeagent/state.py): ``agent.state_dir``, else the default, which is
+        per node for a simulated one."""
+        return state_dir_for(self.agent.state_dir, self.node_id, sim=self.hardware.backend == "sim")
+
+    @property
     def work_dir(self) -> Path:
-        return Path(self.jobs.work_dir or os.path.join(self.agent.state_dir, "jobs"))
+        return Path(self.jobs.work_dir) if self.jobs.work_dir else self.state_dir / "jobs"
 
 
 _VALIDATORS: dict[type, dict[str, Any]] = {

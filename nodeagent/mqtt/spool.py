@@ -323,7 +323,7 @@ class Spool:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
 
-def open_spool(state_dir: str, max_events: int, max_seen_jobs: int) -> Spool:
+def open_spool(state_dir: str | Path, max_events: int, max_seen_jobs: int) -> Spool:
     """The spool in ``state_dir``; in memory, with an error, when the directory is unusable: the node's safety
     never depends on its disk."""
     try:

@@ -52,6 +52,24 @@ def _positive(value: float) -> str | None:
     return None if value > 0 else f"expected a number above 0, got {echo(value)}"
 
 
+def _pcie_devices(devices: tuple[PcieStatus, ...]) -> str | None:
+    """Every device's ``aer_types`` within bounds: known severities, a bounded number of short names, counts that
+    fit a u64 (what the kernel prints)."""
+    for i, dev in enumerate(devices):
+        for severity, types in dev.aer_types.items():
+            where = f"device {i} ({dev.device[:40]!r}) aer_types.{severity}"
+            if severity not in AER_SEVERITIES:
+                return f"{where}: expected one of {', '.join(AER_SEVERITIES)}"
+            if len(types) > MAX_AER_TYPES:
+                return f"{where}: expected at most {MAX_AER_TYPES} error types, got {len(types)}"
+            for name, count in types.items():
+                if not 0 < len(name) <= MAX_AER_TYPE_NAME or not name.isprintable():
+                    return f"{where}: expected a name of 1-{MAX_AER_TYPE_NAME} printable characters, got {name[:80]!r}"
+                if not 0 <= count < 2**64:
+                    return f"{where}.{name}: expected a count from 0 to 2^64-1, got {count}"
+    return None
+
+
 @dataclass(frozen=True)
 class NodeFacts:
     """What a node is (retained on ``facts``): the controller plans jobs from it."""
@@ -94,9 +112,18 @@ class NvmeStatus:
     smart_t: float | None = None  # when the SMART page was read
 
 
+AER_SEVERITIES = ("correctable", "nonfatal", "fatal")
+MAX_AER_TYPES = 64  # error types per severity a PcieStatus may carry (kernels name at most 23)
+MAX_AER_TYPE_NAME = 64
+
+
 @dataclass(frozen=True)
 class PcieStatus:
-    """One PCI device: how its link trained, and its AER error totals with what rose since the last reading."""
+    """One PCI device: how its link trained, and its AER error totals with what rose since the last reading.
+
+    ``aer_types`` is the device's own per-type counts (``aer_dev_*``) above zero, by severity and the kernel's
+    name: ``{"correctable": {"BadTLP": 41, "Timeout": 26}, "nonfatal": {"CmpltTO": 3}}``. A severity with no
+    error is left out, so a healthy device sends an empty map."""
 
     device: str  # bus/device/function, e.g. 0001:01:00.0
     speed_gts: float | None = None
@@ -108,6 +135,7 @@ class PcieStatus:
     aer_nonfatal: int | None = None
     aer_fatal: int | None = None
     aer_rising: tuple[str, ...] = ()  # severities whose counters grew since the previous reading
+    aer_types: dict[str, dict[str, int]] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -225,7 +253,7 @@ M = TypeVar("M", NodeFacts, Telemetry, Command, Event, ChassisPower)
 
 _VALIDATORS: dict[type, dict[str, Any]] = {
     NodeFacts: {"node": _node_name},
-    Telemetry: {"node": _node_name},
+    Telemetry: {"node": _node_name, "pcie": _pcie_devices},
     Command: {"id": _job_id, "nodes": _node_names, "job_id": _job_id_or_empty},
     Event: {"node": _node_name, "job": _job_id_or_empty},
     ChassisPower: {"node": _node_name, "busy": _node_names, "nodes": _node_names},
