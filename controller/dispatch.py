@@ -10,7 +10,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from controller.session import Received, Session
 from nodeagent.errors import ProtocolError
@@ -20,6 +20,7 @@ ACCEPT_TIMEOUT_S = 15.0
 # The agent enforces the job's timeout itself; the controller waits this much longer for the verdict.
 VERDICT_GRACE_S = 30.0
 
+NOT_SENT = "the node is offline; the job was not sent to it"  # the reason of a node offline at submission
 ENDED = frozenset({"finished", "failed", "rejected", "cancelled", "offline", "no-answer", "timeout"})
 
 
@@ -82,6 +83,7 @@ class Follower:
         self.started = started
         self.accept_deadline = started + accept_timeout_s
         self.deadline = started + timeout_s + VERDICT_GRACE_S
+        self.connects: int | None = None  # the session's connect count when last looked at (catch_up)
 
     @property
     def done(self) -> bool:
@@ -188,7 +190,9 @@ def follow_once(
     tap: Callable[[Received], None],
 ) -> list[NodeRun]:
     """Take one message (waiting up to 0.25 s) into ``follower``, after ``tap``; returns the runs that ran out of
-    time meanwhile (each also passed to ``on_change``)."""
+    time meanwhile (each also passed to ``on_change``). A session back from losing the broker first asks the
+    nodes to say again what it missed (catch_up)."""
+    catch_up(session, follower)
     msg = session.get(0.25)
     if msg is not None:
         tap(msg)
@@ -206,14 +210,31 @@ def submit(session: Session, job: JobSpec, nodes: list[str]) -> None:
     session.publish(session.topics.cluster_cmd(), encode(cmd))
 
 
+def resend(session: Session, job_id: str, nodes: list[str]) -> None:
+    """Ask ``nodes`` to publish again what they said about ``job_id`` (their accepted, started and verdict
+    events, with the same seq); a node that never received the job refuses it for good, as its verdict."""
+    _about(session, "resend", job_id, nodes)
+
+
+def catch_up(session: Session, follower: Follower) -> None:
+    """When the session has come back after losing the broker, whatever the nodes published meanwhile never
+    reached it (a broker crash also loses what it had queued): ask the nodes still in the job to say it again.
+    The session keeps the order of its own messages, so a node meets the job before it is asked about it."""
+    if follower.connects is None:
+        follower.connects = session.connects
+    elif session.connects != follower.connects:
+        follower.connects = session.connects
+        resend(session, follower.job_id, [r.node for r in follower.runs.values() if not r.ended])
+
+
 def cancel(session: Session, job_id: str, nodes: list[str]) -> None:
+    _about(session, "cancel", job_id, nodes)
+
+
+def _about(session: Session, what: Literal["cancel", "resend"], job_id: str, nodes: list[str]) -> None:
+    """One command about a job for ``nodes`` on the cluster topic (none when ``nodes`` is empty)."""
     if nodes:
         cmd = Command(
-            id=f"{job_id}.cancel",
-            cmd="cancel",
-            nodes=tuple(nodes),
-            job_id=job_id,
-            sender=session.client_id,
-            t=time.time(),
+            id=f"{job_id}.{what}", cmd=what, nodes=tuple(nodes), job_id=job_id, sender=session.client_id, t=time.time()
         )
         session.publish(session.topics.cluster_cmd(), encode(cmd))

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from controller.select import natural_key
 from controller.session import Received
 from nodeagent.errors import ProtocolError
 from nodeagent.protocol import OFFLINE, ONLINE, ChassisPower, NodeFacts, Telemetry, Topics, decode
@@ -64,8 +64,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def subscriptions(topics: Topics) -> tuple[str, ...]:
-    return tuple(topics.all_nodes(leaf) for leaf in ("status", "facts", "telemetry", "power"))
+def subscriptions(topics: Topics, *, telemetry: bool = True) -> tuple[str, ...]:
+    """The fleet's retained topics; without ``telemetry`` for a command that needs only who is online, their facts
+    and the power budgets (decoding every node's telemetry is most of a large fleet's snapshot)."""
+    leaves = ("status", "facts", "telemetry", "power") if telemetry else ("status", "facts", "power")
+    return tuple(topics.all_nodes(leaf) for leaf in leaves)
 
 
 class Fleet:
@@ -76,18 +79,22 @@ class Fleet:
         self.nodes: dict[str, NodeView] = {}
         self.power: dict[str, ChassisPower] = {}  # each chassis driver's latest power budget decision
 
-    def feed(self, messages: Iterable[Received]) -> Fleet:
+    def feed(self, messages: Iterable[Received], *, telemetry: bool = True) -> Fleet:
+        """Apply ``messages``; without ``telemetry`` the nodes' telemetry among them is left undecoded (a command
+        that records the run's live telemetry but needs only who is online, their facts and the power budgets)."""
         for msg in messages:
-            self.update(msg)
+            self.update(msg, telemetry=telemetry)
         return self
 
-    def update(self, msg: Received) -> tuple[str, str] | None:
+    def update(self, msg: Received, *, telemetry: bool = True) -> tuple[str, str] | None:
         """Apply one message; returns (node, leaf) when it was a fleet message."""
         parsed = self.topics.parse(msg.topic)
         if parsed is not None and parsed[1] == "power":
             self._power(parsed[0], msg.payload)
             return parsed
         if parsed is None or parsed[1] not in ("status", "facts", "telemetry"):
+            return parsed
+        if parsed[1] == "telemetry" and not telemetry:
             return parsed
         node, leaf = parsed
         view = self.nodes.get(node, NodeView(node))
@@ -118,9 +125,4 @@ class Fleet:
             log.warning("ignoring a malformed power message from %s: %s", node, exc)
 
     def sorted(self) -> list[NodeView]:
-        return [self.nodes[n] for n in sorted(self.nodes, key=natural)]
-
-
-def natural(name: str) -> tuple[Any, ...]:
-    """node2 before node10."""
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+        return [self.nodes[n] for n in sorted(self.nodes, key=natural_key)]

@@ -2,30 +2,29 @@
 
 Parameters are ``--set key=value`` and go to the nodes as strings; each node checks them against the kind's or
 template's declared types and refuses a bad one by name. ``run hpl`` is cluster_cli.py and fleet_cli.py. Every
-job is kept in the history with every node's telemetry during the run (``plot``).
+job is kept in the history like ``run hpl``, with every node's telemetry during the run (``plot``); a job on each
+node (stress, llama-bench, a template) may ``--detach``.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
-
-from controller import jobs_cli, power, report
-from controller.args import HEAVY_KINDS
-from controller.dispatch import NodeRun, new_job_id, submit_and_follow
-from controller.distcc_plan import DistccPlan, plan_distcc, shares
+from controller import jobs_cli, report
+from controller.args import CLUSTER, HEAVY_KINDS, UsageError
+from controller.dispatch import NOT_SENT, NodeRun, new_job_id, submit_and_follow
 from controller.fleet import Fleet, subscriptions
-from controller.orchestrate import ROLES, PlanError, RolePlan, role_plan, run_cluster
 from controller.recorder import Recorder
 from controller.results import job_result
 from controller.select import select
+from controller.session import Session
 from nodeagent.mqtt.settings import Broker
 from nodeagent.protocol import JobSpec, Topics
 
-CLUSTER_KINDS = (*ROLES, "distcc")
+if TYPE_CHECKING:
+    from controller.distcc_plan import DistccPlan
 
 
 def parse_sets(items: Sequence[str]) -> dict[str, str]:
@@ -43,19 +42,11 @@ def cmd_run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
     params = parse_sets(args.set)
     if args.timeout <= 0:
         raise ValueError("--timeout: expected a number of seconds above 0")
-    subs = (*subscriptions(topics), topics.all_nodes("events"))
+    subs = (*subscriptions(topics), topics.all_nodes("events"))  # live telemetry: the recorder's
     with jobs_cli.Tracker(args, broker, topics, subs) as track:
-        fleet = Fleet(topics).feed(track.session.snapshot())
-        selected = select(args.nodes, fleet.nodes)
-        online = [n for n in selected if fleet.nodes[n].online]
-        offline = [NodeRun(n, state="offline", reason="the node is offline") for n in selected if n not in online]
-        err = report.console(stderr=True)
-        on_change = (lambda run: None) if args.json else (lambda run: err.print(report.run_line(run)))
-        over_budget = power.budget_refusals(fleet, online) if kind in HEAVY_KINDS else []
-        if over_budget and not args.force:
-            raise PlanError("power budget: " + "; ".join(over_budget) + " (select fewer nodes, or --force)")
+        fleet, online, offline, on_change = _selection(track.session, kind, args)
         recorder = Recorder(tuple(online))
-        if kind in CLUSTER_KINDS:
+        if kind in CLUSTER:
             return _cluster(track, fleet, kind, online, offline, params, args, on_change, recorder)
         job = JobSpec(
             id=new_job_id(kind),
@@ -65,11 +56,12 @@ def cmd_run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
             force=args.force,
             queue=args.queue,
         )
-        track.started(job, online, {}, jobs_cli.facts_of(fleet, online))
+        track.started(job, online, {}, jobs_cli.facts_of(fleet, online), offline)
+        if online and args.detach:
+            return track.detach(job, online, bool(args.json))
         if not args.json:
-            err.print(
-                f"job {job.id}: {kind} on {len(online)} node(s)" + (f", {len(offline)} offline" if offline else "")
-            )
+            gone = f", {len(offline)} offline" if offline else ""
+            report.say(f"job {job.id}: {kind} on {len(online)} node(s){gone}", stderr=True)
         runs = {}
         if online:
             tap = lambda msg: recorder.tap(topics, msg)  # noqa: E731
@@ -79,6 +71,28 @@ def cmd_run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
     summary = job_result(job.id, kind, "per-node", results, passed=passed, **recorder.figures())
     _print(track.finished(job.id, results, summary), results, bool(args.json))
     return 0 if passed else 1
+
+
+def _selection(
+    session: Session, kind: str, args: argparse.Namespace
+) -> tuple[Fleet, list[str], list[NodeRun], Callable[[NodeRun], None]]:
+    """The fleet, the selected nodes that are online, those that are not, and the line printer; checks the
+    power budget."""
+    # The retained telemetry is from before the run (the recorder takes live samples only), and decoding every
+    # node's is most of a large fleet's snapshot: the fleet is built without it.
+    fleet = Fleet(session.topics).feed(session.snapshot(), telemetry=False)
+    selected = select(args.nodes, fleet.nodes)
+    online = [n for n in selected if fleet.nodes[n].online]
+    offline = [NodeRun(n, state="offline", reason=NOT_SENT) for n in selected if n not in online]
+    on_change = (lambda run: None) if args.json else (lambda run: report.say(report.run_line(run), stderr=True))
+    if kind not in HEAVY_KINDS:  # templates are judged by the node, which knows whether its template is heavy
+        return fleet, online, offline, on_change
+    from controller import power
+
+    over_budget = power.budget_refusals(fleet, online)
+    if over_budget and not args.force:
+        raise UsageError("power budget: " + "; ".join(over_budget) + " (select fewer nodes, or --force)")
+    return fleet, online, offline, on_change
 
 
 def _cluster(
@@ -92,6 +106,8 @@ def _cluster(
     on_change: Callable[[NodeRun], None],
     recorder: Recorder,
 ) -> int:
+    from controller.orchestrate import PlanError, RolePlan, role_plan, run_cluster
+
     if offline:
         raise PlanError(f"{kind} needs every selected node; offline: {', '.join(r.node for r in offline)}")
     if not online:
@@ -102,10 +118,12 @@ def _cluster(
     workers = [n for n in online if n != leader]
     distcc: DistccPlan | None = None
     if kind == "distcc":
+        from controller.distcc_plan import plan_distcc
+
         distcc = plan_distcc(fleet.nodes, leader, workers, params)
         plan: RolePlan = distcc.roles()
         if not args.json:
-            report.console(stderr=True).print(distcc_text(distcc))
+            report.say(distcc_text(distcc), stderr=True)
     else:
         plan = role_plan(kind, params, len(online))
     job_id = new_job_id(kind)
@@ -136,6 +154,8 @@ def _cluster(
     if distcc is not None:
         figures["plan"] = shown
         if outcome.leader.result:
+            from controller.distcc_plan import shares
+
             ready = {w: r.ready for w, r in outcome.workers.items()}
             figures.update(shares(distcc, outcome.leader.result, ready))
     summary = job_result(outcome.job_id, kind, "cluster", runs, passed=outcome.passed, **figures)
@@ -153,55 +173,10 @@ def distcc_text(plan: DistccPlan) -> str:
     )
 
 
-FIGURES = {
-    "stress": ("bogo_ops_per_s", "bogo ops/s"),
-    "llama-bench": ("gen_tps", "tg t/s"),
-    "llama-rpc": ("gen_tps", "tg t/s"),
-    "dllama": ("gen_tps", "pred t/s"),
-    "distcc": ("wall_s", "wall s"),
-}
-
-
 def _print(summary: dict[str, Any], runs: list[NodeRun], as_json: bool) -> None:
     if as_json:
         report.print_json(summary)
         return
-    kind = summary["kind"]
-    key, label = FIGURES.get(kind, ("returncode", "exit"))
-    table = Table(box=None, pad_edge=False)
-    second = ("COMPILED", "SHARE") if kind == "distcc" else ("PROMPT T/S",)
-    for col in ("NODE", "RESULT", label.upper(), *second, "PEAK °C", "NOTE"):
-        table.add_column(col)
-    peaks = summary.get("temp_peak_by_node") or {}
-    for run in runs:
-        r = run.result or {}
-        verdict = "PASSED" if run.passed else run.state.upper()
-        note = run.reason or (run.ready.get("address", "") if run.ready else "")
-        if kind == "distcc":
-            extra = [
-                _fmt((summary.get("compiles_by_node") or {}).get(run.node)),
-                _pct((summary.get("shares") or {}).get(run.node)),
-            ]
-            if run.ready:  # a worker: it ends when the leader's build is done
-                verdict = "SERVED" if run.state == "cancelled" else verdict
-        else:
-            extra = [_fmt(r.get("prompt_tps"))]
-        table.add_row(run.node, verdict, _fmt(r.get(key)), *extra, _fmt(peaks.get(run.node)), note)
-    out = report.console()
-    out.print(table)
-    if kind == "distcc" and summary.get("wall_s") is not None:
-        out.print(
-            f"build: {summary['wall_s']:.1f} s wall, {summary.get('compiles_total', 0)} files compiled with "
-            f"make -j {summary.get('make_jobs')}" + (f", {summary['fallbacks']} fell back to the leader" if summary.get(
-                "fallbacks") else "")
-        )  # fmt: skip
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
-
-
-def _pct(value: Any) -> str:
-    return "-" if value is None else f"{value:.0%}"
+    report.say(report.kind_results_table(summary["kind"], runs, summary))
+    if build := report.build_line(summary):
+        report.say(build)

@@ -17,8 +17,8 @@ from rich.live import Live
 
 from controller import report, top_view
 from controller.args import UsageError
-from controller.fleet import Fleet, natural, subscriptions
-from controller.select import expand
+from controller.fleet import Fleet, subscriptions
+from controller.select import expand, natural_key
 from controller.session import Received, Session
 from nodeagent.errors import ProtocolError
 from nodeagent.mqtt.settings import Broker
@@ -59,7 +59,7 @@ class TopState:
             del self.progress[node]
 
     def lines(self, wanted: list[str] | None, now: float, mono: float) -> list[top_view.NodeLine]:
-        names = wanted if wanted is not None else sorted(self.fleet.nodes, key=natural)
+        names = wanted if wanted is not None else sorted(self.fleet.nodes, key=natural_key)
         out = []
         for name in names:
             view = self.fleet.nodes.get(name)

@@ -17,7 +17,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from controller.fleet import STALE_AFTER_S, NodeView, natural, telemetry_row
+from controller.fleet import STALE_AFTER_S, NodeView, telemetry_row
+from controller.select import natural_key
 from nodeagent.protocol import ONLINE
 
 GUARD_RANK = {"normal": 0, "warm": 1, "hot": 2, "critical": 3}
@@ -120,7 +121,7 @@ def node_line(
 
 def hottest_first(lines: Iterable[NodeLine]) -> list[NodeLine]:
     """Hottest first; nodes without a temperature last, by name."""
-    return sorted(lines, key=lambda line: (line.temp_c is None, -(line.temp_c or 0.0), natural(line.node)))
+    return sorted(lines, key=lambda line: (line.temp_c is None, -(line.temp_c or 0.0), natural_key(line.node)))
 
 
 # --- the summary -------------------------------------------------------------------------------------------------

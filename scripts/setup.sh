@@ -7,11 +7,13 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 VENV=.venv
 
 # What the agent, the tests and the benchmarks use. python3-systemd is compiled: never build it with pip.
+# cmake and build-essential build llama.cpp for its tests (scripts/build-llama.sh); python3-pip fetches its sources.
+# distcc with build-essential's make and gcc runs the distcc job kind's tests; python3-matplotlib draws `plot`.
 APT_PACKAGES=(
   mosquitto mosquitto-clients hpcc openmpi-bin libopenblas0 python3-venv python3-pip
   python3-paho-mqtt python3-msgpack python3-clustershell python3-rich python3-systemd
   python3-gpiozero python3-smbus2 python3-pyudev prometheus-node-exporter stress-ng iproute2
-  prometheus python3-matplotlib distcc make gcc
+  prometheus openssl cmake build-essential faketime python3-matplotlib distcc
 )
 
 missing=()

@@ -10,16 +10,13 @@ import os
 import pwd
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from scripts.localcluster import agent_argv, free_port, stop, wait_port
-from tests.conftest import REPO, paho_env, reap_leftovers
-from tests.e2e.netns import NetnsLab
+from tests.conftest import REPO, paho_env
+from tests.e2e.netns import NetCluster, net_cluster
 from tests.integration.helpers import Watcher
 
 pytestmark = pytest.mark.slow
@@ -60,94 +57,48 @@ def chown_tree(path: Path, user: str) -> None:
         os.chown(p, pw.pw_uid, pw.pw_gid)
 
 
-@dataclass
-class Lab:
-    net: NetnsLab
-    port: int
-    cluster: str
-    tmp: Path
-    procs: dict[str, subprocess.Popen[bytes]]
+def wait_online(net: NetCluster, *nodes: str) -> None:
+    with Watcher(net.local_url, net.cluster) as w:
+        w.wait(f"{nodes} online with their addresses", lambda: w.online(*nodes) and all(
+            w.fleet.nodes[n].facts.addresses for n in nodes), timeout_s=30)  # fmt: skip
 
-    def start_agent(self, i: int, extra: str = "") -> None:
-        node = f"node{i}"
-        state = self.tmp / node
-        state.mkdir(exist_ok=True)
-        conf = state / "agent.toml"
-        conf.write_text(
-            '[agent]\ntick_s = 0.5\n[jobs]\nprogress_interval_s = 0.5\nkinds = ["distcc"]\n'
-            f'user = "{USER}"\nbuild_root = "{self.tmp / "build"}"\n' + extra
-        )
-        url = f"mqtt://{self.net.bridge_ip}:{self.port}"
-        argv = self.net.exec_argv(i, agent_argv(node, url, self.cluster, state, "--config", str(conf)))
-        with open(state / "agent.log", "ab") as log:
-            self.procs[node] = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, env=paho_env(None), cwd=state
-            )
 
-    def wait_online(self, *nodes: str) -> None:
-        with Watcher(f"mqtt://127.0.0.1:{self.port}", self.cluster) as w:
-            w.wait(f"{nodes} online with their addresses", lambda: w.online(*nodes) and all(
-                w.fleet.nodes[n].facts.addresses for n in nodes), timeout_s=30)  # fmt: skip
+def ctl(net: NetCluster, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        net.ctl(*args), capture_output=True, text=True, timeout=timeout_s, cwd=REPO, env=paho_env(None)
+    )
 
-    def ctl(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "controller.cli", "--broker", f"mqtt://127.0.0.1:{self.port}",
-                "--cluster", self.cluster, *args]  # fmt: skip
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, cwd=REPO, env=paho_env(None))
 
-    def distccd_running(self) -> dict[int, list[int]]:
-        """distccd processes (not zombies) in each node's namespace."""
-        found: dict[int, list[int]] = {}
-        for i in (1, 2, 3):
-            for pid in self.net.pids(i):
-                try:
-                    stat = Path(f"/proc/{pid}/stat").read_text()
-                except OSError:
-                    continue
-                name, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2]
-                if name == "distccd" and state != "Z":
-                    found.setdefault(i, []).append(pid)
-        return found
+def distccd_running(net: NetCluster) -> dict[int, list[int]]:
+    """distccd processes (not zombies) in each node's namespace."""
+    found: dict[int, list[int]] = {}
+    for i in (1, 2, 3):
+        for pid in net.lab.pids(i):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            name, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2]
+            if name == "distccd" and state != "Z":
+                found.setdefault(i, []).append(pid)
+    return found
 
 
 @pytest.fixture
-def lab(tmp_path: Path, cluster: str) -> Iterator[Lab]:
-    if shutil.which("ip") is None or shutil.which("mosquitto") is None:
-        pytest.fail("the netns test needs iproute2 and mosquitto: run `make setup` (apt install iproute2 mosquitto)")
+def net(tmp_path: Path, cluster: str) -> Iterator[NetCluster]:
     if shutil.which("distccd") is None:
         pytest.fail("the distcc test needs distcc: run `make setup` (apt install distcc)")
     traversable(tmp_path)
     write_project(tmp_path / "build" / "proj")
     chown_tree(tmp_path / "build", USER)
-    net = NetnsLab(3)
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    broker: subprocess.Popen[bytes] | None = None
-    try:
-        net.open()
-        port = free_port()
-        conf = tmp_path / "mosquitto.conf"
-        conf.write_text(
-            f"listener {port} 127.0.0.1\nlistener {port} {net.bridge_ip}\nallow_anonymous true\n"
-            f"set_tcp_nodelay true\npersistence false\nlog_dest file {tmp_path / 'mosquitto.log'}\n"
-        )
-        broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(port)
-        lab = Lab(net, port, cluster, tmp_path, procs)
-        for i in (1, 2, 3):
-            lab.start_agent(i)
-        lab.wait_online("node1", "node2", "node3")
-        yield lab
-    finally:
-        for proc in procs.values():
-            stop(proc)
-        net.close()
-        if broker is not None:
-            stop(broker)
-        for i in (1, 2, 3):
-            reap_leftovers(tmp_path / f"node{i}")
+    jobs = f'kinds = ["distcc"]\nuser = "{USER}"\nbuild_root = "{tmp_path / "build"}"\n'
+    with net_cluster(tmp_path, cluster, 3, jobs=jobs) as net:
+        wait_online(net, "node1", "node2", "node3")
+        yield net
 
 
-def test_a_build_over_three_nodes_every_node_compiles_a_share(lab: Lab) -> None:
-    proc = lab.ctl("run", "distcc", "--nodes", "node[1-3]", "--set", "dir=proj", "--json")
+def test_a_build_over_three_nodes_every_node_compiles_a_share(net: NetCluster) -> None:
+    proc = ctl(net, "run", "distcc", "--nodes", "node[1-3]", "--set", "dir=proj", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
     assert out["passed"] is True and out["kind"] == "distcc" and out["mode"] == "cluster" and out["leader"] == "node1"
@@ -159,42 +110,42 @@ def test_a_build_over_three_nodes_every_node_compiles_a_share(lab: Lab) -> None:
     assert set(out["temp_peak_by_node"]) == {"node1", "node2", "node3"}
     assert all(t is not None for t in out["temp_peak_by_node"].values())
     # distccd accepted compiles from the selection's addresses only, on each member's own address.
-    allow = sorted(lab.net.node_ip(i) for i in (1, 2, 3))
+    allow = sorted(net.lab.node_ip(i) for i in (1, 2, 3))
     assert sorted(out["plan"]["allow"]) == allow
     for run in out["runs"][1:]:
         assert run["state"] == "cancelled"  # served until the build was done, then stopped
     argv = {r["node"]: r for r in out["runs"]}
-    assert argv["node2"]["plan"]["host"] == lab.net.node_ip(2) and argv["node3"]["plan"]["host"] == lab.net.node_ip(3)
-    project = lab.tmp / "build" / "proj"
+    assert argv["node2"]["plan"]["host"] == net.lab.node_ip(2) and argv["node3"]["plan"]["host"] == net.lab.node_ip(3)
+    project = net.tmp / "build" / "proj"
     assert (project / "prog").is_file() and len(list(project.glob("*.o"))) == FILES + 1
     assert (project / "unit00.o").stat().st_uid == pwd.getpwnam(USER).pw_uid  # built as the jobs user
     # Every worker's distccd says it served what the leader's distcc log counted for it.
     for node in ("node2", "node3"):
-        job = lab.tmp / node / "jobs" / f"{out['job']}.workers"
+        job = net.tmp / node / "jobs" / f"{out['job']}.workers"
         served = (job / "distccd.log").read_text().count("COMPILE_OK")
         assert served == out["compiles_by_node"][node]
-    assert lab.distccd_running() == {}  # no daemon outlives the job
+    assert distccd_running(net) == {}  # no daemon outlives the job
 
 
-def test_bad_input_is_refused_and_leaves_no_daemon(lab: Lab) -> None:
-    outside = lab.ctl("run", "distcc", "--nodes", "node[1-3]", "--set", "dir=/etc", "--json")
+def test_bad_input_is_refused_and_leaves_no_daemon(net: NetCluster) -> None:
+    outside = ctl(net, "run", "distcc", "--nodes", "node[1-3]", "--set", "dir=/etc", "--json")
     assert outside.returncode == 1, outside.stdout + outside.stderr
     out = json.loads(outside.stdout)
     leader = out["runs"][0]
     assert leader["state"] == "rejected" and "dir '/etc' is outside jobs.build_root" in leader["reason"]
-    assert lab.distccd_running() == {}
+    assert distccd_running(net) == {}
 
-    shell = lab.ctl("run", "distcc", "--nodes", "node[1-3]", "--set", "dir=proj", "--set", "target=all; rm -rf /")
+    shell = ctl(net, "run", "distcc", "--nodes", "node[1-3]", "--set", "dir=proj", "--set", "target=all; rm -rf /")
     assert shell.returncode == 2 and "'all;' is not a make target name" in shell.stderr
-    assert lab.distccd_running() == {}
+    assert distccd_running(net) == {}
 
-    lab.procs["node3"].terminate()
-    lab.procs["node3"].wait(15)
-    lab.start_agent(3, 'distccd = "/nonexistent/distccd"\n')
-    lab.wait_online("node3")
-    missing = lab.ctl("run", "distcc", "--nodes", "node[1-3]", "--set", "dir=proj", "--json")
+    net.procs["node3"].terminate()
+    net.procs["node3"].wait(15)
+    net.start_agent(3, 'distccd = "/nonexistent/distccd"\n')
+    wait_online(net, "node3")
+    missing = ctl(net, "run", "distcc", "--nodes", "node[1-3]", "--set", "dir=proj", "--json")
     assert missing.returncode == 1
     out = json.loads(missing.stdout)
     assert "node3 rejected: /nonexistent/distccd not found on this node" in out["reason"]
     assert "apt install distcc" in out["reason"]
-    assert lab.distccd_running() == {}  # node2's daemon, already up, was stopped too
+    assert distccd_running(net) == {}  # node2's daemon, already up, was stopped too

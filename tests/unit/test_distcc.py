@@ -266,7 +266,8 @@ def test_progress_lines_show_the_builds_phase_and_no_hpl_plan() -> None:
     from controller.dispatch import NodeRun
     from controller.report import run_line
 
-    assert run_line(NodeRun("n1", state="accepted", plan={"role": "leader", "jobs": 24})) == "n1: accepted"
-    assert run_line(NodeRun("n1", state="running", phase="12 files compiled")) == "n1: running 12 files compiled"
+    build = NodeRun("n1", state="accepted", plan={"role": "leader", "dir": "/srv/b/proj", "jobs": 24, "cc": "gcc"})
+    assert run_line(build) == "n1: accepted (leader: make -j 24 in /srv/b/proj)"
+    assert run_line(NodeRun("n1", state="running", phase="12 files compiled")) == "n1: running (12 files compiled)"
     hpl = NodeRun("n1", state="accepted", plan={"n": 1000, "nb": 96, "p": 1, "q": 2})
     assert run_line(hpl) == "n1: accepted (N=1000 NB=96 P×Q=1x2)"
