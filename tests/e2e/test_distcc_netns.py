@@ -125,6 +125,13 @@ def test_a_build_over_three_nodes_every_node_compiles_a_share(net: NetCluster) -
         served = (job / "distccd.log").read_text().count("COMPILE_OK")
         assert served == out["compiles_by_node"][node]
     assert distccd_running(net) == {}  # no daemon outlives the job
+    # The build is in the history like any run: `results` shows each node's compiles and share, and the build.
+    shown = ctl(net, "results", out["job"])
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    head, row = shown.stdout.splitlines()[1:3]
+    assert head.split()[:4] == ["NODE", "RESULT", "WALL", "S"] and "COMPILED" in head and "SHARE" in head
+    assert row.split()[:2] == ["node1", "PASSED"] and str(out["compiles_by_node"]["node1"]) in row.split()
+    assert f"{FILES + 1} files compiled with make -j 24" in shown.stdout
 
 
 def test_bad_input_is_refused_and_leaves_no_daemon(net: NetCluster) -> None:
