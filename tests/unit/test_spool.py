@@ -151,3 +151,15 @@ def test_a_spool_from_a_newer_agent_is_refused_with_the_fix(tmp_path: Path) -> N
         assert "spool schema 99" in str(exc) and "upgrade the agent" in str(exc)
     else:
         raise AssertionError("a newer spool must not be used")
+
+
+def test_job_ids_are_trimmed_in_batches_to_the_newest(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_seen_jobs=100)
+    for i in range(250):
+        assert spool.first_sight(f"j{i}", now=i)
+        kept = spool._db.execute("SELECT count(*) FROM seen_jobs").fetchone()[0]
+        assert kept <= 110  # at most a tenth over the bound between two trims
+    assert all(not spool.first_sight(f"j{i}", now=300) for i in range(150, 250))  # the newest 100 are known
+    assert spool.first_sight("j0", now=301)  # the oldest were forgotten
+    spool.close()
+    assert Spool(tmp_path, max_seen_jobs=100)._seen <= 110  # the count survives a restart
