@@ -102,6 +102,6 @@ def _w(value: float | None) -> str:
 def _line(err: Any, quiet: bool) -> Any:
     def on_change(run: NodeRun) -> None:
         if not quiet and run.state not in ("progress",):
-            err.print(report.run_line(run))
+            report.line(err, report.run_line(run))
 
     return on_change

@@ -41,7 +41,7 @@ def cmd_nodes(broker: Broker, topics: Topics, *, as_json: bool) -> int:
     elif not fleet.nodes:
         print(f"no nodes have announced themselves in cluster {topics.cluster!r} on {broker}", file=sys.stderr)
     else:
-        report.console().print(report.nodes_table(fleet.sorted(), now))
+        report.print_table(report.nodes_table(fleet.sorted(), now))
     return 0
 
 
@@ -91,7 +91,7 @@ def cmd_run_hpl(broker: Broker, topics: Topics, args: argparse.Namespace) -> int
     else:
         table, total = report.hpl_results_table(results)
         out = report.console()
-        out.print(table)
+        report.print_table(table, out)
         out.print(f"total: {total:.2f} Gflops from {sum(r.passed for r in results)}/{len(results)} node(s) passed")
         if "wall_power_avg_w" in summary:
             per_w = summary.get("wall_gflops_per_w", 0.0)
@@ -184,7 +184,7 @@ def _show(progress: Progress | None, err: Any, nodes: list[str]) -> Any:
 
     def on_change(run: NodeRun) -> None:
         if progress is None:
-            err.print(report.run_line(run))
+            report.line(err, report.run_line(run))
             return
         progress.update(
             tasks[run.node], completed=run.progress or 0.0, description=f"{run.node} {run.state} {run.phase}".strip()

@@ -7,11 +7,50 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
 from controller.dispatch import NodeRun
 from controller.fleet import NodeView
+
+
+def print_table(table: Table, out: Console | None = None) -> None:
+    """Print one of our tables (``box=None``, plain string cells). Laid out here when it fits the width (or the
+    output is no terminal): rich's layout took 0.7 s for a 1,050-row ``nodes``; rich otherwise, to fit a narrow
+    terminal. The layout is rich's: columns two spaces apart, each as wide as its widest cell."""
+    out = out or console()
+    text = plain_table(table)
+    if text is None or (out.is_terminal and max(map(cell_len, text.splitlines()), default=0) > out.width):
+        out.print(table)
+        return
+    out.file.write(text + "\n")
+    out.file.flush()
+
+
+def plain_table(table: Table) -> str | None:
+    """The table as text, or None when it is not plain (a box, or a cell that is not a string)."""
+    if table.box is not None:
+        return None
+    columns = [[col.header, *col.cells] for col in table.columns]
+    if not all(isinstance(cell, str) for col in columns for cell in col):
+        return None
+    widths = [max(map(cell_len, col)) for col in columns]
+    lines = []
+    for row in zip(*columns, strict=True):
+        cells = [
+            cell.rjust(w - cell_len(cell) + len(cell))
+            if col.justify == "right"
+            else cell.ljust(w - cell_len(cell) + len(cell))
+            for cell, w, col in zip(row, widths, table.columns, strict=True)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def line(out: Console, text: str) -> None:
+    """One plain line: no markup (a reason may hold brackets), no layout; a thousand nodes print thousands."""
+    out.file.write(text + "\n")
 
 
 def console(stderr: bool = False) -> Console:

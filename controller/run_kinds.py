@@ -46,7 +46,7 @@ def cmd_run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
         online = [n for n in selected if fleet.nodes[n].online]
         offline = [NodeRun(n, state="offline", reason="the node is offline") for n in selected if n not in online]
         err = report.console(stderr=True)
-        on_change = (lambda run: None) if args.json else (lambda run: err.print(report.run_line(run)))
+        on_change = (lambda run: None) if args.json else (lambda run: report.line(err, report.run_line(run)))
         over_budget = power.budget_refusals(fleet, online) if kind in HEAVY_KINDS else []
         if over_budget and not args.force:
             raise PlanError("power budget: " + "; ".join(over_budget) + " (select fewer nodes, or --force)")
@@ -117,7 +117,7 @@ def _print(job_id: str, kind: str, runs: list[NodeRun], passed: bool, as_json: b
         note = run.reason or (run.ready.get("address", "") if run.ready else "")
         prompt = r.get("prompt_tps")
         table.add_row(run.node, verdict, _fmt(r.get(key)), _fmt(prompt), note)
-    report.console().print(table)
+    report.print_table(table)
 
 
 def _fmt(value: Any) -> str:
