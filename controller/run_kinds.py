@@ -39,7 +39,7 @@ def cmd_run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
     params = parse_sets(args.set)
     if args.timeout <= 0:
         raise ValueError("--timeout: expected a number of seconds above 0")
-    subs = (*subscriptions(topics), topics.all_nodes("events"))
+    subs = (*subscriptions(topics, telemetry=False), topics.all_nodes("events"))
     with Session(broker, topics.cluster, subscriptions=subs) as session:
         fleet = Fleet(topics).feed(session.snapshot())
         selected = select(args.nodes, fleet.nodes)
