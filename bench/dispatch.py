@@ -23,10 +23,12 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from fleetbench import (
     REPO,
     BenchError,
     Mosquitto,
+    OthersMeter,
     cpu_s,
     die_with_parent,
     fleets,
@@ -47,7 +50,13 @@ from fleetbench import (
     threads_of,
     wait_ready,
 )
+from fleetbench import children_cpu_s as sshd_children_cpu_s
 
+from controller.dispatch import NodeRun, new_job_id, submit_and_follow
+from controller.fleet import Fleet, subscriptions
+from controller.select import select
+from controller.session import Session
+from nodeagent.protocol import JobSpec, Topics
 from scripts.localcluster import free_port, stop, wait_port
 
 GOALS_S = {100: 0.150, 1050: 1.0}  # the issue's p99 goals, whole process
@@ -86,9 +95,12 @@ def bench_picluster(
         time_runs(argv, 1, env)  # warm-up: every node's first job (its jobs directory, the page cache)
         fleet_cpu = sum(cpu_s(p.pid) for p in procs)
         broker_cpu, ctl_cpu = cpu_s(broker.proc.pid), children_cpu_s()
+        others = OthersMeter(lambda: sum(cpu_s(p.pid) for p in procs) + cpu_s(broker.proc.pid) + children_cpu_s())
         t0 = time.monotonic()
         walls, loads, failures = time_runs(argv, runs, env)
         window = time.monotonic() - t0
+        others_cores = others.cores()
+        steps = phases(broker, cluster, args.phase_runs) if args.phase_runs else {}
         out = {
             "n": n,
             "fleet_processes": len(procs),
@@ -96,6 +108,8 @@ def bench_picluster(
             "runs_s": [round(w, 4) for w in walls],
             "failures": failures,
             "load": summary(loads),
+            "others_cores": others_cores,
+            "phases_ms": steps,
             "fleet_cpu_s_per_run": (sum(cpu_s(p.pid) for p in procs) - fleet_cpu) / runs,
             "broker_cpu_s_per_run": (cpu_s(broker.proc.pid) - broker_cpu) / runs,
             "ctl_cpu_s_per_run": (children_cpu_s() - ctl_cpu) / runs,
@@ -108,6 +122,51 @@ def bench_picluster(
         for proc in procs:
             proc.stop()
     return out
+
+
+def phases(broker: Mosquitto, cluster: str, runs: int) -> dict[str, dict[str, float]]:
+    """Where a run's time goes, measured inside one process (so without start-up): what ``run KIND`` does, step by
+    step, to the moment every node has answered and to the moment every node has ended. Medians in ms."""
+    topics = Topics(cluster)
+    subs = (*subscriptions(topics, telemetry=False), topics.all_nodes("events"))
+    steps: dict[str, list[float]] = {"connect": [], "snapshot": []}
+    for what in ("first node answered", "first node ended", "every node answered", "every node ended"):
+        steps[f"submit → {what}"] = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        with Session(broker.broker, cluster, subscriptions=subs) as session:
+            t1 = time.perf_counter()
+            view = Fleet(topics).feed(session.snapshot())
+            nodes = [n for n in select("all", view.nodes) if view.nodes[n].online]
+            t2 = time.perf_counter()
+            answered: dict[str, float] = {}
+            ended: dict[str, float] = {}
+            job = JobSpec(id=new_job_id("noop"), kind="noop", timeout_s=60.0)
+            submit_and_follow(session, job, nodes, on_change=partial(_seen, answered, ended))
+            t3 = time.perf_counter()
+        steps["connect"].append(t1 - t0)
+        steps["snapshot"].append(t2 - t1)
+        steps["submit → first node answered"].append(min(answered.values(), default=t2) - t2)
+        steps["submit → first node ended"].append(min(ended.values(), default=t2) - t2)
+        steps["submit → every node answered"].append(max(answered.values(), default=t2) - t2)
+        steps["submit → every node ended"].append(t3 - t2)
+    return {k: {"median": statistics.median(v) * 1000, "max": max(v) * 1000} for k, v in steps.items()}
+
+
+def _seen(answered: dict[str, float], ended: dict[str, float], run: NodeRun) -> None:
+    answered.setdefault(run.node, time.perf_counter())
+    if run.ended:
+        ended.setdefault(run.node, time.perf_counter())
+
+
+def import_ms(env: dict[str, str], runs: int = 10) -> dict[str, float]:
+    """Interpreter start, and the imports of ``run KIND`` on top of it (medians of whole processes)."""
+    bare = [sys.executable, "-c", "pass"]
+    imports = [sys.executable, "-c", "import controller.cli, controller.run_kinds"]
+    return {
+        "interpreter": statistics.median(time_runs(bare, runs, env)[0]) * 1000,
+        "interpreter + imports": statistics.median(time_runs(imports, runs, env)[0]) * 1000,
+    }
 
 
 # --- the ssh peers ----------------------------------------------------------------------------------------------
@@ -190,20 +249,32 @@ def peer_argv(tool: str, n: int, ssh_config: Path) -> tuple[list[str], dict[str,
 def bench_peer(tool: str, n: int, runs: int, sshd: Sshd) -> dict[str, Any]:
     argv, env = peer_argv(tool, n, sshd.ssh_config)
     time_runs(argv, 1, env)  # warm-up
+    assert sshd.proc is not None
+    pid = sshd.proc.pid
+    ours = OthersMeter(lambda: children_cpu_s() + cpu_s(pid) + sshd_children_cpu_s(pid))
+    c0 = children_cpu_s() + sshd_children_cpu_s(pid)
     walls, loads, failures = time_runs(argv, runs, env)
-    return {"tool": tool, "n": n, "wall_s": summary(walls), "load": summary(loads), "failures": failures}
+    return {
+        "tool": tool,
+        "n": n,
+        "wall_s": summary(walls),
+        "load": summary(loads),
+        "others_cores": ours.cores(),
+        "cpu_s_per_run": (children_cpu_s() + sshd_children_cpu_s(pid) - c0) / runs,  # the tool, ssh and sshd
+        "failures": failures,
+    }
 
 
 # --- output ------------------------------------------------------------------------------------------------------
 def report(result: dict[str, Any]) -> str:
+    m = result["machine"]
     lines = [
-        f"# dispatch benchmark, {result['machine']['date_utc']} UTC, {result['machine']['cores']} cores "
-        f"{result['machine']['arch']}, Python {result['machine']['python']}, paho-mqtt {result['machine']['paho']}, "
-        f"{result['machine']['mosquitto']}",
+        f"# dispatch benchmark, {m['date_utc']} UTC, {m['cores']} cores {m['arch']}, Python {m['python']}, "
+        f"paho-mqtt {m['paho']}, {m['mosquitto']}",
         "",
         "| N | fleet processes | piclusterctl median | p99 | max | goal (p99) | failed runs | fleet CPU/run | "
-        "broker CPU/run | piclusterctl CPU/run | load (median) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "broker CPU/run | piclusterctl CPU/run | others' CPU | load (median) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["picluster"]:
         goal = GOALS_S.get(r["n"])
@@ -213,17 +284,36 @@ def report(result: dict[str, Any]) -> str:
             f"{r['wall_s']['p99'] * 1000:.0f} ms | "
             f"{r['wall_s']['max'] * 1000:.0f} ms | {verdict} | {len(r['failures'])}/{r['wall_s']['n']} | "
             f"{r['fleet_cpu_s_per_run']:.2f} s | {r['broker_cpu_s_per_run']:.3f} s | {r['ctl_cpu_s_per_run']:.2f} s | "
-            f"{r['load']['median']:.1f} |"
+            f"{r['others_cores']:.2f} cores | {r['load']['median']:.1f} |"
         )
+    if result.get("imports_ms"):
+        imp = result["imports_ms"]
+        lines += [
+            "",
+            f"Start-up of a piclusterctl process: interpreter {imp['interpreter']:.0f} ms, with the imports of "
+            f"`run KIND` {imp['interpreter + imports']:.0f} ms (medians of 10).",
+        ]
+    with_phases = [r for r in result["picluster"] if r.get("phases_ms")]
+    if with_phases:
+        names = list(with_phases[0]["phases_ms"])
+        lines += ["", "| N | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
+        for r in with_phases:
+            cells = [f"{r['phases_ms'][k]['median']:.1f} ms" for k in names]
+            lines.append(f"| {r['n']} | " + " | ".join(cells) + " |")
     if result["peers"]:
-        lines += ["", "| N | tool | median | p99 | failed runs | load (median) | piclusterctl median (tool ÷ ours) |"]
-        lines += ["|---:|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "| N | tool | median | p99 | failed runs | CPU/run (tool, ssh, sshd) | others' CPU | load (median) | "
+            "piclusterctl median (tool ÷ ours) |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         ours = {r["n"]: r["wall_s"]["median"] for r in result["picluster"]}
         for p in result["peers"]:
             mine = ours.get(p["n"])
             lines.append(
                 f"| {p['n']} | {p['tool']} | {p['wall_s']['median']:.2f} s | {p['wall_s']['p99']:.2f} s | "
-                f"{len(p['failures'])}/{p['wall_s']['n']} | {p['load']['median']:.1f} | "
+                f"{len(p['failures'])}/{p['wall_s']['n']} | {p['cpu_s_per_run']:.2f} s | "
+                f"{p['others_cores']:.2f} cores | {p['load']['median']:.1f} | "
                 + (f"{mine * 1000:.0f} ms (÷{p['wall_s']['median'] / mine:.1f})" if mine else "-")
                 + " |"
             )
@@ -242,6 +332,7 @@ def main() -> int:
     ap.add_argument("--tick-s", type=float, default=1.0, help="the fleet's tick (telemetry every tick)")
     ap.add_argument("--threads", type=int, default=1, help="the fleet's logic threads")
     ap.add_argument("--fleets", type=int, default=1, help="sim-fleet processes the nodes are split over")
+    ap.add_argument("--phase-runs", type=int, default=5, help="in-process runs timed step by step (0: none)")
     ap.add_argument("--json", metavar="FILE", help="also write every figure here")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -254,6 +345,7 @@ def main() -> int:
     result: dict[str, Any] = {"machine": machine(), "picluster": [], "peers": [], "args": vars(args)}
     try:
         broker.start()
+        result["imports_ms"] = import_ms(env)
         for n in sizes:
             print(f"piclusterctl, N={n} ...", file=sys.stderr, flush=True)
             r = bench_picluster(n, args.runs, broker, work, args, env)

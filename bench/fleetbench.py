@@ -182,6 +182,35 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def children_cpu_s(pid: int) -> float:
+    """cutime + cstime: what the process's reaped children used (sshd's sessions)."""
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        fields = fh.read().rsplit(b")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / CLK_TCK
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (every core; /proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as fh:
+        values = [int(v) for v in fh.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = values
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+class OthersMeter:
+    """The CPU that processes other than ours used over a window, in cores: the machine's busy time minus what
+    ``ours()`` (CPU seconds of the processes under test) says. The load average cannot say this: a fleet's job
+    threads and clush's ssh processes raise it themselves."""
+
+    def __init__(self, ours: Any) -> None:
+        self.ours = ours
+        self.t0, self.busy0, self.ours0 = time.monotonic(), machine_busy_s(), ours()
+
+    def cores(self) -> float:
+        elapsed = time.monotonic() - self.t0
+        return max(0.0, (machine_busy_s() - self.busy0) - (self.ours() - self.ours0)) / elapsed if elapsed else 0.0
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
