@@ -18,15 +18,12 @@ starts is stopped by PID on the way out. See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
 import resource
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -35,22 +32,23 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fleetbench import (
-    REPO,
     BenchError,
     Mosquitto,
     OthersMeter,
     cpu_s,
     die_with_parent,
     fleets,
-    load,
     machine,
+    publish,
     raise_nofile,
+    reaped_cpu_s,
     rss_mb,
     summary,
     threads_of,
+    time_runs,
     wait_ready,
+    workspace,
 )
-from fleetbench import children_cpu_s as sshd_children_cpu_s
 
 from controller.dispatch import NodeRun, new_job_id, submit_and_follow
 from controller.fleet import Fleet, subscriptions
@@ -65,19 +63,6 @@ GOALS_S = {100: 0.150, 1050: 1.0}  # the issue's p99 goals, whole process
 def children_cpu_s() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
-
-
-def time_runs(argv: list[str], runs: int, env: dict[str, str]) -> tuple[list[float], list[float], list[str]]:
-    """Wall seconds of ``runs`` whole processes, the load at each, and the failures (exit status, stderr tail)."""
-    walls, loads, failures = [], [], []
-    for _ in range(runs):
-        loads.append(load())
-        t0 = time.perf_counter()
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
-        walls.append(time.perf_counter() - t0)
-        if proc.returncode != 0:
-            failures.append(f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-400:]}")
-    return walls, loads, failures
 
 
 def bench_picluster(
@@ -251,8 +236,8 @@ def bench_peer(tool: str, n: int, runs: int, sshd: Sshd) -> dict[str, Any]:
     time_runs(argv, 1, env)  # warm-up
     assert sshd.proc is not None
     pid = sshd.proc.pid
-    ours = OthersMeter(lambda: children_cpu_s() + cpu_s(pid) + sshd_children_cpu_s(pid))
-    c0 = children_cpu_s() + sshd_children_cpu_s(pid)
+    ours = OthersMeter(lambda: children_cpu_s() + cpu_s(pid) + reaped_cpu_s(pid))
+    c0 = children_cpu_s() + reaped_cpu_s(pid)
     walls, loads, failures = time_runs(argv, runs, env)
     return {
         "tool": tool,
@@ -260,7 +245,7 @@ def bench_peer(tool: str, n: int, runs: int, sshd: Sshd) -> dict[str, Any]:
         "wall_s": summary(walls),
         "load": summary(loads),
         "others_cores": ours.cores(),
-        "cpu_s_per_run": (children_cpu_s() + sshd_children_cpu_s(pid) - c0) / runs,  # the tool, ssh and sshd
+        "cpu_s_per_run": (children_cpu_s() + reaped_cpu_s(pid) - c0) / runs,  # the tool, ssh and sshd
         "failures": failures,
     }
 
@@ -337,12 +322,25 @@ def main() -> int:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     ssh_sizes = [int(s) for s in args.ssh_sizes.split(",") if s]
-    raise_nofile(max(sizes))
-    work = Path(tempfile.mkdtemp(prefix="picluster-bench-dispatch-"))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_DATA_HOME": str(work / "xdg")}
+    raise_nofile(max(sizes, default=0))
+    result: dict[str, Any] = {"machine": machine(), "picluster": [], "peers": [], "args": vars(args)}
+    with workspace("dispatch") as (work, env):
+        if not measure(args, sizes, ssh_sizes, result, work, env):
+            return 1
+    publish(report(result), result, args.json)
+    return 0
+
+
+def measure(
+    args: argparse.Namespace,
+    sizes: list[int],
+    ssh_sizes: list[int],
+    result: dict[str, Any],
+    work: Path,
+    env: dict[str, str],
+) -> bool:
     broker = Mosquitto(work)
     sshd: Sshd | None = None
-    result: dict[str, Any] = {"machine": machine(), "picluster": [], "peers": [], "args": vars(args)}
     try:
         broker.start()
         result["imports_ms"] = import_ms(env)
@@ -372,18 +370,12 @@ def main() -> int:
                     result["peers"].append(bench_peer(tool, n, args.ssh_runs or args.runs, sshd))
     except BenchError as exc:
         print(f"dispatch: {exc}", file=sys.stderr)
-        return 1
+        return False
     finally:
         if sshd is not None:
             sshd.stop()
         broker.stop()
-        with contextlib.suppress(OSError):
-            shutil.rmtree(work)
-    print(report(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return 0
+    return True
 
 
 if __name__ == "__main__":

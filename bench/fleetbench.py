@@ -10,16 +10,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime
+import json
 import math
 import os
 import platform
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,6 +178,37 @@ def wait_ready(procs: Sequence[Fleet], broker: Broker, timeout_s: float) -> floa
         time.sleep(0.5)
 
 
+def time_runs(argv: list[str], runs: int, env: dict[str, str]) -> tuple[list[float], list[float], list[str]]:
+    """Wall seconds of ``runs`` whole processes, the load at each, and the failures (exit status, output's tail)."""
+    walls, loads, failures = [], [], []
+    for _ in range(runs):
+        loads.append(load())
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+        walls.append(time.perf_counter() - t0)
+        if proc.returncode != 0:
+            failures.append(f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-400:]}")
+    return walls, loads, failures
+
+
+@contextlib.contextmanager
+def workspace(name: str) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A temporary directory, removed afterwards, and the environment piclusterctl runs in (its history in it)."""
+    work = Path(tempfile.mkdtemp(prefix=f"picluster-bench-{name}-"))
+    try:
+        yield work, {**os.environ, "PYTHONPATH": str(REPO), "XDG_DATA_HOME": str(work / "xdg")}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def publish(text: str, result: dict[str, Any], json_path: str | None) -> None:
+    """The markdown table on stdout, every figure in ``json_path``."""
+    print(text)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2))
+
+
 def cpu_s(pid: int) -> float:
     """utime + stime of a process, in seconds (10 ms resolution)."""
     with open(f"/proc/{pid}/stat", "rb") as fh:
@@ -182,7 +216,7 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def children_cpu_s(pid: int) -> float:
+def reaped_cpu_s(pid: int) -> float:
     """cutime + cstime: what the process's reaped children used (sshd's sessions)."""
     with open(f"/proc/{pid}/stat", "rb") as fh:
         fields = fh.read().rsplit(b")", 1)[1].split()

@@ -22,14 +22,9 @@ Everything it starts is stopped by PID on the way out. See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -38,7 +33,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fleetbench import (
-    REPO,
     BenchError,
     Fleet,
     Mosquitto,
@@ -46,9 +40,12 @@ from fleetbench import (
     cpu_s,
     load,
     machine,
+    publish,
     raise_nofile,
     rss_mb,
     summary,
+    time_runs,
+    workspace,
 )
 
 from controller.session import Session
@@ -125,17 +122,6 @@ def broker_window(broker: Mosquitto, window_s: float) -> float:
     return (cpu_s(broker.proc.pid) - c0) / (time.monotonic() - t0)
 
 
-def time_whole(argv: list[str], runs: int, env: dict[str, str]) -> tuple[list[float], list[str]]:
-    walls, failures = [], []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
-        walls.append(time.perf_counter() - t0)
-        if proc.returncode != 0:
-            failures.append(f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-300:]}")
-    return walls, failures
-
-
 def bench_size(n: int, args: argparse.Namespace, work: Path, env: dict[str, str]) -> dict[str, Any]:
     broker = Mosquitto(work)
     cluster = f"ingest{n}"
@@ -155,8 +141,8 @@ def bench_size(n: int, args: argparse.Namespace, work: Path, env: dict[str, str]
             others_cores = ours.cores()  # over both windows; the piclusterctl runs below are ours too
             viewer.phase = "during the runs"  # the fleet runs 1,050 jobs at a time: its ticks come late, not queued
             base = [sys.executable, "-m", "controller.cli", "--broker", broker.url, "--cluster", cluster]
-            nodes_s, nodes_failed = time_whole([*base, "nodes"], args.runs, env)
-            run_s, run_failed = time_whole([*base, "run", "noop", "--nodes", "all"], args.runs, env)
+            nodes_s, _, nodes_failed = time_runs([*base, "nodes"], args.runs, env)
+            run_s, _, run_failed = time_runs([*base, "run", "noop", "--nodes", "all"], args.runs, env)
         slices = [(p, s) for p, s in zip(viewer.phases, viewer.lags, strict=True) if s]
         out = {
             "n": n,
@@ -241,23 +227,16 @@ def main() -> int:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     raise_nofile(max(sizes))
-    work = Path(tempfile.mkdtemp(prefix="picluster-bench-ingest-"))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_DATA_HOME": str(work / "xdg")}
     result: dict[str, Any] = {"machine": machine(), "sizes": [], "args": vars(args)}
-    try:
-        for n in sizes:
-            print(f"N={n} ...", file=sys.stderr, flush=True)
-            result["sizes"].append(bench_size(n, args, work, env))
-    except BenchError as exc:
-        print(f"ingest: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(work)
-    print(report(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    with workspace("ingest") as (work, env):
+        try:
+            for n in sizes:
+                print(f"N={n} ...", file=sys.stderr, flush=True)
+                result["sizes"].append(bench_size(n, args, work, env))
+        except BenchError as exc:
+            print(f"ingest: {exc}", file=sys.stderr)
+            return 1
+    publish(report(result), result, args.json)
     return 0
 
 
