@@ -35,6 +35,7 @@ from fleetbench import (
     BenchError,
     Mosquitto,
     OthersMeter,
+    controller_source,
     cpu_s,
     die_with_parent,
     fleets,
@@ -85,7 +86,7 @@ def bench_picluster(
         walls, loads, failures = time_runs(argv, runs, env)
         window = time.monotonic() - t0
         others_cores = others.cores()
-        steps = phases(broker, cluster, args.phase_runs) if args.phase_runs else {}
+        steps = phases(broker, cluster, args.phase_runs) if args.phase_runs and not args.controller_from else {}
         out = {
             "n": n,
             "fleet_processes": len(procs),
@@ -256,6 +257,7 @@ def report(result: dict[str, Any]) -> str:
     lines = [
         f"# dispatch benchmark, {m['date_utc']} UTC, {m['cores']} cores {m['arch']}, Python {m['python']}, "
         f"paho-mqtt {m['paho']}, {m['mosquitto']}",
+        f"piclusterctl from {result['controller']}",
         "",
         "| N | fleet processes | piclusterctl median | p99 | max | goal (p99) | failed runs | fleet CPU/run | "
         "broker CPU/run | piclusterctl CPU/run | others' CPU | load (median) |",
@@ -318,13 +320,15 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="the fleet's logic threads")
     ap.add_argument("--fleets", type=int, default=1, help="sim-fleet processes the nodes are split over")
     ap.add_argument("--phase-runs", type=int, default=5, help="in-process runs timed step by step (0: none)")
+    ap.add_argument("--controller-from", metavar="DIR", help="time the piclusterctl of this checkout (e.g. main)")
     ap.add_argument("--json", metavar="FILE", help="also write every figure here")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     ssh_sizes = [int(s) for s in args.ssh_sizes.split(",") if s]
     raise_nofile(max(sizes, default=0))
     result: dict[str, Any] = {"machine": machine(), "picluster": [], "peers": [], "args": vars(args)}
-    with workspace("dispatch") as (work, env):
+    result["controller"] = controller_source(args.controller_from)
+    with workspace("dispatch", args.controller_from) as (work, env):
         if not measure(args, sizes, ssh_sizes, result, work, env):
             return 1
     publish(report(result), result, args.json)

@@ -184,7 +184,8 @@ def time_runs(argv: list[str], runs: int, env: dict[str, str]) -> tuple[list[flo
     for _ in range(runs):
         loads.append(load())
         t0 = time.perf_counter()
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+        cwd = env.get("PICLUSTER_BENCH_CTL", str(REPO))  # `python -m` imports from its working directory first
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
         walls.append(time.perf_counter() - t0)
         if proc.returncode != 0:
             failures.append(f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-400:]}")
@@ -192,11 +193,14 @@ def time_runs(argv: list[str], runs: int, env: dict[str, str]) -> tuple[list[flo
 
 
 @contextlib.contextmanager
-def workspace(name: str) -> Iterator[tuple[Path, dict[str, str]]]:
-    """A temporary directory, removed afterwards, and the environment piclusterctl runs in (its history in it)."""
+def workspace(name: str, controller_from: str | None = None) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A temporary directory, removed afterwards, and the environment piclusterctl runs in (its history in it).
+    ``controller_from``: another checkout whose piclusterctl is timed (before and after a change); the fleet
+    stays this one's."""
     work = Path(tempfile.mkdtemp(prefix=f"picluster-bench-{name}-"))
+    ctl = str(Path(controller_from).resolve()) if controller_from else str(REPO)
     try:
-        yield work, {**os.environ, "PYTHONPATH": str(REPO), "XDG_DATA_HOME": str(work / "xdg")}
+        yield work, {**os.environ, "PYTHONPATH": ctl, "PICLUSTER_BENCH_CTL": ctl, "XDG_DATA_HOME": str(work / "xdg")}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -295,6 +299,13 @@ def machine() -> dict[str, Any]:
         "paho": _paho(),
         "mosquitto": mosq[0] if mosq else "?",
     }
+
+
+def controller_source(controller_from: str | None) -> str:
+    """Which piclusterctl is timed: its checkout and commit."""
+    where = Path(controller_from).resolve() if controller_from else REPO
+    rev = subprocess.run(["git", "-C", str(where), "describe", "--always", "--dirty"], capture_output=True, text=True)
+    return f"{where} at {rev.stdout.strip() or '?'}"
 
 
 def _paho() -> str:

@@ -37,6 +37,7 @@ from fleetbench import (
     Fleet,
     Mosquitto,
     OthersMeter,
+    controller_source,
     cpu_s,
     load,
     machine,
@@ -189,6 +190,7 @@ def report(result: dict[str, Any]) -> str:
     lines = [
         f"# ingest benchmark, {m['date_utc']} UTC, {m['cores']} cores {m['arch']}, Python {m['python']}, "
         f"paho-mqtt {m['paho']}, {m['mosquitto']}",
+        f"piclusterctl from {result['controller']}",
         "",
         "| N at 1 Hz | broker CPU, no viewer | with a telemetry viewer | µs/node/s (viewer) | one core holds | "
         "viewer msgs/s | stored msgs | dropped | `nodes` median / p99 | `run noop` median / p99 | fleet CPU | "
@@ -223,12 +225,14 @@ def main() -> int:
     ap.add_argument("--window-s", type=float, default=30.0, help="each CPU window")
     ap.add_argument("--runs", type=int, default=20, help="whole piclusterctl processes of each kind")
     ap.add_argument("--threads", type=int, default=1, help="the fleet's logic threads")
+    ap.add_argument("--controller-from", metavar="DIR", help="time the piclusterctl of this checkout (e.g. main)")
     ap.add_argument("--json", metavar="FILE", help="also write every figure here")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     raise_nofile(max(sizes))
     result: dict[str, Any] = {"machine": machine(), "sizes": [], "args": vars(args)}
-    with workspace("ingest") as (work, env):
+    result["controller"] = controller_source(args.controller_from)
+    with workspace("ingest", args.controller_from) as (work, env):
         try:
             for n in sizes:
                 print(f"N={n} ...", file=sys.stderr, flush=True)
