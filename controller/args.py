@@ -1,24 +1,35 @@
 """piclusterctl's command line grammar: every subcommand and option, and nothing that runs one.
 
 Kept apart from the subcommands so that parsing (``--help``, ``--version``) imports no MQTT client, no table
-renderer and no history; ``cli.main`` imports the module a subcommand needs once it has been chosen.
+renderer, no history and no node-set library; ``cli.main`` imports the module a subcommand needs once it has
+been chosen. Of picluster it reads only the version and the names of the login's environment variables.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from controller.hpl_plan import PARAM_KEYS
-from nodeagent.mqtt.settings import ENV_CA_FILE, ENV_PASSWORD_FILE, ENV_USERNAME
+from nodeagent.mqtt.env import ENV_CA_FILE, ENV_PASSWORD_FILE, ENV_USERNAME
 from nodeagent.protocol.version import __version__
 
+TYPE_CHECKING = False  # not typing's: importing typing costs --version a few milliseconds
+if TYPE_CHECKING:
+    from typing import Any
+
 DEFAULT_BROKER = "mqtt://localhost:1883"
+# What `run hpl --param KEY=VALUE` may override: controller/hpl_plan.py's PARAM_KEYS, which the planner (and its
+# imports) would cost --help to load; tests/unit/test_ctl_imports.py checks the two agree.
+PARAM_HELP = "override the plan; keys: n, nb, p, q, mem_fraction, ranks_per_node, oversubscribe"
 
 
 class UsageError(Exception):
     """Bad arguments: exit 2 with one line."""
+
+
+class CommandFailed(Exception):
+    """The command could not do its work (no broker, an unusable history): exit 1 with one line. Defined here, with
+    the grammar, so that ``cli.main`` can catch it without importing the modules that raise it."""
 
 
 COMMANDS = ("jobs", "results", "report", "cancel")
@@ -70,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help=f"override the plan; keys: {', '.join(PARAM_KEYS)}",
+        help=PARAM_HELP,
     )
     hpl.add_argument("--timeout", type=float, default=3600.0, metavar="S", help="seconds per node (default 3600)")
     hpl.add_argument("--force", action="store_true", help="run even where a node's health gate refuses")
@@ -179,3 +190,4 @@ def run_parsers(run_sub: Any, common: Callable[[argparse.ArgumentParser, Any], N
             p.add_argument("--leader", metavar="NODE", help="the node that runs the benchmark (default: the first)")
         else:
             p.add_argument("--queue", action="store_true", help="wait in a busy node's queue instead of a refusal")
+            add_run_options(p)  # the history, --detach and the wall meter, as for run hpl

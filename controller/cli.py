@@ -6,34 +6,37 @@ Exit codes: 0 success (every node passed), 1 a node failed or the broker is unre
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
 
-from controller.args import COMMANDS, DEFAULT_BROKER, UsageError, build_parser, rewrite
-from controller.select import SelectionError
-from nodeagent.errors import ProtocolError
-from nodeagent.mqtt.settings import ENV_CA_FILE, ENV_PASSWORD_FILE, ENV_USERNAME, Broker, Credentials
-from nodeagent.protocol.topics import Topics
+from controller.args import COMMANDS, DEFAULT_BROKER, CommandFailed, UsageError, build_parser, rewrite
+
+TYPE_CHECKING = False  # not typing's: importing typing costs --version a few milliseconds
+if TYPE_CHECKING:
+    import argparse
+
+    from nodeagent.mqtt.settings import Broker
+    from nodeagent.protocol.topics import Topics
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(rewrite(sys.argv[1:] if argv is None else argv))
-    from controller.history import HistoryError
-    from controller.session import BrokerUnreachable
+    # Only now, with a subcommand chosen (--version and --help have exited above), the rest of piclusterctl.
+    from nodeagent.mqtt.settings import Broker
+    from nodeagent.protocol.topics import Topics
 
     try:
         _login_from_options(args)
         broker = Broker.parse(args.broker or os.environ.get("PICLUSTER_BROKER") or DEFAULT_BROKER)
         topics = Topics(args.cluster or os.environ.get("PICLUSTER_CLUSTER") or "default")
         return _run(args, broker, topics)
-    except (UsageError, SelectionError, ProtocolError, ValueError) as exc:
-        print(f"piclusterctl: {exc}", file=sys.stderr)
-        return 2
-    except (BrokerUnreachable, HistoryError) as exc:
+    except CommandFailed as exc:  # the broker unreachable, the history unusable
         print(f"piclusterctl: {exc}", file=sys.stderr)
         return 1
+    except (UsageError, ValueError) as exc:  # node sets, --param and --set values, bad messages: all ValueError
+        print(f"piclusterctl: {exc}", file=sys.stderr)
+        return 2
 
 
 def _run(args: argparse.Namespace, broker: Broker, topics: Topics) -> int:
@@ -68,6 +71,8 @@ def _run(args: argparse.Namespace, broker: Broker, topics: Topics) -> int:
 def _login_from_options(args: argparse.Namespace) -> None:
     """The --mqtt-* options override the environment every session reads its login from; an unreadable
     password file is a usage error now rather than a refused connection later."""
+    from nodeagent.mqtt.settings import ENV_CA_FILE, ENV_PASSWORD_FILE, ENV_USERNAME, Credentials
+
     for value, key in (
         (args.mqtt_user, ENV_USERNAME),
         (args.mqtt_password_file, ENV_PASSWORD_FILE),

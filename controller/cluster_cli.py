@@ -46,7 +46,6 @@ def plan_text(plan: hpl_plan.ClusterPlan) -> str:
 def run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
     overrides = hpl_plan.parse_params(args.param)
     subs = (*subscriptions(topics), topics.all_nodes("events"))
-    err = report.console(stderr=True)
     with jobs_cli.Tracker(args, broker, topics, subs) as track:
         fleet = Fleet(topics).feed(track.session.snapshot())
         nodes = select(args.nodes, fleet.nodes)
@@ -57,11 +56,9 @@ def run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
         job = cluster_job(plan, new_job_id("hpl"), timeout_s=args.timeout, force=args.force)
         track.started(job, list(plan.nodes), plan.to_dict(), jobs_cli.facts_of(fleet, list(plan.nodes)))
         # The plan goes to stderr before the run, --json or not (stdout stays one JSON document).
-        err.print(f"job {job.id}: one HPL over {len(plan.nodes)} node(s)")
-        err.print(plan_text(plan))
-        outcome = ClusterRun(
-            track.session, plan, job, on_change=_line(err, bool(args.json)), detach=bool(args.detach)
-        ).run()
+        report.say(f"job {job.id}: one HPL over {len(plan.nodes)} node(s)", stderr=True)
+        report.say(plan_text(plan), stderr=True)
+        outcome = ClusterRun(track.session, plan, job, on_change=_line(bool(args.json)), detach=bool(args.detach)).run()
         if outcome.state == "detached":
             track.detached = True
             if args.json:
@@ -76,17 +73,16 @@ def run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
     if args.json:
         report.print_json(r)
     else:
-        out = report.console()
         if outcome.passed:
-            out.print(
+            report.say(
                 f"PASSED {r['gflops']:.3f} Gflops  N={r['n']} NB={r['nb']} {r['p']}x{r['q']}  {r['time_s']:.1f} s  "
                 f"residual {r['residual']:.4g}  {len(r['nodes'])} node(s), {r['ranks']} rank(s)"
             )
         else:
-            out.print(f"FAILED on {outcome.node or plan.leader}: {outcome.reason}")
+            report.say(f"FAILED on {outcome.node or plan.leader}: {outcome.reason}")
         if "wall_power_avg_w" in r:
-            out.print(f"wall: {r['wall_power_avg_w']:.1f} W average, {r.get('wall_gflops_per_w') or 0:.2f} Gflops/W")
-        out.print(
+            report.say(f"wall: {r['wall_power_avg_w']:.1f} W average, {r.get('wall_gflops_per_w') or 0:.2f} Gflops/W")
+        report.say(
             f"power avg {_w(r['power_avg_w'])} peak {_w(r['power_peak_w'])}  "
             f"Gflops/W {r['gflops_per_w'] if r['gflops_per_w'] is not None else '-'}  "
             f"peak {r['temp_peak_c'] if r['temp_peak_c'] is not None else '-'} °C  "
@@ -99,9 +95,9 @@ def _w(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} W"
 
 
-def _line(err: Any, quiet: bool) -> Any:
+def _line(quiet: bool) -> Any:
     def on_change(run: NodeRun) -> None:
         if not quiet and run.state not in ("progress",):
-            report.line(err, report.run_line(run))
+            report.say(report.run_line(run), stderr=True)
 
     return on_change

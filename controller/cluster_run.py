@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.dispatch import ACCEPT_TIMEOUT_S, Follower, NodeRun, cancel, submit
+from controller.dispatch import ACCEPT_TIMEOUT_S, Follower, NodeRun, cancel, catch_up, submit
 from controller.fleet import telemetry_row
 from controller.hpl_plan import ClusterPlan
 from controller.session import Received, Session
@@ -39,6 +39,8 @@ def cluster_job(plan: ClusterPlan, job_id: str, *, timeout_s: float, force: bool
     node_params: dict[str, dict[str, Any]] = {leader: {"role": "leader", "hosts": ",".join(plan.nodes)}}
     node_params |= {m: {"role": "member", "leader": leader} for m in members}
     params = {"n": plan.n, "nb": plan.nb, "p": plan.p, "q": plan.q, "ranks_per_node": plan.ranks_per_node}
+    if plan.oversubscribe:
+        params["oversubscribe"] = True
     return JobSpec(id=job_id, kind="hpl", params=params, node_params=node_params, timeout_s=timeout_s, force=force)
 
 
@@ -187,6 +189,7 @@ class ClusterRun:
         submit(self.session, self.job, nodes)
 
     def _pump(self) -> None:
+        catch_up(self.session, self.follower)
         msg = self.session.get(0.25)
         while msg is not None:
             self._apply(msg)

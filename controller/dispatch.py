@@ -10,7 +10,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from controller.session import Received, Session
 from nodeagent.errors import ProtocolError
@@ -21,6 +21,7 @@ ACCEPT_TIMEOUT_S = 15.0
 VERDICT_GRACE_S = 30.0
 EXPIRE_SCAN_S = 0.1  # past a deadline, how often the nodes still in the job are looked at
 
+NOT_SENT = "the node is offline; the job was not sent to it"  # the reason of a node offline at submission
 ENDED = frozenset({"finished", "failed", "rejected", "cancelled", "offline", "no-answer", "timeout"})
 
 
@@ -87,6 +88,7 @@ class Follower:
         # scanning every node each time was quadratic (3 s of a 1,050-node run's CPU).
         self._open = set(self.runs)
         self._next_scan = 0.0
+        self.connects: int | None = None  # the session's connect count when last looked at (catch_up)
 
     @property
     def done(self) -> bool:
@@ -183,6 +185,7 @@ def submit_and_follow(
     submit(session, job, nodes)
     try:
         while not follower.done:
+            catch_up(session, follower)
             msg = session.get(0.25)
             if msg is not None and (run := follower.apply(msg)) is not None:
                 on_change(run)
@@ -204,14 +207,31 @@ def submit(session: Session, job: JobSpec, nodes: list[str]) -> None:
     session.publish(session.topics.cluster_cmd(), encode(cmd))
 
 
+def resend(session: Session, job_id: str, nodes: list[str]) -> None:
+    """Ask ``nodes`` to publish again what they said about ``job_id`` (their accepted, started and verdict
+    events, with the same seq); a node that never received the job refuses it for good, as its verdict."""
+    _about(session, "resend", job_id, nodes)
+
+
+def catch_up(session: Session, follower: Follower) -> None:
+    """When the session has come back after losing the broker, whatever the nodes published meanwhile never
+    reached it (a broker crash also loses what it had queued): ask the nodes still in the job to say it again.
+    The session keeps the order of its own messages, so a node meets the job before it is asked about it."""
+    if follower.connects is None:
+        follower.connects = session.connects
+    elif session.connects != follower.connects:
+        follower.connects = session.connects
+        resend(session, follower.job_id, [r.node for r in follower.runs.values() if not r.ended])
+
+
 def cancel(session: Session, job_id: str, nodes: list[str]) -> None:
+    _about(session, "cancel", job_id, nodes)
+
+
+def _about(session: Session, what: Literal["cancel", "resend"], job_id: str, nodes: list[str]) -> None:
+    """One command about a job for ``nodes`` on the cluster topic (none when ``nodes`` is empty)."""
     if nodes:
         cmd = Command(
-            id=f"{job_id}.cancel",
-            cmd="cancel",
-            nodes=tuple(nodes),
-            job_id=job_id,
-            sender=session.client_id,
-            t=time.time(),
+            id=f"{job_id}.{what}", cmd=what, nodes=tuple(nodes), job_id=job_id, sender=session.client_id, t=time.time()
         )
         session.publish(session.topics.cluster_cmd(), encode(cmd))

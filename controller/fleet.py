@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from controller.select import natural_key
 from controller.session import Received
 from nodeagent.errors import ProtocolError
 from nodeagent.protocol import OFFLINE, ONLINE, ChassisPower, NodeFacts, Telemetry, Topics, decode
@@ -64,9 +64,9 @@ def _plain(value: Any) -> Any:
 
 
 def subscriptions(topics: Topics, *, telemetry: bool = True) -> tuple[str, ...]:
-    """The fleet's retained state. Without ``telemetry`` for a run that only needs who is online and what each node
-    is: a 1,000-node fleet sends a thousand telemetry messages a second, which such a run would only read past."""
-    leaves = ("status", "facts", *(("telemetry",) if telemetry else ()), "power")
+    """The fleet's retained topics; without ``telemetry`` for a command that needs only who is online, their facts
+    and the power budgets (decoding every node's telemetry is most of a large fleet's snapshot)."""
+    leaves = ("status", "facts", "telemetry", "power") if telemetry else ("status", "facts", "power")
     return tuple(topics.all_nodes(leaf) for leaf in leaves)
 
 
@@ -120,9 +120,4 @@ class Fleet:
             log.warning("ignoring a malformed power message from %s: %s", node, exc)
 
     def sorted(self) -> list[NodeView]:
-        return [self.nodes[n] for n in sorted(self.nodes, key=_natural)]
-
-
-def _natural(name: str) -> tuple[Any, ...]:
-    """node2 before node10."""
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+        return [self.nodes[n] for n in sorted(self.nodes, key=natural_key)]

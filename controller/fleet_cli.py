@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 
 from controller import hpl_plan, jobs_cli, ops, power, report
 from controller.args import UsageError
-from controller.dispatch import NodeRun, new_job_id, submit_and_follow
+from controller.dispatch import NOT_SENT, NodeRun, new_job_id, submit_and_follow
 from controller.fleet import Fleet, NodeView, subscriptions
 from controller.forget import ForgetRefused, forget
 from controller.results import job_result
@@ -41,7 +41,7 @@ def cmd_nodes(broker: Broker, topics: Topics, *, as_json: bool) -> int:
     elif not fleet.nodes:
         print(f"no nodes have announced themselves in cluster {topics.cluster!r} on {broker}", file=sys.stderr)
     else:
-        report.print_table(report.nodes_table(fleet.sorted(), now))
+        report.say(report.nodes_table(fleet.sorted(), now))
     return 0
 
 
@@ -54,6 +54,8 @@ def plan_hpl(views: list[NodeView], overrides: dict[str, Any]) -> dict[str, dict
             raise UsageError(f"node {view.name} has published no facts yet; wait for its agent to connect")
         params = hpl_plan.plan_node(cores=f.cores, memory_mb=f.memory_mb, cpu=f.cpu, sim=f.sim, overrides=overrides)
         plans[view.name] = {"n": params.n, "nb": params.nb, "p": params.p, "q": params.q}
+        if overrides.get("oversubscribe"):
+            plans[view.name]["oversubscribe"] = True
     return plans
 
 
@@ -71,18 +73,18 @@ def cmd_run_hpl(broker: Broker, topics: Topics, args: argparse.Namespace) -> int
         over_budget = power.budget_refusals(fleet, online)
         if over_budget and not args.force:
             raise UsageError("power budget: " + "; ".join(over_budget) + " (select fewer nodes, or --force)")
-        offline = [NodeRun(n, state="offline", reason="the node is offline") for n in selected if n not in online]
+        offline = [NodeRun(n, state="offline", reason=NOT_SENT) for n in selected if n not in online]
         job = JobSpec(id=new_job_id("hpl"), kind="hpl", node_params=plans, timeout_s=args.timeout, force=args.force)
-        track.started(job, online, plans, jobs_cli.facts_of(fleet, online))
+        track.started(job, online, plans, jobs_cli.facts_of(fleet, online), offline)
         if online and args.detach:
             return track.detach(job, online, bool(args.json))
-        err = report.console(stderr=True)
         if not args.json:
-            err.print(f"job {job.id}: HPL on {len(online)} node(s)" + (f", {len(offline)} offline" if offline else ""))
+            gone = f", {len(offline)} offline" if offline else ""
+            report.say(f"job {job.id}: HPL on {len(online)} node(s){gone}", stderr=True)
         runs: dict[str, NodeRun] = {}
         if online:
             with _progress(args.json) as progress:
-                runs = submit_and_follow(session, job, online, on_change=_show(progress, err, online))
+                runs = submit_and_follow(session, job, online, on_change=_show(progress, online))
     results = [*(runs[n] for n in online), *offline]
     summary = job_result(job.id, "hpl", "per-node", results)
     summary = track.finished(job.id, results, summary)
@@ -90,12 +92,11 @@ def cmd_run_hpl(broker: Broker, topics: Topics, args: argparse.Namespace) -> int
         report.print_json(summary)
     else:
         table, total = report.hpl_results_table(results)
-        out = report.console()
-        report.print_table(table, out)
-        out.print(f"total: {total:.2f} Gflops from {sum(r.passed for r in results)}/{len(results)} node(s) passed")
+        report.say(table)
+        report.say(f"total: {total:.2f} Gflops from {sum(r.passed for r in results)}/{len(results)} node(s) passed")
         if "wall_power_avg_w" in summary:
             per_w = summary.get("wall_gflops_per_w", 0.0)
-            out.print(f"wall: {summary['wall_power_avg_w']:.1f} W average, {per_w:.2f} Gflops/W")
+            report.say(f"wall: {summary['wall_power_avg_w']:.1f} W average, {per_w:.2f} Gflops/W")
     return 0 if results and all(r.passed for r in results) else 1
 
 
@@ -178,18 +179,18 @@ def _progress(quiet: bool) -> AbstractContextManager[Progress | None]:
     )
 
 
-def _show(progress: Progress | None, err: Any, nodes: list[str]) -> Any:
+def _show(progress: Progress | None, nodes: list[str]) -> Any:
     """A change handler: a live bar per node on a terminal, one line per change otherwise."""
     tasks = {n: progress.add_task(n, total=1.0) for n in nodes} if progress else {}
 
     def on_change(run: NodeRun) -> None:
         if progress is None:
-            report.line(err, report.run_line(run))
+            report.say(report.run_line(run), stderr=True)
             return
         progress.update(
             tasks[run.node], completed=run.progress or 0.0, description=f"{run.node} {run.state} {run.phase}".strip()
         )
         if run.ended:
-            progress.console.print(report.run_line(run))
+            progress.console.print(report.run_line(run), markup=False, highlight=False)
 
     return on_change

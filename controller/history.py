@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controller.args import CommandFailed
 from nodeagent.errors import ProtocolError
 from nodeagent.protocol import Event, JobSpec, Topics, decode
 
@@ -37,8 +38,11 @@ CREATE TABLE IF NOT EXISTS node_runs (
     result TEXT, updated REAL NOT NULL, PRIMARY KEY (job, node)
 );
 """
-# Endings a node reports, and those the controller concludes (dispatch.Follower); none is replaced by another.
-TERMINAL = frozenset({"finished", "failed", "rejected", "cancelled", "offline", "no-answer", "timeout"})
+# Endings a node reports, which stand; and those the controller concludes when a node is silent
+# (dispatch.Follower), which the node's own word replaces when it comes after all.
+VERDICTS = frozenset({"finished", "failed", "rejected", "cancelled"})
+GUESSES = frozenset({"offline", "no-answer", "timeout"})
+TERMINAL = VERDICTS | GUESSES
 
 
 def job_state(endings: Iterable[tuple[str, bool]]) -> str:
@@ -52,7 +56,7 @@ def job_state(endings: Iterable[tuple[str, bool]]) -> str:
     return ",".join(sorted({state for state, _ in endings}))
 
 
-class HistoryError(OSError):
+class HistoryError(CommandFailed, OSError):
     """The history file cannot be opened or is from a newer piclusterctl."""
 
 
@@ -243,10 +247,10 @@ class History:
 
     def _update_run(self, event: Event, now: float) -> None:
         update: dict[str, Any] = {}
-        if event.kind == "accepted":
-            update = {"state": "accepted", "plan": _dumps(event.data.get("plan") or {})}
+        if event.kind == "accepted":  # (a reason left by a guess the node has now disproved goes)
+            update = {"state": "accepted", "reason": "", "plan": _dumps(event.data.get("plan") or {})}
         elif event.kind in ("started", "progress"):
-            update = {"state": "running"}
+            update = {"state": "running", "reason": ""}
         elif event.kind == "finished":
             update = {"state": "finished", "result": _dumps(event.result or {})}
         elif event.kind in ("failed", "cancelled") or (event.kind == "rejected" and not event.data.get("duplicate")):
@@ -260,8 +264,8 @@ class History:
         row = self._db.execute(
             "SELECT state FROM node_runs WHERE job = ? AND node = ?", (event.job, event.node)
         ).fetchone()
-        if row[0] in TERMINAL:
-            return  # an ending stands (a late progress replayed from a spool must not reopen it)
+        if row[0] in VERDICTS:
+            return  # a node's ending stands (a late progress replayed from a spool must not reopen it)
         sets = ", ".join(f"{k} = ?" for k in update)
         self._db.execute(
             f"UPDATE node_runs SET {sets}, updated = ? WHERE job = ? AND node = ?",

@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from nodeagent.errors import JobRejected
-from nodeagent.protocol.jobs import HplParams
+from nodeagent.protocol.jobs import DEFAULT_MAX_RANKS_PER_CORE, HplParams, check_ranks
 
-PARAM_KEYS: tuple[str, ...] = ("n", "nb", "p", "q", "mem_fraction", "ranks_per_node")
+PARAM_KEYS: tuple[str, ...] = ("n", "nb", "p", "q", "mem_fraction", "ranks_per_node", "oversubscribe")
 
 # Why 0.75 x 0.9 and not top500-benchmark's exact formula: see plan_node's docstring.
 DEFAULT_MEM_FRACTION = 0.75 * 0.9
@@ -31,13 +31,16 @@ SIM_RANKS = 1
 _INT_KEYS = ("n", "nb", "p", "q", "ranks_per_node")
 _EXAMPLES = {"n": 20000, "nb": 256, "p": 2, "q": 2, "ranks_per_node": 4}
 _BYTES_PER_DOUBLE = 8
+# The nodes' own limit is their jobs.max_ranks_per_core; the planner refuses early with the default.
+MAX_RANKS_PER_CORE = DEFAULT_MAX_RANKS_PER_CORE
 
 
 def parse_params(items: list[str]) -> dict[str, float | int]:
     """Parse ``--param key=value`` strings into overrides for :func:`plan_node`.
 
-    Keys are ``n``, ``nb``, ``p``, ``q``, ``ranks_per_node`` (positive whole numbers) and ``mem_fraction`` (a
-    fraction of the node's memory for the matrix, above 0 and at most 0.95).
+    Keys are ``n``, ``nb``, ``p``, ``q``, ``ranks_per_node`` (positive whole numbers), ``mem_fraction`` (a
+    fraction of the node's memory for the matrix, above 0 and at most 0.95) and ``oversubscribe`` (true or false:
+    more MPI ranks than cores, up to ``MAX_RANKS_PER_CORE`` per core).
     Raises ``ValueError`` with a message for the operator.
     """
     overrides: dict[str, float | int] = {}
@@ -64,6 +67,10 @@ def _unknown_key_message(key: str) -> str:
 
 
 def _parse_value(key: str, raw: str) -> float | int:
+    if key == "oversubscribe":
+        if raw.lower() not in ("true", "false"):
+            raise ValueError(f"--param {key}={raw}: expected true or false")
+        return raw.lower() == "true"
     if key in _INT_KEYS:
         try:
             value = int(raw)
@@ -140,6 +147,15 @@ def plan_node(*, cores: int, memory_mb: int, cpu: str, sim: bool, overrides: Map
     params = HplParams(n=n, nb=nb, p=p, q=q)
     try:
         params.validate()
+        check_ranks(
+            p=p,
+            q=q,
+            nodes=1,
+            ranks_per_node=p * q,
+            cores=cores,
+            oversubscribe=bool(overrides.get("oversubscribe", False)),
+            max_ranks_per_core=MAX_RANKS_PER_CORE,
+        )
     except JobRejected as exc:
         raise ValueError(str(exc)) from exc
     return params
@@ -204,6 +220,7 @@ class ClusterPlan:
     smallest_node: str  # the node with the least memory
     mem_fraction: float
     n_from: str = ""  # where N came from, for the operator
+    oversubscribe: bool = False  # more ranks per node than cores (the operator's --param oversubscribe=true)
 
     @property
     def ranks(self) -> int:
@@ -250,13 +267,20 @@ def plan_cluster(sizes: Sequence[NodeSize], overrides: Mapping[str, float | int]
         n = math.isqrt(matrix_bytes // _BYTES_PER_DOUBLE) // nb * nb
     slots = per_node * len(sizes)
     p, q = _grid_with_overrides(slots, slots, overrides)
-    if p * q > slots:
-        raise ValueError(
-            f"a {p} x {q} grid needs {p * q} ranks but {len(sizes)} node(s) x {per_node} rank(s) offer {slots}; "
-            "make the grid smaller or raise ranks_per_node"
-        )
+    fewest = min(sizes, key=lambda s: s.cores)
+    oversubscribe = bool(overrides.get("oversubscribe", False))
     try:
         HplParams(n=n, nb=nb, p=p, q=q).validate()
+        check_ranks(
+            p=p,
+            q=q,
+            nodes=len(sizes),
+            ranks_per_node=per_node,
+            cores=fewest.cores,
+            oversubscribe=oversubscribe,
+            max_ranks_per_core=MAX_RANKS_PER_CORE,
+            where=f"node {fewest.name}",
+        )
     except JobRejected as exc:
         raise ValueError(str(exc)) from exc
     return ClusterPlan(
@@ -270,4 +294,5 @@ def plan_cluster(sizes: Sequence[NodeSize], overrides: Mapping[str, float | int]
         smallest_node=smallest.name,
         mem_fraction=fraction,
         n_from=n_from,
+        oversubscribe=oversubscribe,
     )

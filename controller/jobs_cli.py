@@ -13,18 +13,16 @@ import fcntl
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from ClusterShell.NodeSet import NodeSet, NodeSetParseError
-from rich.table import Table
-
 from controller import report, results
-from controller.dispatch import Follower, NodeRun, cancel, submit
+from controller.dispatch import ACCEPT_TIMEOUT_S, NOT_SENT, Follower, NodeRun, cancel, catch_up, resend, submit
 from controller.fleet import Fleet
-from controller.history import TERMINAL, History, JobRecord, default_path
+from controller.history import TERMINAL, VERDICTS, History, JobRecord, default_path
 from controller.results import job_result
+from controller.select import SelectionError, expand, fold
 from controller.session import BrokerUnreachable, Session, persistent_client_id
 from controller.wallpower import WallMeter
 from nodeagent.mqtt.settings import Broker
@@ -32,6 +30,9 @@ from nodeagent.protocol import Event, JobSpec, Topics, decode
 
 CANCEL_WAIT_S = 15.0  # the agent's kill grace is 5 s; a loaded node needs a little more
 DRAIN_S = 5.0
+RESEND_WAIT_S = 3.0  # how long results and jobs wait for nodes to say again what the history lacks
+# A node not heard from for a job younger than this may not have its run command yet: it is not asked about it.
+RESEND_AFTER_S = 2 * ACCEPT_TIMEOUT_S
 SETTLE_S = 5.0  # the recorder trails the run's own session by a few ms; the broker keeps the rest for next time
 
 
@@ -112,11 +113,14 @@ class Tracker:
         self._stack = contextlib.ExitStack()
         self._recorder = recording_session(args, broker, topics, self.history)
         subs = (*subscriptions, *([self.meter.topic] if self.meter else ()))
-        taps = (self.meter.tap,) if self.meter else ()
+        # What the run sees goes into the history too: the recorder may trail it when piclusterctl exits.
+        taps = (lambda topic, payload: self.history.record_message(topics, topic, payload),)
+        taps += (self.meter.tap,) if self.meter else ()
         self._session = Session(broker, topics.cluster, subscriptions=subs, taps=taps)
         self.session: Session
         self.submitted = 0.0
         self.detached = False
+        self.offline: list[NodeRun] = []
 
     def __enter__(self) -> Tracker:
         try:
@@ -137,29 +141,40 @@ class Tracker:
         self._stack.close()  # paho's threads are gone after this: nothing writes to the history any more
         self.history.close()
 
-    def started(self, job: JobSpec, nodes: list[str], plan: dict[str, Any], facts: dict[str, Any]) -> None:
+    def started(
+        self,
+        job: JobSpec,
+        nodes: list[str],
+        plan: dict[str, Any],
+        facts: dict[str, Any],
+        offline: list[NodeRun] | None = None,
+    ) -> None:
+        """Record the job: ``nodes`` it goes to, and the selected nodes that are ``offline`` (ended at once)."""
         self.submitted = time.time()
-        self.history.job_started(job, self.topics.cluster, nodes, plan, facts)
+        self.offline = list(offline or [])
+        self.history.job_started(job, self.topics.cluster, [*nodes, *(r.node for r in self.offline)], plan, facts)
+        self._endings(job.id, self.offline)
 
     def detach(self, job: JobSpec, nodes: list[str], as_json: bool) -> int:
         """Submit, wait until every node has answered (accepted or rejected), and leave the rest to the history."""
         follower = Follower(self.topics, job.id, nodes, started=time.monotonic(), timeout_s=job.timeout_s)
         submit(self.session, job, nodes)
         while any(r.state == "submitted" for r in follower.runs.values()):
+            catch_up(self.session, follower)
             msg = self.session.get(0.25)
             if msg is not None:
                 follower.apply(msg)
             follower.expire(time.monotonic())
         self._endings(job.id, follower.runs.values())
+        runs = [*follower.runs.values(), *self.offline]
         if as_json:
-            runs = list(follower.runs.values())
             report.print_json({**job_result(job.id, job.kind, "per-node", runs, state="detached"), "detached": True})
         else:
-            for run in follower.runs.values():
+            for run in runs:
                 print(report.run_line(run), file=sys.stderr)
             print(f"job {job.id} runs on; see it with: piclusterctl results {job.id}")
         self.detached = True  # the history stays open until the session is closed: events may still arrive
-        return 0 if all(r.state not in TERMINAL or r.state == "finished" for r in follower.runs.values()) else 1
+        return 0 if all(r.state not in TERMINAL or r.state == "finished" for r in runs) else 1
 
     def finished(self, job_id: str, runs: list[NodeRun], summary: dict[str, Any]) -> dict[str, Any]:
         """Store the controller's own endings and the job's summary, with the wall power of the run added."""
@@ -214,9 +229,10 @@ def main(args: argparse.Namespace, broker: Broker, topics: Topics) -> int:
     try:
         if args.command == "cancel":
             return cmd_cancel(args, broker, topics, history)
-        drain(args, broker, topics, history)
         if args.command == "jobs":
+            drain(args, broker, topics, history, lambda: history.jobs(limit=args.limit, cluster=topics.cluster))
             return cmd_jobs(history, topics, args)
+        drain(args, broker, topics, history, lambda: [_job(history, args.job, topics)])
         job = _job(history, args.job, topics)
         if args.command == "results":
             return cmd_results(job, bool(args.json))
@@ -225,14 +241,51 @@ def main(args: argparse.Namespace, broker: Broker, topics: Topics) -> int:
         history.close()
 
 
-def drain(args: argparse.Namespace, broker: Broker, topics: Topics, history: History) -> None:
-    """Take in what the broker queued for the persistent session while no piclusterctl ran."""
+def drain(
+    args: argparse.Namespace,
+    broker: Broker,
+    topics: Topics,
+    history: History,
+    shown: Callable[[], list[JobRecord]] = list,
+) -> None:
+    """Take in what the broker queued for the persistent session while no piclusterctl ran; then ask the nodes
+    of the jobs about to be ``shown`` for what the history still lacks (a broker crash loses what it queued)."""
     try:
         with recording_session(args, broker, topics, history) as session:
             for _ in session.snapshot(DRAIN_S):
                 pass  # the tap has stored them; the marker says the queue is empty
+            resync(session, shown())
     except BrokerUnreachable as exc:
         print(f"piclusterctl: {exc}; showing the history as it is", file=sys.stderr)
+
+
+def resync(session: Session, jobs: list[JobRecord], now: float | None = None) -> None:
+    """``resend`` to every node without a verdict of its own in ``jobs``, and wait until each has answered (its
+    events land in the history through the session's tap) or RESEND_WAIT_S has passed."""
+    now = time.time() if now is None else now
+    asked: set[tuple[str, str]] = set()
+    for job in jobs:
+        young = now - job.created < RESEND_AFTER_S
+        nodes = [
+            r.node
+            for r in job.runs
+            if r.state not in VERDICTS and r.reason != NOT_SENT and not (young and r.state in UNHEARD)
+        ]
+        resend(session, job.id, nodes)
+        asked.update((job.id, node) for node in nodes)
+    deadline = time.monotonic() + RESEND_WAIT_S
+    while asked and (msg := session.get(deadline - time.monotonic())) is not None:
+        parsed = session.topics.parse(msg.topic)
+        if parsed is None or parsed[1] != "events":
+            continue
+        with contextlib.suppress(ValueError):
+            event = decode(msg.payload, Event)
+            # A node's answer ends with its "resent" log, or is the refusal of a job it never received.
+            if "resent" in event.data or (event.kind in VERDICTS and not event.data.get("duplicate")):
+                asked.discard((event.job, parsed[0]))
+
+
+UNHEARD = ("submitted", "offline", "no-answer")  # states in which a node may not have received the job
 
 
 def _job(history: History, job_id: str | None, topics: Topics) -> JobRecord:
@@ -255,20 +308,18 @@ def cmd_jobs(history: History, topics: Topics, args: argparse.Namespace) -> int:
     if not jobs:
         print(f"no jobs in {history.path} for cluster {topics.cluster!r}", file=sys.stderr)
         return 0
-    table = Table(box=None, pad_edge=False)
-    for col in ("JOB", "KIND", "STATE", "NODES", "STARTED", "GFLOPS"):
-        table.add_column(col, justify="right" if col == "GFLOPS" else "left")
+    table = report.table("JOB", "KIND", "STATE", "NODES", "STARTED", "GFLOPS", right=("GFLOPS",))
     for job in jobs:
         gflops = results.job_gflops(job)
         table.add_row(
             job.id,
             job.kind,
             job.state,
-            str(NodeSet.fromlist(job.nodes)) if job.nodes else "-",
+            fold(job.nodes) if job.nodes else "-",
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created)),
             "-" if gflops is None else f"{gflops:.2f}",
         )
-    report.console().print(table)
+    report.say(table)
     return 0
 
 
@@ -277,17 +328,15 @@ def cmd_results(job: JobRecord, as_json: bool) -> int:
         report.print_json(job.to_dict())
         return 0 if job.state in ("passed", "running") else 1
     runs = [NodeRun(r.node, state=r.state, plan=r.plan, result=r.result, reason=r.reason) for r in job.runs]
-    table, _ = report.hpl_results_table(runs)
-    out = report.console()
-    out.print(f"job {job.id} ({job.kind}): {job.state}")
-    out.print(table)
+    report.say(f"job {job.id} ({job.kind}): {job.state}")
+    report.say(report.hpl_results_table(runs)[0] if job.kind == "hpl" else report.kind_results_table(job.kind, runs))
     gflops = results.job_gflops(job)
     if gflops is not None:
         line = f"total: {gflops:.2f} Gflops from {sum(r.passed for r in runs)}/{len(runs)} node(s) passed"
         watts, source = results.job_watts(job)
         if watts:
             line += f"; {watts:.1f} W average ({source}), {gflops / watts:.2f} Gflops/W"
-        out.print(line)
+        report.say(line)
     return 0 if job.state in ("passed", "running") else 1
 
 
@@ -306,9 +355,9 @@ def cmd_cancel(args: argparse.Namespace, broker: Broker, topics: Topics, history
     job = history.job(args.job)
     if args.nodes:
         try:
-            nodes = list(NodeSet(args.nodes))
-        except NodeSetParseError as exc:
-            raise JobsUsageError(f"node set: {exc}: {args.nodes!r}") from None
+            nodes = expand(args.nodes)
+        except SelectionError as exc:
+            raise JobsUsageError(str(exc)) from None
     elif job is None:
         raise JobsUsageError(f"job {args.job!r} is not in {history.path}; name its nodes with --nodes NODESET")
     else:

@@ -10,8 +10,6 @@ import dataclasses
 import time
 from typing import Any
 
-from rich.table import Table
-
 from controller import report
 from controller.dispatch import new_job_id
 from controller.fleet import Fleet, NodeView, telemetry_row
@@ -82,11 +80,9 @@ def _policy(view: NodeView) -> dict[str, Any]:
     return view.facts.policy if view.facts else {}
 
 
-def policy_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(box=None, pad_edge=False)
+def policy_table(rows: list[dict[str, Any]]) -> report.Table:
     cols = ("NODE", "GUARD", "TEMP", "FAN", "WARM", "HOT/RESUME", "CRITICAL", "START MAX", "FAN CURVE", "CAP", "JOB")
-    for col in cols:
-        table.add_column(col)
+    table = report.table(*cols)
     for r in rows:
         g, gate, fan = (r["policy"].get(k, {}) for k in ("guard", "gate", "fan"))
         curve = " ".join(f"{p['temp_c']:g}:{p['duty_pct']:g}%" for p in fan.get("points", ()))
@@ -129,7 +125,6 @@ def print_policy(fleet: Fleet, nodes: list[str], as_json: bool) -> None:
             row["power_budget"] = dataclasses.asdict(chassis[0]) if chassis else None
         report.print_json(rows)
     else:
-        out = report.console()
-        out.print(policy_table(rows))
+        report.say(policy_table(rows))
         for line in budget_lines(fleet):
-            out.print(line)
+            report.say(line)

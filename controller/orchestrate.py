@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.dispatch import Follower, NodeRun, cancel, new_job_id, submit, submit_and_follow
+from controller.dispatch import Follower, NodeRun, cancel, catch_up, new_job_id, submit, submit_and_follow
 from controller.session import Session
 from nodeagent.protocol import JobSpec
 from nodeagent.protocol.jobs import (
@@ -124,6 +124,7 @@ def run_cluster(
 
 
 def _pump(session: Session, follower: Follower, on_change: Callable[[NodeRun], None], clock: Any) -> None:
+    catch_up(session, follower)
     msg = session.get(0.25)
     if msg is not None and (run := follower.apply(msg)) is not None:
         on_change(run)

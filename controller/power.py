@@ -12,7 +12,7 @@ import time
 from controller.dispatch import new_job_id
 from controller.fleet import Fleet
 from controller.session import Session
-from nodeagent.policy import admit_against
+from nodeagent.policy.power_budget import admit_against
 from nodeagent.protocol import Command, Event, decode, encode
 
 ANSWER_TIMEOUT_S = 30.0  # per command, on top of the pulses of the commands queued before it

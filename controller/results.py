@@ -51,9 +51,8 @@ def job_gflops(job: JobRecord) -> float | None:
     if isinstance(result.get("gflops"), int | float):
         return float(result["gflops"])
     passed = [r.result for r in job.runs if r.state == "finished" and r.result and r.result.get("passed")]
-    if not passed:
-        return None
-    return sum(float(r.get("gflops", 0.0)) for r in passed)
+    figures = [float(r["gflops"]) for r in passed if isinstance(r.get("gflops"), int | float)]
+    return sum(figures) if figures else None  # None: not an HPL job, or no node passed
 
 
 def job_watts(job: JobRecord) -> tuple[float | None, str]:

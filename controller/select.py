@@ -1,14 +1,33 @@
-"""Node selection in ClusterShell syntax: ``all``, ``node[1-4]``, ``node1,node3``, ``node[1-8]!node5``."""
+"""Node selection in ClusterShell syntax: ``all``, ``node[1-4]``, ``node1,node3``, ``node[1-8]!node5``.
+
+ClusterShell is imported only when a node set is parsed or folded: ``all`` needs no parser, and a command that
+never selects (``--version``, ``jobs``) never pays for it.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-
-from ClusterShell.NodeSet import NodeSet, NodeSetParseError
+from typing import Any
 
 
 class SelectionError(ValueError):
     """The node set cannot be parsed or selects no known node."""
+
+
+def natural_key(name: str) -> tuple[Any, ...]:
+    """node2 before node10 (the order ClusterShell expands a folded set in)."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+
+
+def expand(pattern: str) -> list[str]:
+    """The names a node set stands for; SelectionError naming the pattern when it cannot be parsed."""
+    from ClusterShell.NodeSet import NodeSet, NodeSetParseError
+
+    try:
+        return list(NodeSet(pattern))
+    except NodeSetParseError as exc:
+        raise SelectionError(f"node set: {exc}: {pattern!r}") from None
 
 
 def select(pattern: str, known: Iterable[str]) -> list[str]:
@@ -24,11 +43,8 @@ def select(pattern: str, known: Iterable[str]) -> list[str]:
                 "no node has announced itself on this broker and cluster; are the agents running "
                 "with the same --cluster?"
             )
-        return list(NodeSet.fromlist(sorted(known_set)))
-    try:
-        wanted = list(NodeSet(pattern))
-    except NodeSetParseError as exc:
-        raise SelectionError(f"node set: {exc}: {pattern!r}") from None
+        return sorted(known_set, key=natural_key)
+    wanted = expand(pattern)
     if not wanted:
         raise SelectionError(f"node set {pattern!r} is empty")
     unknown = [n for n in wanted if n not in known_set]
@@ -40,4 +56,6 @@ def select(pattern: str, known: Iterable[str]) -> list[str]:
 
 def fold(names: Iterable[str]) -> str:
     """``node1,node2,node3`` -> ``node[1-3]``."""
+    from ClusterShell.NodeSet import NodeSet
+
     return str(NodeSet.fromlist(list(names)))

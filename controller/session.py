@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from controller.args import CommandFailed
 from nodeagent.mqtt.link import Link
 from nodeagent.mqtt.settings import ENV_PASSWORD_FILE, ENV_USERNAME, Broker, Credentials
 from nodeagent.protocol import Topics
@@ -18,7 +19,7 @@ CONNECT_TIMEOUT_S = 5.0
 STATE_LEAVES = ("status", "facts", "telemetry", "power")  # retained, latest value only
 
 
-class BrokerUnreachable(Exception):
+class BrokerUnreachable(CommandFailed):
     """The broker did not accept a connection in time."""
 
 
@@ -68,7 +69,15 @@ class Session:
         self.taps = taps
         # The operator's login, if the broker wants one: PICLUSTER_MQTT_* (the --mqtt-* options set them).
         creds = Credentials.from_env(os.environ)
-        self.link = Link(self.client_id, broker, credentials=creds, clean_session=clean, on_message=self._received)
+        self.connects = 0  # sessions the broker has granted so far: more than one means events may have been missed
+        self.link = Link(
+            self.client_id,
+            broker,
+            credentials=creds,
+            clean_session=clean,
+            on_message=self._received,
+            on_connect=self._connected,
+        )
         for topic in (*subscriptions, self.topics.sync(self.client_id)):
             self.link.subscribe(topic, qos=0 if self._state(topic) else 1)
 
@@ -89,6 +98,8 @@ class Session:
                     f"operator: --mqtt-user NAME --mqtt-password-file FILE (or {ENV_USERNAME} and "
                     f"{ENV_PASSWORD_FILE}); docs/operations.md, 'The broker'"
                 )
+            if self.link.failed:
+                raise BrokerUnreachable(f"cannot connect to the broker: {self.link.failed}")
             raise BrokerUnreachable(
                 f"cannot reach the broker at {self.link.broker} within {CONNECT_TIMEOUT_S:g} s: is it running? "
                 "Set --broker URL or PICLUSTER_BROKER"
@@ -97,6 +108,9 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.link.stop()
+
+    def _connected(self, session_present: bool) -> None:
+        self.connects += 1
 
     def _received(self, topic: str, payload: bytes, retained: bool) -> None:
         for tap in self.taps:

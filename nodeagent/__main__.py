@@ -10,12 +10,12 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from nodeagent.config import DEFAULT_PATH, AgentConfig, load
 from nodeagent.errors import ConfigError, PiclusterError
 from nodeagent.protocol.version import __version__
+from nodeagent.state import StateDirBusy, StateLock
 
 DEFAULT_TEMPLATE = "noop=true"  # sim-fleet's light job when no --template is given (nodeagent/simfleet.py)
 
@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--node-id", metavar="ID", help="node name (default: agent.node_id, else the host name)")
         cmd.add_argument("--broker", metavar="URL", help="broker, e.g. mqtt://broker.local:1883 (or PICLUSTER_BROKER)")
         cmd.add_argument("--cluster", metavar="NAME", help="cluster name (default: agent.cluster)")
-        cmd.add_argument("--state-dir", metavar="DIR", help="where job directories are kept (agent.state_dir)")
+        cmd.add_argument("--state-dir", metavar="DIR", help="this agent's own state: spool, jobs (agent.state_dir)")
         cmd.add_argument("--root", metavar="DIR", help="read sysfs under DIR (a recorded tree) instead of /")
         cmd.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     fleet = sub.add_parser(
@@ -120,7 +120,34 @@ def journal_handler(node: str) -> logging.Handler | None:
     return handler
 
 
+def lock_state_dir(cfg: AgentConfig) -> StateLock | None:
+    """The agent's exclusive hold on its state directory (StateDirBusy when another agent has it). A directory
+    that cannot be created or locked is logged and the agent runs on: its events stay in memory
+    (``event=spool_unavailable``), and keeping the node safe never depends on its disk."""
+    try:
+        return StateLock.acquire(cfg.state_dir, cfg.node_id)
+    except StateDirBusy:
+        raise
+    except OSError as exc:
+        logging.getLogger("picluster.agent").error(
+            "event=state_dir_unusable path=%s reason=%r fix='make it writable, or choose another with --state-dir'",
+            cfg.state_dir,
+            exc.strerror or str(exc),
+        )
+        return None
+
+
 def run(cfg: AgentConfig, reread: Callable[[], AgentConfig] | None = None) -> int:
+    """The agent, holding its state directory for as long as it runs."""
+    lock = lock_state_dir(cfg)
+    try:
+        return serve(cfg, reread)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def serve(cfg: AgentConfig, reread: Callable[[], AgentConfig] | None = None) -> int:
     from nodeagent.agent import JobLoad, build
     from nodeagent.config import real_backend_options
     from nodeagent.hw import make_backend
@@ -147,7 +174,7 @@ def run(cfg: AgentConfig, reread: Callable[[], AgentConfig] | None = None) -> in
 
 def sim_fleet(args: argparse.Namespace) -> int:
     """``picluster-agent sim-fleet``: nodeagent/simfleet.py does the work (tests and benchmarks only)."""
-    from nodeagent.simfleet import FLEET_DEFAULTS, fleet_config, node_names, run_fleet, template_from
+    from nodeagent.simfleet import FLEET_DEFAULTS, fleet_config, fleet_root, node_names, run_fleet, template_from
 
     try:
         if args.threads < 1:
@@ -163,7 +190,7 @@ def sim_fleet(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        return run_fleet(base, names, Path(base.agent.state_dir), stop, threads=args.threads)
+        return run_fleet(base, names, fleet_root(base), stop, threads=args.threads)
     except PiclusterError as exc:
         print(f"picluster-agent: sim-fleet: {exc}", file=sys.stderr)
         return 1
@@ -205,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(cfg, reread=lambda: load(args.config, overrides=overrides_from(args)))
     except PiclusterError as exc:
         print(f"picluster-agent: {exc}", file=sys.stderr)
-        return 1 if not isinstance(exc, ConfigError) else 2
+        return 2 if isinstance(exc, (ConfigError, StateDirBusy)) else 1
     except KeyboardInterrupt:
         return 130
     finally:

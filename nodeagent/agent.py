@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -82,9 +83,10 @@ class Agent:
         self.node_facts = backend.facts()
         self._seq_lock = threading.Lock()
         # Events go to disk before the broker and leave it on PUBACK; seq and the job ids seen live there too.
-        self.spool = open_spool(cfg.agent.state_dir, cfg.agent.spool_max_events, cfg.agent.seen_jobs_max)
+        self.spool = open_spool(cfg.state_dir, cfg.agent.spool_max_events, cfg.agent.seen_jobs_max)
         self.outbox = Outbox(self.spool, lambda topic, payload: self.link.publish(topic, payload, qos=1))
         self._tick_seq = 0
+        self._spool_failing = False
         self.orphans: list[str] = []
         self.last_sample: Sample | None = None
         self.last_hpl_gflops: float | None = None  # a Home Assistant entity and a Prometheus gauge
@@ -166,9 +168,33 @@ class Agent:
         telemetry = telemetry_from(self.node, self._tick_seq, sample, self.runner.current, state)
         self.commands.hardware_events(sample)
         self.link.publish(self.topics.telemetry(self.node), encode(telemetry), qos=0, retain=True)
+        self.spool_health()
         self.ha.tick(telemetry, mono, self.last_hpl_gflops)
         self.metrics.tick(telemetry, self.facts_message, self.last_hpl_gflops, mono)
         return telemetry
+
+    def spool_health(self) -> None:
+        """The state dir full or read-only: the spool holds events in memory and retries every tick; the node
+        goes on (its safety needs no disk) and says so once, and again when the disk takes them."""
+        failing = not self.spool.flush()
+        if failing == self._spool_failing:
+            return
+        self._spool_failing = failing
+        where = Path(self.cfg.agent.state_dir)
+        if failing:
+            free = shutil.disk_usage(where).free if where.is_dir() else 0
+            fix = f"free space in {where} (df -h {where}) or point agent.state_dir at a roomier place"
+            reason = self.spool.trouble
+            log.error("event=state_dir_unwritable path=%s reason=%r free_bytes=%d fix=%r", where, reason, free, fix)
+            message = (
+                f"cannot write the event spool in {where}: {reason} ({free} bytes free); events are held in memory "
+                f"and are lost if the agent stops: {fix}"
+            )
+            self.emit("alert", message=message, data={"state_dir": str(where), "spool": "memory", "free_bytes": free})
+        else:
+            log.warning("event=state_dir_writable path=%s", where)
+            message = f"the event spool in {where} is written again; the events held in memory are on disk"
+            self.emit("alert", message=message, data={"state_dir": str(where), "spool": "disk"})
 
     def dispatch(self, item: tuple[Any, ...]) -> None:
         """Handle one queued item; nothing raised here may stop the loop."""
@@ -224,7 +250,10 @@ class Agent:
         self.link.publish(self.topics.status(self.node), ONLINE, qos=1, retain=True)
         self.ha.connected(facts)
         for job in self.orphans:
-            why = "the agent stopped unexpectedly while this job ran; its processes were killed when it restarted"
+            why = (
+                "the agent stopped unexpectedly (killed or crashed) before this job ended; whatever of it still ran "
+                "was killed when the agent restarted"
+            )
             self.emit("failed", job, reason=why)
         self.orphans = []
 
@@ -233,9 +262,9 @@ class Agent:
         slot, policy, kinds = self.cfg.hardware.slot, asdict(self.cfg.policy), self.runner.capabilities()
         return facts_from(self.node, self.node_facts, slot, self.sim, kinds, roles, policy, self.clock())
 
-    def emit(self, kind: str, job: str = "", **fields: Any) -> None:
+    def emit(self, kind: str, job: str = "", *, lifecycle: bool = True, **fields: Any) -> None:
         """Spool and publish one event (QoS 1). Thread-safe: the job thread calls it too; the lock keeps the
-        wire order the seq order."""
+        wire order the seq order. A job's lifecycle events are also kept for ``resend``."""
         result = fields.get("result")
         if kind == "finished" and isinstance(result, dict) and isinstance(result.get("gflops"), (int, float)):
             self.last_hpl_gflops = float(result["gflops"])
@@ -245,7 +274,7 @@ class Agent:
             return encode(Event(node=self.node, seq=seq, t=t, kind=kind, job=job, **fields))  # type: ignore[arg-type]
 
         with self._seq_lock:
-            self.outbox.send(self.topics.events(self.node), kind, make)
+            self.outbox.send(self.topics.events(self.node), kind, make, job if lifecycle else "")
         reason = f" reason={fields['reason']!r}" if fields.get("reason") else ""
         log.info("event=job_%s job=%s%s", kind, job or "-", reason)
 
@@ -283,7 +312,7 @@ def build(
     def publish(decision: ChassisPower) -> None:
         agent.link.publish(topics.power(node), encode(decision), qos=1, retain=True)
 
-    marker = Path(cfg.agent.state_dir) / "freq-cap"
+    marker = cfg.state_dir / "freq-cap"
     agent.power = PowerBudget(node, cfg.policy, backend, driver=driver, emit=emit, publish=publish, marker=marker)
     lines = partial(open_slot_lines, cfg.slot_power, hw.root, pin_factory, agent.sim)
     slots = switches_slots(cfg.slot_power, facts.board, hw.slot)
@@ -309,7 +338,9 @@ def build(
         net=net,
     )
     roles = (agent.chassis, agent.slot_power)
-    agent.commands = Commands(cfg, facts.hostname, agent.runner, hooks, agent.spool, roles, emit, link.subscribe, clock)
+    agent.commands = Commands(
+        cfg, facts.hostname, agent.runner, hooks, agent.spool, roles, emit, link.subscribe, clock, agent.outbox.resend
+    )
     for topic, qos in agent.commands.subscriptions():
         link.subscribe(topic, qos)
     # Home Assistant and Prometheus: where operators already look (nodeagent/ha, nodeagent/metrics).
@@ -325,9 +356,11 @@ def build(
         busy=lambda: agent.runner.current is not None,
     )
     agent.metrics = MetricsExporter(
-        cfg.prometheus.for_sim(cfg.agent.state_dir) if agent.sim else cfg.prometheus, cfg.agent.cluster
+        cfg.prometheus.for_sim(cfg.state_dir) if agent.sim else cfg.prometheus, cfg.agent.cluster
     )
-    agent.orphans = agent.runner.reap_orphans()
+    # Jobs the previous agent left without a verdict (killed, crashed): their processes, and every job it
+    # received and never ended (queued, starting, or finished a moment before it died).
+    agent.orphans = list(dict.fromkeys([*agent.spool.unended(), *agent.runner.reap_orphans()]))
     # udev tells about drives and PCI devices coming and going the moment it happens (real hardware only).
     hotplug = hw.hotplug and backend.name == "real"
     agent.hotplug = HotplugMonitor(lambda event: agent.inbox.put(("hotplug", event))) if hotplug else None

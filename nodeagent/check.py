@@ -22,7 +22,7 @@ from nodeagent.hw import Backend, SysfsRoot, make_backend
 from nodeagent.hw.boot_config import check_boot_config, print_boot_config
 from nodeagent.hw.fans.base import FanConfig
 from nodeagent.hw.fans.sysfs_pwm import find_pwmchip
-from nodeagent.hw.pcie import PcieSample
+from nodeagent.hw.pcie import PcieSample, aer_problems, by_count
 from nodeagent.hw.profiles import fan_source
 from nodeagent.hw.slot_lines import find_chip
 from nodeagent.node.safety import drives_chassis_fan, switches_slots
@@ -131,6 +131,7 @@ def collect(cfg: AgentConfig, backend: Backend | None = None) -> dict[str, Any]:
     chassis, chassis_problems = chassis_duties(cfg, facts.board, ladder, root)
     boot = check_boot_config(facts.model, facts.board, simulated=backend.name == "sim")
     problems += job_problems(cfg) + link_problems(sample.pcie) + chassis_problems + list(boot.problems)
+    problems += [p for d in sample.pcie for p in aer_problems(d.bdf, d.pci_id, d.counters)]
     telemetry = to_wire(telemetry_from(cfg.node_id, 0, sample, None))
     return {
         "node": cfg.node_id,
@@ -180,24 +181,33 @@ def report(data: dict[str, Any], out: TextIO) -> None:
         "ext5v_v",
         "input_power_w",
     ):
-        print(f"  {key:<14} {s.get(key)}", file=out)
+        print(f"  {key:<14} {_shown(s.get(key))}", file=out)
     for drive in s["nvme"]:
         print(
-            f"  nvme {drive['device']:<9} present={drive['present']} temp_c={drive['temp_c']} "
-            f"warnings={drive['warnings'] or 'none'} spare={drive['available_spare_pct']}% "
-            f"used={drive['percentage_used_pct']}%",
+            f"  nvme {drive['device']:<9} present={drive['present']} temp_c={_shown(drive['temp_c'])} "
+            f"warnings={_shown(drive['warnings'])} spare={_shown(drive['available_spare_pct'])}% "
+            f"used={_shown(drive['percentage_used_pct'])}%",
             file=out,
         )
     for dev in s["pcie"]:
-        link = f"{dev['speed_gts']} GT/s x{dev['width']} (max {dev['max_speed_gts']} GT/s x{dev['max_width']})"
-        print(
-            f"  pcie {dev['device']:<14} {link}{' DEGRADED' if dev['degraded'] else ''} aer "
-            f"cor={dev['aer_correctable']} nonfatal={dev['aer_nonfatal']} fatal={dev['aer_fatal']}",
-            file=out,
+        speed, top = _shown(dev["speed_gts"]), _shown(dev["max_speed_gts"])
+        link = f"{speed} GT/s x{_shown(dev['width'])} (max {top} GT/s x{_shown(dev['max_width'])})"
+        types = dev.get("aer_types") or {}
+        aer = " ".join(
+            f"{label}={_shown(dev[f'aer_{sev}'])}" + (f" ({by_count(types[sev])})" if types.get(sev) else "")
+            for label, sev in (("cor", "correctable"), ("nonfatal", "nonfatal"), ("fatal", "fatal"))
         )
+        print(f"  pcie {dev['device']:<14} {link}{' DEGRADED' if dev['degraded'] else ''} aer {aer}", file=out)
     print(f"\nproblems: {len(data['problems']) or 'none'}", file=out)
     for problem in data["problems"]:
         print(f"  - {problem}", file=out)
+
+
+def _shown(value: Any) -> str:
+    """A value for the operator: "-" where the node could not read it (never "None"), a list as words."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) or "none"
+    return "-" if value is None else str(value)
 
 
 def main_check(cfg: AgentConfig, *, as_json: bool, out: TextIO = sys.stdout) -> int:

@@ -26,8 +26,10 @@ from nodeagent.jobs.template_config import JobTemplate, validate_templates
 from nodeagent.metrics.config import PrometheusConfig
 from nodeagent.mqtt.settings import Broker, Credentials
 from nodeagent.policy.config import PolicyConfig
+from nodeagent.protocol.jobs import DEFAULT_MAX_RANKS_PER_CORE
 from nodeagent.protocol.topics import NAME_RE
 from nodeagent.protocol.typecheck import FieldError, build, check, unknown_key
+from nodeagent.state import state_dir_for
 
 DEFAULT_PATH = Path("/etc/picluster/agent.toml")
 # Job kinds built into the agent (nodeagent/jobs/kinds/); a template may not take one of these names.
@@ -67,7 +69,7 @@ class AgentSection:
     node_id: str = ""  # empty: the host name
     cluster: str = "default"
     tick_s: float = 1.0
-    state_dir: str = "/var/lib/picluster"
+    state_dir: str = ""  # empty: $STATE_DIRECTORY or /var/lib/picluster; a simulated node: <that>/sim/<node_id>
     spool_max_events: int = 10000  # unacknowledged events kept on disk; progress is dropped first, results never
     seen_jobs_max: int = 10000  # job ids remembered (on disk) so a redelivered job never runs twice
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -82,7 +84,7 @@ class MqttSection:
     password: str = ""
     password_file: str = ""  # read at start-up; keeps the secret out of a world-readable config
     client_id: str = ""  # empty: picluster-agent-<node_id>
-    keepalive_s: int = 30
+    keepalive_s: int = 10  # a silent node (cut off, hung) is offline after ~15 s; telemetry keeps it busy anyway
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
@@ -148,6 +150,8 @@ class JobsSection:
     threads: int = 0  # llama.cpp/dllama threads; 0: the node's cores
     advertise_host: str = ""  # the address workers give their leader; empty: the host name
     queue_max: int = 4  # heavy jobs waiting for the running one (when the request asks to queue)
+    light_max: int = 2  # light jobs running at once (nodeagent/jobs/limits.py)
+    max_ranks_per_core: int = DEFAULT_MAX_RANKS_PER_CORE  # MPI ranks per core with oversubscribe=true (else 1)
     log_lines_per_s: int = 10  # job output lines published as log events per second; the rest are counted
     systemd_scope: Literal["auto", "off"] = "auto"  # auto: a transient scope when systemd is PID 1
     scope_properties: tuple[str, ...] = ()  # systemd-run --property values for the scope, e.g. "MemoryMax=90%"
@@ -192,8 +196,14 @@ class AgentConfig:
         return Broker.parse(self.mqtt.broker)
 
     @property
+    def state_dir(self) -> Path:
+        """This node's state directory (nodeagent/state.py): ``agent.state_dir``, else the default, which is
+        per node for a simulated one."""
+        return state_dir_for(self.agent.state_dir, self.node_id, sim=self.hardware.backend == "sim")
+
+    @property
     def work_dir(self) -> Path:
-        return Path(self.jobs.work_dir or os.path.join(self.agent.state_dir, "jobs"))
+        return Path(self.jobs.work_dir) if self.jobs.work_dir else self.state_dir / "jobs"
 
 
 _VALIDATORS: dict[type, dict[str, Any]] = {
@@ -218,6 +228,8 @@ _VALIDATORS: dict[type, dict[str, Any]] = {
         "llama_rpc_port": _port,
         "dllama_port": _port,
         "dllama_kv_heads": _above_zero,
+        "light_max": _above_zero,
+        "max_ranks_per_core": _above_zero,
     },
     MpiSection: {"launch_timeout_s": _above_zero},
 }

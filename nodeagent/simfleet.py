@@ -38,6 +38,7 @@ from nodeagent.jobs.template_config import JobTemplate, validate_templates
 from nodeagent.mqtt.netloop import NetLoop
 from nodeagent.protocol.topics import NAME_RE
 from nodeagent.protocol.typecheck import FieldError
+from nodeagent.state import SIM_SUBDIR, StateLock, state_root
 
 log = logging.getLogger("picluster.simfleet")
 
@@ -89,12 +90,19 @@ def fleet_config(base: AgentConfig, templates: Sequence[JobTemplate]) -> AgentCo
     return replace(base, jobs=replace(base.jobs, template=merged))
 
 
+def fleet_root(base: AgentConfig) -> Path:
+    """Where the fleet's nodes keep their state: ``agent.state_dir`` (``--state-dir``), else the agent's default
+    root (``$STATE_DIRECTORY``, else /var/lib/picluster)."""
+    return Path(base.agent.state_dir) if base.agent.state_dir else state_root()
+
+
 def node_config(base: AgentConfig, node: str, root: Path) -> AgentConfig:
-    """One node's config: its name, its own state directory (``<root>/sim/<node>``) and job directory, and the
-    default client id (``picluster-agent-<node>``), whatever the shared config says about those three."""
+    """One node's config: its name, its own state directory (``<root>/sim/<node>``, where a lone ``run --sim`` of
+    that node would keep it by default) and job directory, and the default client id (``picluster-agent-<node>``),
+    whatever the shared config says about those three."""
     return replace(
         base,
-        agent=replace(base.agent, node_id=node, state_dir=str(root / "sim" / node)),
+        agent=replace(base.agent, node_id=node, state_dir=str(root / SIM_SUBDIR / node)),
         mqtt=replace(base.mqtt, client_id=""),
         jobs=replace(base.jobs, work_dir=""),
     )
@@ -167,9 +175,15 @@ class SimFleet:
         self.net = NetLoop("sim-fleet-net")
         self.shards = [_Shard(f"sim-fleet-{i}") for i in range(min(threads, len(self.names)))]
         self.agents: list[Agent] = []
+        self.locks: list[StateLock] = []  # each node holds its own state directory, as a lone agent does
         tick_s = base.agent.tick_s
         for k, node in enumerate(self.names):
             cfg = node_config(base, node, root)
+            try:
+                self.locks.append(StateLock.acquire(cfg.state_dir, node))  # StateDirBusy names the holder
+            except BaseException:
+                self.release()
+                raise
             job_load = JobLoad()
             backend = make_backend("sim", root=cfg.hardware.root, node_id=node, sim=cfg.sim, load_fn=job_load)
             shard = self.shards[k % len(self.shards)]
@@ -210,6 +224,12 @@ class SimFleet:
                 if failure:
                     log.error("event=fleet_close_failed %s", failure)
         self.net.stop()
+        self.release()
+
+    def release(self) -> None:
+        for lock in self.locks:
+            lock.release()
+        self.locks = []
 
 
 def _close(agent: Agent) -> str:

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from localcluster import agent_argv, free_port, start_mosquitto, stop
 
@@ -23,16 +24,31 @@ NODES = ("node1", "node2", "node3", "node4")
 CLUSTER = "demo"
 
 
+# After every node is online, how long the first table waits for the nodes' first telemetry (an agent publishes
+# one per tick, 1 s by default): two ticks, then the table says "waiting for first report" for the late ones.
+FIRST_REPORT_S = 2.0
+
+
+def nodes_json(ctl: list[str]) -> list[dict[str, Any]]:
+    out = subprocess.run([*ctl, "nodes", "--json"], capture_output=True, text=True, check=False).stdout
+    return list(json.loads(out or "[]"))
+
+
 def wait_online(ctl: list[str], count: int, timeout_s: float = 30.0) -> None:
-    """Until `piclusterctl nodes` shows every agent online with its facts."""
+    """Until `piclusterctl nodes` shows every agent online with its facts, then (bounded) with its first
+    telemetry too."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        out = subprocess.run([*ctl, "nodes", "--json"], capture_output=True, text=True, check=False).stdout
-        nodes = json.loads(out or "[]")
-        if sum(1 for n in nodes if n["status"] == "online" and n["cores"]) >= count:
+        if sum(1 for n in nodes_json(ctl) if n["status"] == "online" and n["cores"]) >= count:
+            break
+        time.sleep(0.2)
+    else:
+        raise SystemExit(f"demo: the agents did not come online within {timeout_s:g} s; their logs are kept")
+    reports_by = time.monotonic() + FIRST_REPORT_S
+    while time.monotonic() < reports_by:
+        if sum(1 for n in nodes_json(ctl) if n["telemetry_age_s"] is not None) >= count:
             return
         time.sleep(0.2)
-    raise SystemExit(f"demo: the agents did not come online within {timeout_s:g} s; their logs are kept")
 
 
 def main() -> int:

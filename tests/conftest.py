@@ -125,15 +125,25 @@ class AgentFactory:
         self.cluster = cluster
         self.started: list[AgentProc] = []
 
-    def start(self, node: str, *, paho: str | None = None, config: str = "", extra: tuple[str, ...] = ()) -> AgentProc:
+    def start(
+        self,
+        node: str,
+        *,
+        paho: str | None = None,
+        config: str = "",
+        extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> AgentProc:
+        """One agent; ``env`` adds to its environment."""
         state = self.tmp_path / node
         state.mkdir(exist_ok=True)
         conf = state / "agent.toml"
         conf.write_text("[agent]\ntick_s = 0.5\n[jobs]\nprogress_interval_s = 0.5\n" + config)
         log = state / "agent.log"
         argv = agent_argv(node, self.broker.url, self.cluster, state, "--config", str(conf), *extra)
+        environ = paho_env(paho) | (env or {})
         with open(log, "wb") as fh:
-            proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=paho_env(paho), cwd=state)
+            proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=environ, cwd=state)
         agent = AgentProc(node, proc, log)
         self.started.append(agent)
         return agent

@@ -22,10 +22,12 @@ from nodeagent.ha.discovery import PRESS, Discovery, chassis_document, chassis_n
 from nodeagent.ha.entities import command_names
 from nodeagent.ha.state import drives, has_pcie, significant, state_document
 from nodeagent.mqtt.link import Link
+from nodeagent.mqtt.ratelog import RateLog
 from nodeagent.protocol import Command, NodeFacts, Telemetry, Topics, encode
 from nodeagent.protocol.topics import discovery_topic
 
 log = logging.getLogger("picluster.ha")
+bad_input = RateLog(log)  # HA command topics are open to whoever reaches the broker
 
 _ids = itertools.count(1)
 
@@ -109,13 +111,19 @@ class HaBridge:
                 log.info("event=ha_birth resend_in_s=%.1f", delay)
             return
         if retained:
-            log.warning("event=retained_command_ignored topic=%s fix='Home Assistant commands are not retained'", topic)
+            bad_input.warning(
+                "retained_command",
+                "event=retained_command_ignored topic=%s fix='Home Assistant commands are not retained'",
+                topic,
+            )
             return
         command = self._commands[topic]
         if command == "fan":
             self._deliver(Command(id=_new_id("fan"), cmd="fan", nodes=(self.node,), value=text, sender="homeassistant"))
         elif text != PRESS:
-            log.warning("event=ha_bad_payload topic=%s payload=%r expected=%r", topic, text[:40], PRESS)
+            bad_input.warning(
+                "ha_bad_payload", "event=ha_bad_payload topic=%s payload=%r expected=%r", topic, text[:40], PRESS
+            )
         elif command == "identify":
             self._deliver(Command(id=_new_id("identify"), cmd="identify", nodes=(self.node,), sender="homeassistant"))
         else:

@@ -80,6 +80,9 @@ def component(entity: Entity, unique: str, node: str, state_topic: str, command_
     if entity.path:
         c["state_topic"] = state_topic
         c["value_template"] = value_template(entity)
+    if entity.attributes:
+        c["json_attributes_topic"] = state_topic
+        c["json_attributes_template"] = attributes_template(entity)
     if entity.command:
         c["command_topic"] = command_topic
     if entity.platform in ("sensor", "binary_sensor") and expire_s > 0:
@@ -120,6 +123,13 @@ def value_template(entity: Entity) -> str:
         expr = f"{ref} or 'idle'"
     # An empty payload (the retained state cleared by ``piclusterctl forget``) is not JSON: unknown, not an error.
     return f"{{{{ ({expr}) if value_json is defined else 'None' }}}}"
+
+
+def attributes_template(entity: Entity) -> str:
+    """The Jinja template that gives HA the JSON object at ``entity.attributes`` in the state JSON (an empty
+    object when the payload is not JSON)."""
+    ref = "value_json" + "".join(f"[{json.dumps(p)}]" for p in entity.attributes)
+    return f"{{{{ ({ref} if value_json is defined else {{}}) | tojson }}}}"
 
 
 def node_document(
@@ -189,11 +199,12 @@ def chassis_document(facts: NodeFacts, cfg: HomeAssistantConfig, topics: Topics,
     return Discovery(chassis_topic(cfg.prefix, facts.node), document)
 
 
-def template_paths(document: Mapping[str, Any]) -> list[tuple[str, ...]]:
-    """Every state-JSON path the document's templates read (for tests and for ``piclusterctl`` checks)."""
+def template_paths(document: Mapping[str, Any], key: str = "value_template") -> list[tuple[str, ...]]:
+    """Every state-JSON path the document's templates read (for tests and for ``piclusterctl`` checks);
+    ``key="json_attributes_template"`` for the paths of the entities' attributes."""
     paths = []
     for c in document["cmps"].values():
-        tpl = c.get("value_template", "")
+        tpl = c.get(key, "")
         match = re.search(r"value_json((?:\[\"[^\"]*\"\])+)", tpl)
         if match:
             paths.append(tuple(json.loads(f"[{p}]")[0] for p in re.findall(r"\[(\"[^\"]*\")\]", match.group(1))))

@@ -32,6 +32,7 @@ class Entity:
     precision: int | None = None
     command: str = ""
     enabled: bool = True  # enabled_by_default
+    attributes: tuple[str, ...] = ()  # where its attributes (a JSON object) sit in the state JSON
 
 
 def node_entities(drives: tuple[str, ...], pcie: bool, *, allow_restart: bool, allow_reboot: bool) -> list[Entity]:
@@ -139,6 +140,7 @@ def node_entities(drives: tuple[str, ...], pcie: bool, *, allow_restart: bool, a
                 "total_increasing",
                 True,
                 icon="mdi:expansion-card",
+                attributes=("aer_types", s),  # which error types: a flaky link or a failing device
             )
             for s in ("correctable", "nonfatal", "fatal")
         ]

@@ -46,7 +46,15 @@ def state_document(telemetry: Telemetry, last_hpl_gflops: float | None) -> dict[
         else None
     )
     aer: dict[str, int | None] = {"correctable": None, "nonfatal": None, "fatal": None}
+    aer_types: dict[str, dict[str, Any]] = {s: {} for s in aer}
     for dev in t.pcie:
+        for severity, types in dev.aer_types.items():
+            if severity not in aer_types:
+                continue
+            kinds = aer_types[severity]
+            for name, n in types.items():
+                kinds[name] = kinds.get(name, 0) + n
+            kinds.setdefault("devices", {})[dev.device] = dict(types)
         for severity, count in (
             ("correctable", dev.aer_correctable),
             ("nonfatal", dev.aer_nonfatal),
@@ -84,6 +92,9 @@ def state_document(telemetry: Telemetry, last_hpl_gflops: float | None) -> dict[
             for d in t.nvme
         },
         "aer": aer,
+        # Each AER entity's attributes: the error types above zero summed over the devices ("BadTLP": 46), and
+        # per device under "devices" ({"0001:00:00.0": {"BadTLP": 41}}).
+        "aer_types": aer_types,
         "errors": len(t.errors),
     }
 

@@ -11,8 +11,13 @@ asks for Gen 3 (8 GT/s), which some drives and cables do not hold. Two facts tel
 
 The AER files list one ``<name> <count>`` line per error bit and a ``TOTAL_ERR_*`` line. The names changed with
 the kernel (4.19 ``Receiver Error 2``, current ``RxErr 2``), so they are parsed generically: everything before
-the last space is the name. Devices are found once from ``sys/bus/pci/devices`` (``rescan()`` after a hot-plug);
-a tick reads a fixed list of files and never globs.
+the last space is the name, kept as the kernel wrote it. The per-type counts (``aer_types``) are what tell a
+flaky link (``RxErr``, ``BadTLP``, ``BadDLLP``, ``Timeout`` climbing) from a device that fails to answer
+(``CmpltTO``, ``UnsupReq``, ``CmpltAbrt``); docs/hardware.md has the table. A file is bounded: at most
+``MAX_AER_COUNTERS`` lines of printable names up to ``MAX_AER_NAME`` characters and 64-bit counts.
+
+Devices are found once from ``sys/bus/pci/devices`` (``rescan()`` after a hot-plug); a tick reads a fixed list
+of files and never globs.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ ROOTPORT_AER_FILES = {
 }
 LINK_FILES = ("current_link_speed", "max_link_speed", "current_link_width", "max_link_width")
 TOTAL_PREFIX = "TOTAL_ERR_"
+MAX_AER_COUNTERS = 64  # kernels print 8 correctable and up to 23 uncorrectable names, plus the total
+MAX_AER_NAME = 64  # the longest 4.19 name, "Uncorrectable Internal Error", is 28
+MAX_COUNT = 2**64 - 1  # the kernel prints u64 counters (%llu)
 
 _BDF = re.compile(r"[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 # pci_speed_string(): "8.0 GT/s PCIe" since 5.7; "8 GT/s" (no suffix, no ".0") before.
@@ -73,7 +81,8 @@ def parse_aer_counters(text: str) -> dict[str, int]:
     """The ``<name> <count>`` lines of an ``aer_dev_*`` file, in file order (``TOTAL_ERR_*`` included).
 
     Names may contain spaces (``Receiver Error 2`` is ``{"Receiver Error": 2}``). Raises ``ValueError`` naming
-    the first line that is not a name followed by a count.
+    the first line that is not a name followed by a count, and for a file over the bounds (``MAX_AER_COUNTERS``
+    lines, ``MAX_AER_NAME`` characters of printable name, a 64-bit count).
     """
     counters: dict[str, int] = {}
     for raw in text.splitlines():
@@ -84,8 +93,73 @@ def parse_aer_counters(text: str) -> dict[str, int]:
         name = name.rstrip()
         if not name or not (count.isascii() and count.isdigit()):
             raise ValueError(f"expected '<name> <count>', got {line[:60]!r}")
+        if len(name) > MAX_AER_NAME or not name.isprintable() or len(count) > 20 or int(count) > MAX_COUNT:
+            raise ValueError(
+                f"expected a name of at most {MAX_AER_NAME} printable characters and a 64-bit count, got {line[:60]!r}"
+            )
+        if name not in counters and len(counters) >= MAX_AER_COUNTERS:
+            raise ValueError(f"more than {MAX_AER_COUNTERS} counters; not an AER statistics file")
         counters[name] = int(count)
     return counters
+
+
+def aer_types(counters: dict[str, int]) -> dict[str, int]:
+    """The error types of parsed AER counters that are above zero, by the kernel's name (``TOTAL_ERR_*`` left
+    out): ``{"BadTLP": 2, "Timeout": 4}``."""
+    return {name: n for name, n in counters.items() if n > 0 and not name.startswith(TOTAL_PREFIX)}
+
+
+# Error types raised by the link itself (physical and data link layers), in the kernel's current and 4.19 names:
+# the wire between the two ends corrupts or drops what crosses it, and the link retries (correctable) or gives up
+# (DLP, SDES: uncorrectable). Any other type is a transaction one end sent or failed to answer (CmpltTO,
+# UnsupReq, CmpltAbrt, MalfTLP, ...): the device, its firmware or its driver. docs/hardware.md has the table.
+LINK_TYPES = frozenset(
+    {
+        *("RxErr", "BadTLP", "BadDLLP", "Rollover", "Timeout", "DLP", "SDES"),
+        *("Receiver Error", "Bad TLP", "Bad DLLP", "RELAY_NUM Rollover", "Replay Timer Timeout"),
+        *("Data Link Protocol", "Surprise Down Error"),
+    }
+)
+
+
+def by_count(types: dict[str, int]) -> str:
+    """``BadTLP 41, Timeout 26``: the types, most first."""
+    return ", ".join(f"{name} {n}" for name, n in sorted(types.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def aer_problems(bdf: str, pci_id: str, counters: dict[str, dict[str, int]]) -> list[str]:
+    """What the per-type AER counts of one device say, for ``picluster-agent check``: link errors (the cable, the
+    adapter, a Gen 3 setting) apart from errors of the device (the drive, its firmware)."""
+    out = []
+    for severity, counts in counters.items():
+        types = aer_types(counts)
+        link = {n: c for n, c in types.items() if n in LINK_TYPES}
+        device = {n: c for n, c in types.items() if n not in LINK_TYPES}
+        if link:
+            out.append(
+                f"pcie: {bdf} ({pci_id}) {severity} link errors since boot: {by_count(link)}; if they keep rising, "
+                "the link is flaky: reseat or replace the cable or adapter, or drop dtparam=pciex1_gen=3"
+            )
+        if device:
+            out.append(
+                f"pcie: {bdf} ({pci_id}) {severity} device errors since boot: {by_count(device)}; the device (or "
+                "the one behind this port) failed transactions: check the drive's health and firmware (nvme "
+                "smart-log), then reseat or replace it"
+            )
+    return out
+
+
+def type_increase(now: dict[str, int], before: dict[str, int] | None) -> dict[str, int]:
+    """Per-type growth between two parsed readings of one AER file, only the types that grew; none on first
+    sight. A count that went down was reset (device reset, driver reloaded), so all of it is new."""
+    if before is None:
+        return {}
+    grown = {}
+    for name, count in aer_types(now).items():
+        prev = before.get(name, 0)
+        if count != prev:
+            grown[name] = count - prev if count > prev else count
+    return grown
 
 
 def aer_total(counters: dict[str, int]) -> int:
@@ -146,6 +220,8 @@ class PcieSample:
     aer: AerCounts  # totals of the device's own AER counters
     counters: dict[str, dict[str, int]] = field(default_factory=dict, hash=False)  # severity -> name -> count
     increase: AerCounts = AerCounts()  # aer growth since the previous reading (0 on the first)
+    # severity -> type -> growth since the previous reading, only the types that grew
+    types_increase: dict[str, dict[str, int]] = field(default_factory=dict, hash=False)
     rootport: AerCounts | None = None  # aer_rootport_total_err_* (root ports only): errors from below
     rootport_increase: AerCounts | None = None
 
@@ -193,6 +269,7 @@ class _Device:
         self.max_link: tuple[float | None, int] | None = None  # the link capability, read once
         self.aer_text: dict[str, tuple[str, dict[str, int]]] = {}  # severity -> (file text, parsed) last time
         self.prev: dict[str, int] = {}
+        self.prev_counters: dict[str, dict[str, int]] = {}  # severity -> the last parsed file
         self.prev_rootport: dict[str, int] = {}
 
     def parse_aer(self, severity: str) -> Callable[[str], dict[str, int]]:
@@ -298,6 +375,8 @@ class PcieMonitor:
                 rootport[severity] = count
         increase = _increase(totals, device.prev)
         device.prev = {**device.prev, **totals}
+        grown = {s: g for s, c in counters.items() if (g := type_increase(c, device.prev_counters.get(s)))}
+        device.prev_counters.update(counters)
         rootport_increase = None
         if device.rootport_files:
             rootport_increase = _increase(rootport, device.prev_rootport)
@@ -309,6 +388,7 @@ class PcieMonitor:
             aer=AerCounts(**totals),
             counters=counters,
             increase=increase,
+            types_increase=grown,
             rootport=AerCounts(**rootport) if device.rootport_files else None,
             rootport_increase=rootport_increase,
         )

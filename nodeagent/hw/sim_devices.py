@@ -106,23 +106,43 @@ class SimDevices:
         ), events
 
     def pcie(self) -> tuple[PcieSample, ...]:
-        """The root port and the drive behind it; AER counters climb under the ``aer_climb`` fault."""
+        """The root port and the drive behind it; AER counters climb under the ``aer_climb`` fault: the drive
+        counts RxErr +1 and BadTLP +2 every read, and UnsupReq +1 (non-fatal) every fifth, named as a current
+        kernel names them."""
         increase = AerCounts(correctable=0, nonfatal=0, fatal=0)
+        grown: dict[str, dict[str, int]] = {}
         if "aer_climb" in self.faults:
             self._aer.reads += 1
             nonfatal = 1 if self._aer.reads % 5 == 0 else 0
             self._aer.correctable += 3
             self._aer.nonfatal += nonfatal
             increase = AerCounts(correctable=3, nonfatal=nonfatal, fatal=0)
+            grown = {"correctable": {"BadTLP": 2, "RxErr": 1}, **({"nonfatal": {"UnsupReq": 1}} if nonfatal else {})}
         link = PcieLink(speed_gts=8.0, max_speed_gts=8.0, width=1, max_width=1)
         totals = AerCounts(correctable=self._aer.correctable, nonfatal=self._aer.nonfatal, fatal=0)
-        drive = PcieSample(bdf=NVME_BDF, pci_id="sim:nvme", link=link, aer=totals, increase=increase)
+        cor, nonfatal_n = self._aer.correctable, self._aer.nonfatal
+        counters = {
+            "correctable": {"RxErr": cor // 3, "BadTLP": cor // 3 * 2, "TOTAL_ERR_COR": cor},
+            "nonfatal": {"UnsupReq": nonfatal_n, "TOTAL_ERR_NONFATAL": nonfatal_n},
+            "fatal": {"TOTAL_ERR_FATAL": 0},
+        }
+        drive = PcieSample(
+            bdf=NVME_BDF,
+            pci_id="sim:nvme",
+            link=link,
+            aer=totals,
+            counters=counters,
+            increase=increase,
+            types_increase=grown,
+        )
         port = replace(
             drive,
             bdf=ROOT_PORT_BDF,
             pci_id="14e4:2712",
             aer=AerCounts(0, 0, 0),
+            counters={},
             increase=AerCounts(0, 0, 0),
+            types_increase={},
             rootport=totals,
             rootport_increase=increase,
         )

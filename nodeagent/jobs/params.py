@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from nodeagent.errors import JobRejected
+from nodeagent.errors import JobRejected, echo
 from nodeagent.protocol.typecheck import FieldError
 
 ParamType = Literal["int", "float", "str", "bool", "choice"]
@@ -44,47 +44,47 @@ def coerce(spec: ParamSpec, value: object, name: str) -> Value:
             return value
         if isinstance(value, str) and value.lower() in (*_TRUE, *_FALSE):
             return value.lower() in _TRUE
-        raise ValueError(f"expected true or false, got {value!r}")
+        raise ValueError(f"expected true or false, got {echo(value)}")
     if spec.type in ("int", "float"):
         number = _number(spec.type, value)
         if spec.min is not None and number < spec.min:
-            raise ValueError(f"expected at least {spec.min:g}, got {number!r}")
+            raise ValueError(f"expected at least {spec.min:g}, got {echo(number)}")
         if spec.max is not None and number > spec.max:
-            raise ValueError(f"expected at most {spec.max:g}, got {number!r}")
+            raise ValueError(f"expected at most {spec.max:g}, got {echo(number)}")
         return number
     if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {value!r}")
+        raise ValueError(f"expected a string, got {echo(value)}")
     if spec.type == "choice":
         if value not in spec.choices:
-            raise ValueError(f"expected one of {', '.join(spec.choices)}, got {value!r}")
+            raise ValueError(f"expected one of {', '.join(spec.choices)}, got {echo(value)}")
         return value
     if "\0" in value or len(value) > MAX_STR_LEN:
         raise ValueError(f"expected a string without NUL bytes and at most {MAX_STR_LEN} characters")
     if spec.pattern and not re.fullmatch(spec.pattern, value):
-        raise ValueError(f"expected a value matching {spec.pattern!r}, got {value!r}")
+        raise ValueError(f"expected a value matching {spec.pattern!r}, got {echo(value)}")
     return value
 
 
 def _number(kind: str, value: object) -> int | float:
     if isinstance(value, bool):
-        raise ValueError(f"expected {'a whole number' if kind == 'int' else 'a number'}, got {value!r}")
+        raise ValueError(f"expected {'a whole number' if kind == 'int' else 'a number'}, got {echo(value)}")
     if kind == "int":
         if isinstance(value, int):
             return value
         if isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,18}", value.strip()):
             return int(value)
-        raise ValueError(f"expected a whole number, got {value!r}")
+        raise ValueError(f"expected a whole number, got {echo(value)}")
     if isinstance(value, (int, float)):
         number = float(value)
     elif isinstance(value, str):
         try:
             number = float(value)
         except ValueError:
-            raise ValueError(f"expected a number, got {value!r}") from None
+            raise ValueError(f"expected a number, got {echo(value)}") from None
     else:
-        raise ValueError(f"expected a number, got {value!r}")
+        raise ValueError(f"expected a number, got {echo(value)}")
     if not math.isfinite(number):
-        raise ValueError(f"expected a finite number, got {value!r}")
+        raise ValueError(f"expected a finite number, got {echo(value)}")
     return number
 
 
@@ -94,10 +94,7 @@ def resolve(specs: Mapping[str, ParamSpec], params: Mapping[str, object], what: 
     ``what`` names the kind or template in messages. Undeclared parameters are refused: a typo must not be
     silently ignored and run a job the operator did not ask for.
     """
-    unknown = sorted(set(params) - set(specs))
-    if unknown:
-        known = ", ".join(specs) or "none"
-        raise JobRejected(f"{what}: unknown parameter {unknown[0]!r} (parameters: {known})", f"params.{unknown[0]}")
+    refuse_undeclared(params, specs, what)
     out: dict[str, Value] = {}
     for name, spec in specs.items():
         if name not in params:
@@ -110,6 +107,15 @@ def resolve(specs: Mapping[str, ParamSpec], params: Mapping[str, object], what: 
         except ValueError as exc:
             raise JobRejected(f"{what}: parameter {name!r}: {exc}", f"params.{name}") from None
     return out
+
+
+def refuse_undeclared(params: Mapping[str, object], declared: Iterable[str], what: str) -> None:
+    """JobRejected naming the first parameter of ``params`` that is not ``declared`` (with the declared ones)."""
+    names = list(declared)
+    unknown = sorted(set(params) - set(names))
+    if unknown:
+        known = ", ".join(names) or "none"
+        raise JobRejected(f"{what}: unknown parameter {echo(unknown[0])} (parameters: {known})", f"params.{unknown[0]}")
 
 
 def describe(spec: ParamSpec) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nodeagent.config import JobsSection
-from nodeagent.errors import JobFailed, JobRejected
+from nodeagent.errors import JobFailed, JobRejected, echo
 from nodeagent.jobs.kind import JobContext, JobKind, Prepared
 from nodeagent.jobs.kinds import KINDS
 from nodeagent.jobs.kinds.template import TemplateKind
@@ -201,12 +201,12 @@ class Runner:
             templates = ", ".join(t.name for t in self.cfg.template)
             also = f"; templates: {templates}" if templates else ""
             raise JobRejected(
-                f"job kind {name!r} is not allowed on this node (jobs.kinds: {kinds}{also})",
+                f"job kind {echo(name)} is not allowed on this node (jobs.kinds: {kinds}{also})",
                 "job.kind",
             )
         kind = self._kinds.get(name)
         if kind is None:
-            raise JobRejected(f"job kind {name!r} is not known to this agent version", "job.kind")
+            raise JobRejected(f"job kind {echo(name)} is not known to this agent version", "job.kind")
         return kind
 
     # --- commands --------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ class PrometheusConfig:
         if self.listen and parse_listen(self.listen) is None:
             raise ConfigError(f"prometheus.listen: expected host:port such as 0.0.0.0:9101, got {self.listen!r}")
 
-    def for_sim(self, state_dir: str) -> PrometheusConfig:
+    def for_sim(self, state_dir: str | Path) -> PrometheusConfig:
         """A simulated node is not this machine's hardware: the default textfile moves out of node_exporter's
         directory into the node's state directory."""
         if self.textfile != PrometheusConfig().textfile:

@@ -134,6 +134,11 @@ def node_families(t: Telemetry, facts: NodeFacts | None, cluster: str, last_hpl_
         nvme[3].add(d.media_errors, device=d.device)
         nvme[4].add(d.critical_warning if d.smart_t is not None else None, device=d.device)
     aer = fam("pcie_aer_errors_total", "counter", "PCIe AER errors reported by the device (root ports: seen below).")
+    by_type = fam(
+        "pcie_aer_errors_by_type_total",
+        "counter",
+        "PCIe AER errors the device itself reported, by error type as the kernel names it (types above zero only).",
+    )
     degraded = fam("pcie_link_degraded", "gauge", "1 when the link trained below what both ends allow.")
     for p in t.pcie:
         for severity, count in (
@@ -142,9 +147,11 @@ def node_families(t: Telemetry, facts: NodeFacts | None, cluster: str, last_hpl_
             ("fatal", p.aer_fatal),
         ):
             aer.add(count, device=p.device, severity=severity)
+            for name, n in sorted(p.aer_types.get(severity, {}).items()):
+                by_type.add(n, device=p.device, severity=severity, type=name)
         degraded.add(p.degraded, device=p.device)
     return [info, stamp, temp, freq, load, mem_total, mem_avail, duty, rpm, mode, power, input_power, throttle,
-            guard, job, frozen, gflops, errors, *nvme, aer, degraded]  # fmt: skip
+            guard, job, frozen, gflops, errors, *nvme, aer, by_type, degraded]  # fmt: skip
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from nodeagent.config import MpiSection
-from nodeagent.errors import JobFailed, JobRejected
+from nodeagent.errors import JobFailed, JobRejected, echo
 from nodeagent.jobs.kind import JobContext, Prepared, Progress
 from nodeagent.jobs.kinds.hpl import render_input
-from nodeagent.jobs.kinds.hpl_kind import HplKind, _last_words, params_from
+from nodeagent.jobs.kinds.hpl_kind import SINGLE_PARAMS, HplKind, _last_words, oversubscribe, params_from
+from nodeagent.jobs.params import refuse_undeclared
+from nodeagent.protocol.jobs import check_node_ranks, check_ranks
 from nodeagent.protocol.messages import Scalar
 from nodeagent.protocol.topics import NAME_RE
 
@@ -40,23 +42,35 @@ MEMBER_FILE = "member.json"  # written at accept: who the leader is
 LAUNCH_FILE = "launch.json"  # written when the leader's launch request is accepted: the daemon's argv
 HOSTFILE = "hostfile"
 NO_LAUNCH_EXIT = 3  # the member's exit status when no launch came (nodeagent/mpi/member.py)
+# Every parameter each role takes (params common to the whole job reach every node, so a member accepts the grid's).
+LEADER_PARAMS = (*SINGLE_PARAMS, "role", "hosts", "ranks_per_node")
+MEMBER_PARAMS = (*SINGLE_PARAMS, "role", "leader", "ranks_per_node")
+# TCP keepalive on a member's end of Open MPI's out-of-band channel (daemon <-> mpirun), idle for most of a run: a
+# daemon cut off from its mpirun (a partition, a leader that vanished) exits after 10 + 3 x 5 s instead of Open
+# MPI's 300 + 9 x 20 s, so its node is free when it comes back. In the member's environment only: in mpirun's, it
+# would reach every daemon's command line, which members check against what mpirun is known to send.
+OOB_KEEPALIVE = {
+    "OMPI_MCA_oob_tcp_keepalive_time": "10",
+    "OMPI_MCA_oob_tcp_keepalive_intvl": "5",
+    "OMPI_MCA_oob_tcp_keepalive_probes": "3",
+}
 _HOSTS_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}(,[A-Za-z0-9_-]{1,64}){0,1049}$")
 
 
 def _str_param(params: Mapping[str, Scalar], key: str, what: str) -> str:
     value = params.get(key)
     if not isinstance(value, str) or not value:
-        raise JobRejected(f"cluster HPL parameter {key!r} must be {what}, got {value!r}", f"params.{key}")
+        raise JobRejected(f"cluster HPL parameter {key!r} must be {what}, got {echo(value)}", f"params.{key}")
     return value
 
 
 def _hosts(params: Mapping[str, Scalar]) -> list[str]:
     hosts = _str_param(params, "hosts", "the comma-separated node names, the leader first")
     if not _HOSTS_RE.match(hosts):
-        raise JobRejected(f"params.hosts {hosts!r}: expected node names separated by commas", "params.hosts")
+        raise JobRejected(f"params.hosts {echo(hosts)}: expected node names separated by commas", "params.hosts")
     names = hosts.split(",")
     if len(set(names)) != len(names):
-        raise JobRejected(f"params.hosts {hosts!r} names a node twice", "params.hosts")
+        raise JobRejected(f"params.hosts {echo(hosts)} names a node twice", "params.hosts")
     return names
 
 
@@ -64,7 +78,7 @@ def _ranks_per_node(params: Mapping[str, Scalar]) -> int:
     value = params.get("ranks_per_node")
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise JobRejected(
-            f"params.ranks_per_node must be a whole number from 1, got {value!r}",
+            f"params.ranks_per_node must be a whole number from 1, got {echo(value)}",
             "params.ranks_per_node",
         )
     return value
@@ -87,20 +101,25 @@ class ClusterHplKind:
             return self._leader(params, ctx)
         if role == "member":
             return self._member(params, ctx)
-        raise JobRejected(f"params.role must be 'leader' or 'member', got {role!r}", "params.role")
+        raise JobRejected(f"params.role must be 'leader' or 'member', got {echo(role)}", "params.role")
 
     # --- leader ------------------------------------------------------------------------------------------------
     def _leader(self, params: Mapping[str, Scalar], ctx: JobContext) -> Prepared:
         if ctx.cfg.xhpl:
             raise JobRejected("cluster HPL runs hpcc; unset jobs.xhpl on the leader", "jobs.xhpl")
+        refuse_undeclared(params, LEADER_PARAMS, "cluster HPL leader")
         hpl = params_from(params)
         hosts = _hosts(params)
         per_node = _ranks_per_node(params)
-        if hpl.ranks > per_node * len(hosts):
-            raise JobRejected(
-                f"a {hpl.p} x {hpl.q} grid needs {hpl.ranks} ranks; {len(hosts)} nodes x {per_node} offer fewer",
-                "params.p",
-            )
+        check_ranks(
+            p=hpl.p,
+            q=hpl.q,
+            nodes=len(hosts),
+            ranks_per_node=per_node,
+            cores=ctx.cores,
+            oversubscribe=oversubscribe(params),
+            max_ranks_per_core=ctx.cfg.max_ranks_per_core,
+        )
         (ctx.work_dir / "hpccinf.txt").write_text(render_input(hpl))
         # The leader's own line is "localhost", which Open MPI knows is mpirun's node; the others are node names,
         # which the agent launcher resolves through the broker (ssh mode: they must be resolvable host names).
@@ -149,12 +168,21 @@ class ClusterHplKind:
 
     # --- member ------------------------------------------------------------------------------------------------
     def _member(self, params: Mapping[str, Scalar], ctx: JobContext) -> Prepared:
+        refuse_undeclared(params, MEMBER_PARAMS, "cluster HPL member")
         leader = _str_param(params, "leader", "the leader's node name")
+        if "ranks_per_node" in params:  # the leader starts this many ranks here: never trust its count
+            check_node_ranks(
+                _ranks_per_node(params),
+                cores=ctx.cores,
+                oversubscribe=oversubscribe(params),
+                max_ranks_per_core=ctx.cfg.max_ranks_per_core,
+                what="the leader's ranks_per_node",
+            )
         if not NAME_RE.match(leader):
-            raise JobRejected(f"params.leader {leader!r} is not a node name", "params.leader")
+            raise JobRejected(f"params.leader {echo(leader)} is not a node name", "params.leader")
         (ctx.work_dir / MEMBER_FILE).write_text(json.dumps({"leader": leader}))
         argv = (sys.executable, "-m", "nodeagent.mpi.member", f"{self.mpi.launch_timeout_s:g}")
-        env = {"OPENBLAS_NUM_THREADS": "1"}
+        env = {"OPENBLAS_NUM_THREADS": "1", **OOB_KEEPALIVE}
         if ctx.run_as_root:
             env |= {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
         return Prepared(argv=argv, env=env, plan={"role": "member", "leader": leader})

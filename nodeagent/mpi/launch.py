@@ -1,9 +1,10 @@
 """The member side of a launch request: accept Open MPI's daemon for a job this node holds, or refuse and say why.
 
 Accepted only when all of these hold: the node is running the member part of exactly that job, the request
-comes from the job's leader, the daemon has not been launched for it yet, and the command is Open MPI's daemon
-with its expected arguments (``orted.daemon_argv``). The member process waiting in the job directory then
-becomes that daemon (``member.py``).
+comes from the job's leader, the daemon has not been launched for it yet, the command is Open MPI's daemon with
+only the arguments mpirun sends (``orted.daemon_argv``), and its ``orte_hnp_uri`` names the leader's own address
+(``leader_addr``; other addresses are taken out). The member process waiting in the job directory then becomes
+that daemon (``member.py``).
 """
 
 from __future__ import annotations
@@ -15,13 +16,23 @@ from pathlib import Path
 from nodeagent.config import AgentConfig, MpiSection, read_password
 from nodeagent.errors import JobRejected
 from nodeagent.mpi.cluster_kind import LAUNCH_FILE, MEMBER_FILE, launch_agent
-from nodeagent.mpi.orted import BadDaemonCommand, daemon_argv
+from nodeagent.mpi.leader_addr import LeaderUnknown, Resolver, leader_check, resolve
+from nodeagent.mpi.orted import BadDaemonCommand, daemon_argv, pin_hnp
 from nodeagent.mqtt.settings import Credentials
 from nodeagent.protocol import Command, JobSpec
 
 
-def accept_launch(cmd: Command, current_job: str | None, work_dir: Path, mpi: MpiSection) -> list[str]:
-    """Check ``cmd`` and hand the daemon's argv to the waiting member process; raise JobRejected otherwise."""
+def accept_launch(
+    cmd: Command,
+    current_job: str | None,
+    work_dir: Path,
+    mpi: MpiSection,
+    *,
+    sim: bool = False,
+    resolver: Resolver = resolve,
+) -> list[str]:
+    """Check ``cmd`` and hand the daemon's argv to the waiting member process; raise JobRejected otherwise.
+    ``sim``: this is a simulated node, whose leader may be this same machine (see ``leader_addr``)."""
     if current_job != cmd.job_id:
         running = f"job {current_job}" if current_job else "no job"
         raise JobRejected(f"this node runs {running}, not the member part of {cmd.job_id}", "job_id")
@@ -36,7 +47,8 @@ def accept_launch(cmd: Command, current_job: str | None, work_dir: Path, mpi: Mp
         raise JobRejected(f"the MPI daemon of job {cmd.job_id} was already launched on this node", "job_id")
     try:
         argv = daemon_argv(cmd.argv, rsh_agents=(launch_agent(mpi), mpi.ssh))
-    except BadDaemonCommand as exc:
+        argv = pin_hnp(argv, leader_check(leader, sim=sim, resolver=resolver), leader)
+    except (BadDaemonCommand, LeaderUnknown) as exc:
         raise JobRejected(f"launch refused: {exc}", "argv") from None
     tmp = job_dir / (LAUNCH_FILE + ".tmp")
     tmp.write_text(json.dumps({"argv": argv, "leader": leader}))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from nodeagent.mqtt import connect_error, paho16
 from nodeagent.mqtt.netloop import NetLoop, set_nodelay
 from nodeagent.mqtt.settings import Broker, Credentials
 
@@ -90,6 +92,8 @@ class Link:
         self._connected = threading.Event()
         self._stopping = False
         self.refused = ""  # why the broker last refused the connection, in words ("" until it does)
+        self.failed = ""  # why connecting keeps failing where retrying alone will not help (TLS), in words
+        self._socket_open = False
         self._user_connect = on_connect
         self._user_disconnect = on_disconnect
         self._user_message = on_message
@@ -108,9 +112,15 @@ class Link:
             self._client.on_publish = lambda c, u, mid: self._on_publish(mid)
         self._client.on_message = self._on_message
         self._client.on_socket_open = self._on_socket_open
+        # paho calls this inside its except block: the exception at hand says why (a TLS problem needs a person).
+        self._client.on_connect_fail = lambda c, u: self._connect_failed(
+            connect_error.explain(sys.exc_info()[1], broker)
+        )
         if net is not None:  # the shared loop reads and writes; paho tells it when there is output
             self._client.on_socket_close = lambda c, u, sock: net.closed(self, sock)
             self._client.on_socket_register_write = lambda c, u, sock: net.want_write(self)
+        elif not PAHO2:
+            paho16.keep_thread_alive(self._client, self._tls_error)
         self._client.reconnect_delay_set(min_delay=self.reconnect_min_s, max_delay=self.reconnect_max_s)
         # QoS 1 messages wait in paho's queue while the broker is away; unbounded by design, the spool bounds it.
         self._client.max_queued_messages_set(0)
@@ -165,7 +175,7 @@ class Link:
         """True once connected; False after ``timeout_s``, or as soon as the broker refuses (``refused``)."""
         deadline = time.monotonic() + timeout_s
         while not self._connected.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
-            if self.refused or time.monotonic() >= deadline:
+            if self.refused or self.failed or time.monotonic() >= deadline:
                 return self._connected.is_set()
         return True
 
@@ -186,13 +196,17 @@ class Link:
 
     # --- paho callbacks (paho's thread; must not raise) ------------------------------------------------------
     def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._socket_open = True
         set_nodelay(sock)
         if self.net is not None:
             self.net.opened(self, sock)
 
     def connect_failed(self, exc: Exception) -> None:
-        """The shared loop's connection attempt failed (paho's own thread logs nothing either: it retries)."""
-        log.debug("event=mqtt_connect_failed broker=%s client_id=%s reason=%r", self.broker, self.client_id, exc)
+        """The shared loop's connection attempt, or a read or write of the session, raised: say why when a person
+        must act (TLS), and treat a live session as lost (the loop reconnects it)."""
+        self._connect_failed(connect_error.explain(exc, self.broker))
+        if self._connected.is_set():
+            self._on_disconnect(mqtt.MQTT_ERR_CONN_LOST)
 
     def _on_connect(self, flags: Any, rc: Any) -> None:
         code = _code(rc)
@@ -200,7 +214,7 @@ class Link:
             self.refused = REFUSALS.get(code, f"refused with code {code}")
             log.warning("event=mqtt_refused broker=%s reason=%s", self.broker, rc)
             return
-        self.refused = ""
+        self.refused = self.failed = ""
         with self._lock:
             subs = list(self._subs.items())
         if subs:
@@ -214,11 +228,25 @@ class Link:
     def _on_disconnect(self, rc: Any) -> None:
         was = self._connected.is_set()
         self._connected.clear()
+        if not was and self._socket_open and not self._stopping and not self.refused and not self.failed:
+            self._connect_failed(connect_error.closed_early(self.broker))
+        self._socket_open = False
         if was and not self._stopping:
             log.warning("event=mqtt_lost broker=%s reason=%s (reconnecting with back-off)", self.broker, rc)
         if self.net is not None and not self._stopping:
             self.net.lost(self)
         self._call(self._user_disconnect, _code(rc))
+
+    def _tls_error(self, exc: ssl.SSLError) -> None:
+        """paho 1.6's thread met a TLS error after the handshake (paho16.py): the connection is gone."""
+        self._connect_failed(connect_error.explain(exc, self.broker))
+        self._on_disconnect(mqtt.MQTT_ERR_CONN_LOST)
+
+    def _connect_failed(self, reason: str) -> None:
+        """A connection attempt failed for a reason a person must fix: say it once, and let waiters see it."""
+        if reason and reason != self.failed:
+            log.warning("event=mqtt_connect_failed broker=%s reason=%r", self.broker, reason)
+        self.failed = reason or self.failed
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         self._call(self._user_message, msg.topic, bytes(msg.payload), bool(msg.retain))

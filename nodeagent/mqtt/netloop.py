@@ -235,11 +235,13 @@ class NetLoop:
                     while os.read(self._wake_r, 4096):
                         pass
                 continue
-            client = entry.link.client
-            if mask & selectors.EVENT_READ:
-                client.loop_read()
-            if mask & selectors.EVENT_WRITE and entry.sock is not None:
-                self._write(entry)
+            try:
+                if mask & selectors.EVENT_READ:
+                    entry.link.client.loop_read()
+                if mask & selectors.EVENT_WRITE and entry.sock is not None:
+                    self._write(entry)
+            except Exception as exc:  # paho 1.6 raises a TLS alert that comes after the handshake, for one
+                self._broken(entry, exc)
         with self._lock:
             todo, self._todo = self._todo, []
             writes, self._writes = self._writes, set()
@@ -249,7 +251,10 @@ class NetLoop:
         for key in writes:
             entry = self._entries.get(key)
             if entry is not None and entry.sock is not None:
-                self._write(entry)
+                try:
+                    self._write(entry)
+                except Exception as exc:
+                    self._broken(entry, exc)
         self._timers_due()
         now = time.monotonic()
         if now >= self._next_misc:
@@ -257,6 +262,16 @@ class NetLoop:
             for entry in list(self._entries.values()):
                 if entry.sock is not None:
                     entry.link.client.loop_misc()
+
+    def _broken(self, entry: _Entry, exc: Exception) -> None:
+        """A read or write raised: the owner says why, the socket goes, and the session is tried again."""
+        log.debug("event=netloop_session_error reason=%r", exc)
+        entry.link.connect_failed(exc)
+        with contextlib.suppress(Exception):
+            entry.link.client._sock_close()  # paho's own close (it calls back closed()); no public twin
+        if entry.sock is not None:
+            self.closed(entry.link, entry.sock)
+        self._retry(entry)
 
     def _write(self, entry: _Entry) -> None:
         client = entry.link.client

@@ -33,11 +33,19 @@ class Outbox:
         self._inflight: dict[int, int] = {}  # mid -> seq
         self._early: dict[int, float] = {}  # mid -> when its PUBACK came
 
-    def send(self, topic: str, kind: str, make: Callable[[int], bytes]) -> Pending:
-        """Spool the event that ``make(seq)`` builds, then publish it. Callers serialise calls (seq order)."""
-        item = self.spool.append(make, topic, kind)
+    def send(self, topic: str, kind: str, make: Callable[[int], bytes], job: str = "") -> Pending:
+        """Spool the event that ``make(seq)`` builds, then publish it. Callers serialise calls (seq order). With
+        ``job``, the spool also keeps it as what this node said about that job."""
+        item = self.spool.append(make, topic, kind, job)
         self._send(item)
         return item
+
+    def resend(self, job: str) -> int:
+        """Publish again, unchanged (same ``seq``), what this node said about ``job``; how many events."""
+        items = self.spool.job_events(job)
+        for item in items:
+            self._send(item)
+        return len(items)
 
     def replay(self) -> int:
         """Publish, oldest first, every event a previous agent process left unacknowledged; how many."""

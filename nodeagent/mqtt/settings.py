@@ -10,12 +10,25 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 # The login of a process that is not the agent (piclusterctl, picluster-mpi-launch), from its environment.
-ENV_USERNAME = "PICLUSTER_MQTT_USERNAME"
-ENV_PASSWORD = "PICLUSTER_MQTT_PASSWORD"
-ENV_PASSWORD_FILE = "PICLUSTER_MQTT_PASSWORD_FILE"
-ENV_CA_FILE = "PICLUSTER_MQTT_CA_FILE"
-ENV_CERT_FILE = "PICLUSTER_MQTT_CERT_FILE"
-ENV_KEY_FILE = "PICLUSTER_MQTT_KEY_FILE"
+from nodeagent.mqtt.env import (
+    ENV_CA_FILE,
+    ENV_CERT_FILE,
+    ENV_KEY_FILE,
+    ENV_PASSWORD,
+    ENV_PASSWORD_FILE,
+    ENV_USERNAME,
+)
+
+__all__ = [
+    "ENV_CA_FILE",
+    "ENV_CERT_FILE",
+    "ENV_KEY_FILE",
+    "ENV_PASSWORD",
+    "ENV_PASSWORD_FILE",
+    "ENV_USERNAME",
+    "Broker",
+    "Credentials",
+]
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,19 @@ One SQLite file in ``agent.state_dir`` (``spool.sqlite3``) holds three things th
   ``(node, job, seq)``.
 - ``seen_jobs``: the job ids this node has received (the newest ``max_seen_jobs``; up to a tenth more between two
   trims), so a job runs at most once whatever the broker redelivers and whether or not the agent restarted.
+- ``job_events``: what this node said about each job it received (accepted, started and its verdict), kept after
+  the broker has it, as long as the job id is remembered. A broker crash can lose an event it had acknowledged
+  (Mosquitto saves its queues every ``autosave_interval``); piclusterctl then asks again (``resend``) and gets
+  the same events with the same ``seq``. A received job with no verdict here when the agent starts was cut off
+  by the agent's own death (an orphan), however far it got.
 
 The spool is bounded (``max_events``). When it is full the oldest ``progress`` events go first, then other
 events that end no job; results and other terminal events are never dropped. Every drop is logged.
 WAL with ``synchronous=NORMAL``: a process crash loses nothing; a power cut may lose the last commits.
+
+When the file cannot be written (the state dir's disk is full, or it went read-only), events and job ids are held
+in memory (bounded by the same rules), still published, and written to disk with the next write that succeeds
+(``flush()`` retries); ``trouble`` says why meanwhile. Held events are lost if the agent stops before that.
 """
 
 from __future__ import annotations
@@ -35,9 +44,17 @@ CREATE TABLE IF NOT EXISTS pending (
     seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL, kind TEXT NOT NULL, keep INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS seen_jobs (job TEXT PRIMARY KEY, t REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS job_events (
+    job TEXT NOT NULL, kind TEXT NOT NULL, seq INTEGER NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL,
+    PRIMARY KEY (job, kind)
+);
 """
+# Added to a schema 1 file by a later agent, which older agents ignore: jobs received before it are not judged.
+_SINCE = "INSERT OR IGNORE INTO meta VALUES ('job_events_since', (SELECT coalesce(max(rowid), 0) FROM seen_jobs))"
+VERDICTS = frozenset({"rejected", "finished", "failed", "cancelled"})
 # Events the spool never drops when full: a job's verdict, however long the broker stays away.
-KEEP = frozenset({"accepted", "rejected", "finished", "failed", "cancelled"})
+KEEP = frozenset({"accepted", *VERDICTS})
+LIFECYCLE = frozenset({"accepted", "started", *VERDICTS})  # kept per job for resend
 
 
 class SpoolError(OSError):
@@ -52,6 +69,20 @@ class Pending:
     topic: str
     payload: bytes
     kind: str
+
+
+@dataclass
+class _Held:
+    """An event that could not be written yet: the broker may acknowledge it meanwhile, but what it says about
+    its job is still to be kept."""
+
+    item: Pending
+    job: str
+    acked: bool = False
+
+    @property
+    def said(self) -> bool:
+        return bool(self.job) and self.item.kind in LIFECYCLE
 
 
 class Spool:
@@ -70,6 +101,7 @@ class Spool:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._db.execute(_SINCE)
             version = self._meta("schema_version")
             if version is None:
                 self._set_meta("schema_version", SCHEMA_VERSION)
@@ -86,6 +118,10 @@ class Spool:
                 "agent and the file is not damaged (move it away to start afresh)"
             ) from None
         self._last_seq = self._meta("last_seq") or 0
+        self._held: list[_Held] = []  # events the file could not take yet, oldest first
+        self._held_seen: dict[str, float] = {}  # job ids likewise
+        self._held_acks: set[int] = set()  # acknowledged events the file still has as pending
+        self.trouble = ""  # why the file cannot be written now ("" when it can)
         self._seen = int(self._db.execute("SELECT count(*) FROM seen_jobs").fetchone()[0])
 
     def close(self) -> None:
@@ -96,44 +132,95 @@ class Spool:
             self._db.close()
 
     # --- events ----------------------------------------------------------------------------------------------
-    def append(self, make: Callable[[int], bytes], topic: str, kind: str) -> Pending:
-        """Take the next ``seq``, build the payload with ``make(seq)`` and store it, in one transaction."""
+    def append(self, make: Callable[[int], bytes], topic: str, kind: str, job: str = "") -> Pending:
+        """Take the next ``seq``, build the payload with ``make(seq)`` and store it, in one transaction. With
+        ``job``, a lifecycle event is also kept as what this node said about that job (the first of each kind)."""
         with self._lock:
             seq = self._last_seq + 1
-            payload = make(seq)
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_seq', ?)", (seq,))
-                self._db.execute(
-                    "INSERT INTO pending VALUES (?, ?, ?, ?, ?)", (seq, topic, payload, kind, int(kind in KEEP))
-                )
-                self._trim()
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-                # The event still goes out (at most once, from memory): losing the disk must not silence the node.
-                log.error("event=spool_write_failed path=%s seq=%d reason=%r", self.path, seq, str(exc))
+            item = Pending(seq, topic, make(seq), kind)
             self._last_seq = seq
-            return Pending(seq, topic, payload, kind)
+            self._held.append(_Held(item, job))
+            self._write_held()  # the event still goes out if this fails: losing the disk must not silence the node
+            return item
+
+    def flush(self) -> bool:
+        """Try again to write what is held in memory; True when nothing is held any more."""
+        with self._lock:
+            if self._held or self._held_seen or self._held_acks:
+                self._write_held()
+            return not self.trouble
+
+    def _write_held(self) -> None:
+        """Called with the lock held: everything held, in one transaction; on failure it stays held (bounded)."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            for seq in self._held_acks:
+                self._db.execute("DELETE FROM pending WHERE seq = ?", (seq,))
+            for job, t in self._held_seen.items():
+                self._db.execute("INSERT OR IGNORE INTO seen_jobs VALUES (?, ?)", (job, t))
+            for held in self._held:
+                seq, topic, payload, kind = held.item.seq, held.item.topic, held.item.payload, held.item.kind
+                if not held.acked:
+                    self._db.execute(
+                        "INSERT INTO pending VALUES (?, ?, ?, ?, ?)", (seq, topic, payload, kind, int(kind in KEEP))
+                    )
+                if held.said:
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO job_events VALUES (?, ?, ?, ?, ?)", (held.job, kind, seq, topic, payload)
+                    )
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_seq', ?)", (self._last_seq,))
+            self._trim()
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            self._trim_held()
+            self._note_trouble(str(exc))
+            return
+        if self.trouble:
+            log.warning("event=spool_written_again path=%s held=%d", self.path, len(self._held))
+        self.trouble = ""
+        if self._held_seen:  # first_sight's count of the ids, for its batched trim
+            self._seen = int(self._db.execute("SELECT count(*) FROM seen_jobs").fetchone()[0])
+        self._held.clear()
+        self._held_seen.clear()
+        self._held_acks.clear()
+
+    def _note_trouble(self, reason: str) -> None:
+        if not self.trouble:  # once per spell: the agent says it, with the fix, as an alert too
+            log.error(
+                "event=spool_write_failed path=%s reason=%r action='events are held in memory until it can be written'",
+                self.path,
+                reason,
+            )
+        self.trouble = reason
 
     def ack(self, seq: int) -> None:
-        """The broker has it: forget it."""
+        """The broker has it: forget it (what it says about its job is kept)."""
         with self._lock:
+            for held in self._held:
+                if held.item.seq == seq:
+                    held.acked = True
+            self._held = [h for h in self._held if not h.acked or h.said]
             try:
                 self._db.execute("DELETE FROM pending WHERE seq = ?", (seq,))
             except sqlite3.Error as exc:
-                log.warning("event=spool_ack_failed seq=%d reason=%r", seq, str(exc))
+                self._held_acks.add(seq)  # not sent again by this process; deleted when the file takes writes
+                self._note_trouble(str(exc))
 
     def pending(self) -> list[Pending]:
         """Unacknowledged events, oldest first (what a restarted agent sends again)."""
         with self._lock:
             rows = self._db.execute("SELECT seq, topic, payload, kind FROM pending ORDER BY seq").fetchall()
-        return [Pending(s, t, bytes(p), k) for s, t, p, k in rows]
+            held = [h.item for h in self._held if not h.acked]
+            on_disk = [Pending(s, t, bytes(p), k) for s, t, p, k in rows if s not in self._held_acks]
+        return sorted([*on_disk, *held], key=lambda p: p.seq)
 
     def __len__(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM pending").fetchone()[0])
+            if not (self._held or self._held_acks):
+                return int(self._db.execute("SELECT count(*) FROM pending").fetchone()[0])
+        return len(self.pending())
 
     @property
     def last_seq(self) -> int:
@@ -158,6 +245,17 @@ class Spool:
                 self.max_events,
             )
 
+    def _trim_held(self) -> None:
+        """What is held in memory obeys the same bound and the same order of sacrifice as the file."""
+        over = sum(not h.acked for h in self._held) - self.max_events
+        if over <= 0:
+            return
+        droppable = [h for h in self._held if not h.acked and h.item.kind not in KEEP]
+        for victim in sorted(droppable, key=lambda h: (h.item.kind != "progress", h.item.seq))[:over]:
+            victim.acked = True  # out of pending; what it says about its job (never for droppable kinds) stays
+            log.warning("event=spool_full dropped_seq=%d dropped_kind=%s in=memory", victim.item.seq, victim.item.kind)
+        self._held = [h for h in self._held if not h.acked or h.said]
+
     # --- job ids ---------------------------------------------------------------------------------------------
     def first_sight(self, job_id: str, now: float | None = None) -> bool:
         """Record ``job_id``; True the first time this node sees it, False for every later copy."""
@@ -174,10 +272,52 @@ class Spool:
                         (self._seen - self.max_seen_jobs,),
                     )
                     self._seen = self.max_seen_jobs
+                    # What was said about a forgotten job goes with it.
+                    self._db.execute("DELETE FROM job_events WHERE job NOT IN (SELECT job FROM seen_jobs)")
                 return bool(cur.rowcount)
             except sqlite3.Error as exc:
-                log.error("event=seen_jobs_write_failed job=%s reason=%r", job_id, str(exc))
-                return True  # the runner's job-directory check still refuses a repeat
+                known = job_id in self._held_seen or self._seen_on_disk(job_id)
+                if not known:
+                    self._held_seen[job_id] = time.time() if now is None else now
+                self._note_trouble(str(exc))
+                return not known
+
+    def _seen_on_disk(self, job_id: str) -> bool:
+        with contextlib.suppress(sqlite3.Error):
+            return self._db.execute("SELECT 1 FROM seen_jobs WHERE job = ?", (job_id,)).fetchone() is not None
+        return False
+
+    def job_events(self, job_id: str) -> list[Pending]:
+        """What this node said about ``job_id`` (accepted, started, its verdict), in ``seq`` order."""
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT seq, topic, payload, kind FROM job_events WHERE job = ? ORDER BY seq", (job_id,)
+                ).fetchall()
+            except sqlite3.Error as exc:
+                log.error("event=spool_read_failed job=%s reason=%r", job_id, str(exc))
+                rows = []
+            said = {k: Pending(s, t, bytes(p), k) for s, t, p, k in rows}
+            for held in self._held:
+                if held.job == job_id and held.said:
+                    said.setdefault(held.item.kind, held.item)
+        return sorted(said.values(), key=lambda p: p.seq)
+
+    def unended(self) -> list[str]:
+        """Jobs this node received and gave no verdict for, oldest first. Called at start-up, before any job
+        runs: each was cut off by the previous agent's end (killed, crashed, or the machine went down)."""
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT job FROM seen_jobs WHERE rowid > (SELECT value FROM meta WHERE key = 'job_events_since') "
+                    f"AND job NOT IN (SELECT job FROM job_events WHERE kind IN ({','.join('?' * len(VERDICTS))})) "
+                    "ORDER BY rowid",
+                    tuple(sorted(VERDICTS)),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                log.error("event=spool_read_failed reason=%r", str(exc))
+                return []
+        return [job for (job,) in rows]
 
     # --- meta ------------------------------------------------------------------------------------------------
     def _meta(self, key: str) -> int | None:
@@ -188,7 +328,7 @@ class Spool:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
 
-def open_spool(state_dir: str, max_events: int, max_seen_jobs: int) -> Spool:
+def open_spool(state_dir: str | Path, max_events: int, max_seen_jobs: int) -> Spool:
     """The spool in ``state_dir``; in memory, with an error, when the directory is unusable: the node's safety
     never depends on its disk."""
     try:

@@ -145,14 +145,23 @@ class PowerBudget:
         want = _on_ladder(min(caps), self.ladder) if caps and self.ladder else None
         if want != self.applied_khz:
             if want is not None and self.marker is not None:
-                self.marker.parent.mkdir(parents=True, exist_ok=True)
-                self.marker.write_text(f"{want}\n")
+                self._mark(want)
             problems = self.backend.cap_freq(want)
             log.info("event=freq_cap cap_mhz=%s problems=%r", "none" if want is None else want // 1000, problems)
             self.applied_khz = want
             if want is None and self.marker is not None:
                 self.marker.unlink(missing_ok=True)
         return self.applied_khz
+
+    def _mark(self, cap_khz: int) -> None:
+        """Note the cap for the next agent (which lifts a cap a crashed one left); the cap applies even when
+        the note cannot be written (a full state dir)."""
+        assert self.marker is not None
+        try:
+            self.marker.parent.mkdir(parents=True, exist_ok=True)
+            self.marker.write_text(f"{cap_khz}\n")
+        except OSError as exc:
+            log.warning("event=freq_cap_marker_failed path=%s reason=%r", self.marker, exc.strerror or str(exc))
 
     def admit(self, force: bool) -> Admission:
         """May this node start a heavy job, by every driver's budget? Busy nodes count at their heavy estimate."""

@@ -15,12 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 from nodeagent.config import AgentConfig, JobsSection
-from nodeagent.errors import JobRejected, ProtocolError
+from nodeagent.errors import MAX_ECHO, JobRejected, ProtocolError, clip
 from nodeagent.hw.base import Sample
 from nodeagent.hw.events import HwEvent
 from nodeagent.hw.governor import Governor
 from nodeagent.jobs.runner import DuplicateJob, Runner
 from nodeagent.mpi.launch import accept_launch, leader_of, member_of
+from nodeagent.mqtt.ratelog import RateLog
 from nodeagent.mqtt.spool import Spool
 from nodeagent.node.chassis_power import PowerBudget
 from nodeagent.node.safety import ChassisView, NodeSafety, SafetyTick
@@ -40,6 +41,7 @@ from nodeagent.protocol import (
 from nodeagent.protocol.messages import fan_mode
 
 log = logging.getLogger("picluster.agent")
+bad_input = RateLog(log)  # lines about received messages: anyone who reaches the broker could flood them
 
 Emit = Callable[..., None]
 IDENTIFY_S = 30.0  # how long identify lights the LEDs
@@ -101,6 +103,7 @@ class Commands:
         emit: Emit,
         subscribe: Callable[[str, int], None],
         clock: Callable[[], float] = time.time,
+        say_again: Callable[[str], int] = lambda job: 0,
     ) -> None:
         self.node, self.topics, self.hostname = cfg.node_id, Topics(cfg.agent.cluster), hostname
         self.mpi, self.critical_c = cfg.mpi, cfg.policy.guard.critical_c  # both need a restart to change
@@ -108,6 +111,7 @@ class Commands:
         self.spool = spool
         self.chassis, self.slot_power = roles
         self.emit, self.subscribe, self.clock = emit, subscribe, clock
+        self.say_again = say_again  # publish again what this node said about a job (the outbox); how many events
         self._identify_until = 0.0
         self._degraded_links: frozenset[str] = frozenset()
 
@@ -135,14 +139,23 @@ class Commands:
             return
         if retained:
             # A retained command would replay on every reconnect; commands are one-shot by contract.
-            log.warning("event=retained_command_ignored topic=%s fix='publish commands without the retain flag'", topic)
+            bad_input.warning(
+                "retained_command",
+                "event=retained_command_ignored topic=%s fix='publish commands without the retain flag'",
+                clip(topic, MAX_ECHO),
+            )
             return
         try:
             cmd = decode(payload, Command)
         except ProtocolError as exc:
             job = reply_address(payload)
-            log.warning(
-                "event=bad_message topic=%s field=%s reason=%r job=%s", topic, exc.field, exc.reason, job or "-"
+            bad_input.warning(
+                "bad_message",
+                "event=bad_message topic=%s field=%s reason=%r job=%s",
+                clip(topic, MAX_ECHO),
+                exc.field,
+                exc.reason,
+                job or "-",
             )
             if job:
                 self.emit("rejected", job, reason=f"invalid command: {exc.reason}", field=exc.field)
@@ -154,7 +167,7 @@ class Commands:
             # The leader's name in the topic is what a broker ACL vouches for; the payload's is only a claim.
             where = f"on {self.topics.launch_inbox(self.node)[:-1]}<leader>, from the leader named there"
             why = f"a launch request must come {where}" if cmd.cmd == "launch" else f"{cmd.cmd} is not a launch"
-            log.warning("event=bad_message topic=%s reason=%r", topic, why)
+            bad_input.warning("bad_message", "event=bad_message topic=%s reason=%r", clip(topic, MAX_ECHO), why)
             self.emit("rejected", cmd.id, reason=why, field="cmd")
             return
         if cmd.cmd == "run":
@@ -167,6 +180,8 @@ class Commands:
             self.mpi_launch(cmd)
         elif cmd.cmd == "cancel" and not self.runner.cancel(cmd.job_id):
             self.emit("log", cmd.job_id, message=f"cancel: job {cmd.job_id} is not running on {self.node}")
+        elif cmd.cmd == "resend":
+            self.resend(cmd.job_id)
 
     # --- jobs ----------------------------------------------------------------------------------------------------
     def start_job(self, cmd: Command) -> None:
@@ -187,6 +202,23 @@ class Commands:
             log.info("event=job_rejected job=%s reason=%r", job.id, exc.reason)
             self.emit("rejected", job.id, reason=exc.reason, field=exc.field)
 
+    def resend(self, job_id: str) -> None:
+        """piclusterctl lost what this node said about a job (a broker crash loses what it acknowledged since its
+        last save): say it again, same ``seq``. A job this node never received is refused for good, so the
+        command that was lost cannot run late."""
+        if sent := self.say_again(job_id):
+            log.info("event=job_resent job=%s events=%d", job_id, sent)
+            # The last word: piclusterctl knows it has everything this node said (they arrive in order).
+            self.emit("log", job_id, message=f"resent {sent} event(s) about job {job_id}", data={"resent": sent})
+        elif self.spool.first_sight(job_id):
+            self.emit(
+                "rejected",
+                job_id,
+                reason=f"job {job_id} never reached {self.node} (its command was lost, e.g. with a broker restart); "
+                "it will not run here: submit it again",
+                field="job.id",
+            )
+
     def _duplicate(self, job_id: str) -> None:
         """A job id seen before (a redelivery or a repeated submit): answered, never run again."""
         log.info("event=duplicate_job_refused job=%s", job_id)
@@ -196,6 +228,7 @@ class Commands:
             reason=f"duplicate: job {job_id} was already received by {self.node}; a job id runs at most once",
             field="job.id",
             data={"duplicate": True},
+            lifecycle=False,  # an answer to a copy, not this node's word on the job
         )
 
     def leader_status(self, node: str, payload: bytes) -> None:
@@ -207,9 +240,15 @@ class Commands:
     def mpi_launch(self, cmd: Command) -> None:
         """A cluster job's leader asks this member to start Open MPI's daemon (nodeagent/mpi/launch.py)."""
         try:
-            argv = accept_launch(cmd, self.runner.current, self.runner.work_dir, self.mpi)
+            argv = accept_launch(cmd, self.runner.current, self.runner.work_dir, self.mpi, sim=self.runner.sim)
         except JobRejected as exc:
-            log.warning("event=mpi_launch_refused job=%s from=%s reason=%r", cmd.job_id, cmd.sender, exc.reason)
+            bad_input.warning(
+                "mpi_launch_refused",
+                "event=mpi_launch_refused job=%s from=%s reason=%r",
+                cmd.job_id,
+                cmd.sender,
+                exc.reason,
+            )
             self.emit("rejected", cmd.id, reason=exc.reason, field=exc.field)
             return
         self.emit("accepted", cmd.id, data={"job": cmd.job_id, "daemon": argv[0]})
@@ -268,7 +307,7 @@ class Commands:
         try:
             msg = decode(payload, cls)
         except ProtocolError as exc:
-            log.debug("event=bad_%s node=%s reason=%r", leaf, node, exc.reason)
+            bad_input.debug(f"bad_{leaf}", "event=bad_%s node=%s reason=%r", leaf, node, exc.reason)
             return
         if isinstance(msg, ChassisPower):
             self.power.received(msg)

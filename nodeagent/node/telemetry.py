@@ -9,7 +9,7 @@ from typing import Any
 from nodeagent.hw.base import Facts, Sample
 from nodeagent.hw.events import HwEvent
 from nodeagent.hw.nvme import NvmeSample
-from nodeagent.hw.pcie import PcieSample
+from nodeagent.hw.pcie import PcieSample, aer_types
 from nodeagent.protocol import NodeFacts, NvmeStatus, PcieStatus, Telemetry
 from nodeagent.protocol.version import __version__
 
@@ -58,6 +58,7 @@ def pcie_status(dev: PcieSample) -> PcieStatus:
         aer_nonfatal=aer.nonfatal,
         aer_fatal=aer.fatal,
         aer_rising=dev.rising,
+        aer_types={s: types for s, counts in dev.counters.items() if (types := aer_types(counts))},
     )
 
 
@@ -122,17 +123,25 @@ def pcie_alerts(
         if dev.bdf in degraded - degraded_before:
             events.append(HwEvent("pcie.degraded", dev.bdf, f"PCIe {dev.bdf} ({dev.pci_id}) trained at {dev.link}"))
         if dev.rising:
-            grew = ", ".join(
-                f"+{(dev.increase.get(s) or 0) + ((dev.rootport_increase.get(s) or 0) if dev.rootport_increase else 0)}"
-                f" {s}"
-                for s in dev.rising
-            )
+            grew = ", ".join(f"+{_grown(dev, s)} {s}{_by_type(dev.types_increase.get(s, {}))}" for s in dev.rising)
             events.append(HwEvent("pcie.aer_rising", dev.bdf, f"PCIe {dev.bdf} AER errors rising: {grew}"))
     events += [
         HwEvent("pcie.recovered", bdf, f"PCIe {bdf} trained at its maximum again")
         for bdf in sorted(degraded_before - degraded)
     ]
     return events, degraded
+
+
+def _grown(dev: PcieSample, severity: str) -> int:
+    below = (dev.rootport_increase.get(severity) or 0) if dev.rootport_increase else 0
+    return (dev.increase.get(severity) or 0) + below
+
+
+def _by_type(grown: dict[str, int]) -> str:
+    """`` (BadTLP +3, Timeout +1)``: which error types rose, most first; what tells a flaky link from a failing
+    device (docs/hardware.md)."""
+    ranked = sorted(grown.items(), key=lambda kv: (-kv[1], kv[0]))
+    return f" ({', '.join(f'{name} +{n}' for name, n in ranked)})" if ranked else ""
 
 
 def facts_from(

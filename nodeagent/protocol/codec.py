@@ -1,4 +1,8 @@
-"""msgpack framing, sans-I/O. Limits are enforced here so a hostile payload cannot exhaust the agent's memory."""
+"""msgpack framing, sans-I/O. Limits are enforced here so a hostile payload cannot exhaust the agent's memory.
+
+A payload is size-checked, then its shape is checked by ``prescan.scan`` (nesting depth, collection lengths, one
+complete document) before msgpack sees it: Debian 12's msgpack leaks memory on malformed input.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,10 @@ from typing import Any
 import msgpack
 
 from nodeagent.errors import ProtocolError
+from nodeagent.protocol.prescan import scan
 
+# The largest message any picluster part sends is a few tens of KiB (docs/security.md, "Message sizes"); the
+# shipped broker config refuses larger publishes at the same limit.
 MAX_PAYLOAD_BYTES = 256 * 1024
 
 
@@ -20,6 +27,7 @@ def unpackb(payload: bytes) -> Any:
     """Deserialise one msgpack object; anything malformed or oversized becomes a ProtocolError."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ProtocolError(f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD_BYTES}-byte limit")
+    scan(payload)
     try:
         return msgpack.unpackb(payload, raw=False, strict_map_key=True)
     except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as exc:

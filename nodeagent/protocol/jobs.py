@@ -1,5 +1,5 @@
 """What the built-in job kinds take and give on the wire, shared by the agent's kinds and piclusterctl: HPL's
-parameters and result, and the parameters each role of the cluster inference jobs takes.
+parameters, result and rank limits, and the parameters each role of the cluster inference jobs takes.
 
 The agent's kinds (``nodeagent/jobs/kinds/``) hold the full declarations (types, limits, defaults) and check
 every value; these are the names and rules the controller must agree with to split and plan a job.
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nodeagent.errors import JobRejected
+from nodeagent.errors import JobRejected, echo
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class HplParams:
             value = getattr(self, name)
             # bool is an int subclass; a JSON/msgpack `true` must not pass for the number 1.
             if not isinstance(value, int) or isinstance(value, bool):
-                raise JobRejected(f"{name} must be a whole number, got {value!r}", field=name)
+                raise JobRejected(f"{name} must be a whole number, got {echo(value)}", field=name)
             if value < 1:
                 raise JobRejected(f"{name} must be at least 1, got {value}", field=name)
         if self.nb > self.n:
@@ -69,6 +69,70 @@ class HplResult:
     def fields_of(cls, result: Mapping[str, Any]) -> dict[str, Any]:
         """The HPL figures of any result carrying them (a node's, a cluster's leader's), missing ones as None."""
         return {f.name: result.get(f.name) for f in dataclasses.fields(cls)}
+
+
+# MPI ranks: a grid of P x Q is exactly P x Q ranks, spread evenly over the nodes; each node runs at most one rank
+# per core, or with ``oversubscribe`` at most ``jobs.max_ranks_per_core`` per core. piclusterctl's planner and every
+# node check it (a node never trusts the planner: a request need not come from it). Without it a request for
+# p = q = 1000 would start a million processes.
+DEFAULT_MAX_RANKS_PER_CORE = 4
+
+
+def rank_limit(cores: int, *, oversubscribe: bool, max_ranks_per_core: int) -> int:
+    """The most MPI ranks a node with ``cores`` cores runs."""
+    return cores * (max_ranks_per_core if oversubscribe else 1)
+
+
+def check_ranks(
+    *,
+    p: int,
+    q: int,
+    nodes: int,
+    ranks_per_node: int,
+    cores: int,
+    oversubscribe: bool,
+    max_ranks_per_core: int,
+    where: str = "this node",
+) -> None:
+    """Raise JobRejected (naming the field and the fix) unless a ``p`` x ``q`` grid is ``nodes`` x
+    ``ranks_per_node`` ranks and ``ranks_per_node`` fits ``cores`` (``where`` names whose cores, for messages)."""
+    ranks = p * q
+    if ranks != nodes * ranks_per_node:
+        raise JobRejected(
+            f"a {p} x {q} grid is {ranks} MPI ranks, but {nodes} node(s) x {ranks_per_node} rank(s) start "
+            f"{nodes * ranks_per_node}: p x q must equal the ranks (change p and q, or ranks_per_node)",
+            "params.p",
+        )
+    what = f"a {p} x {q} grid" if nodes == 1 else f"{ranks_per_node} ranks per node"
+    check_node_ranks(
+        ranks_per_node,
+        cores=cores,
+        oversubscribe=oversubscribe,
+        max_ranks_per_core=max_ranks_per_core,
+        what=what,
+        where=where,
+        field="params.p" if nodes == 1 else "params.ranks_per_node",
+    )
+
+
+def check_node_ranks(
+    ranks: int,
+    *,
+    cores: int,
+    oversubscribe: bool,
+    max_ranks_per_core: int,
+    what: str = "the job",
+    where: str = "this node",
+    field: str = "params.ranks_per_node",
+) -> None:
+    """Raise JobRejected unless ``ranks`` MPI ranks fit a node of ``cores`` cores (see :func:`rank_limit`)."""
+    if ranks <= rank_limit(cores, oversubscribe=oversubscribe, max_ranks_per_core=max_ranks_per_core):
+        return
+    if oversubscribe:
+        fix = f"at most {max_ranks_per_core} per core even with oversubscribe=true (jobs.max_ranks_per_core)"
+    else:
+        fix = f"one per core; --param oversubscribe=true allows up to {max_ranks_per_core} per core"
+    raise JobRejected(f"{what} puts {ranks} MPI ranks on {where}, which has {cores} cores: {fix}", field)
 
 
 # The parameters of each role of the cluster inference jobs (``llama-rpc``, ``dllama``): the controller sends each

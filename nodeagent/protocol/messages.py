@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
-from nodeagent.errors import ProtocolError
+from nodeagent.errors import ProtocolError, echo
 from nodeagent.protocol import codec
 from nodeagent.protocol.topics import NAME_RE
 from nodeagent.protocol.typecheck import FieldError, build
@@ -32,7 +32,7 @@ MAX_SLOT = 7  # a NanoCluster's slots; slot 1 switches the others
 
 
 def _job_id(value: str) -> str | None:
-    return None if JOB_ID_RE.match(value) else f"expected 1-80 letters, digits, '.', '-' or '_', got {value!r}"
+    return None if JOB_ID_RE.match(value) else f"expected 1-80 letters, digits, '.', '-' or '_', got {echo(value)}"
 
 
 def _job_id_or_empty(value: str) -> str | None:
@@ -40,16 +40,34 @@ def _job_id_or_empty(value: str) -> str | None:
 
 
 def _node_name(value: str) -> str | None:
-    return None if NAME_RE.match(value) else f"expected a node name (letters, digits, '-', '_'), got {value!r}"
+    return None if NAME_RE.match(value) else f"expected a node name (letters, digits, '-', '_'), got {echo(value)}"
 
 
 def _node_names(values: tuple[str, ...]) -> str | None:
     bad = [v for v in values if not NAME_RE.match(v)]
-    return f"invalid node names {bad!r}" if bad else None
+    return f"invalid node names {echo(bad)}" if bad else None
 
 
 def _positive(value: float) -> str | None:
-    return None if value > 0 else f"expected a number above 0, got {value!r}"
+    return None if value > 0 else f"expected a number above 0, got {echo(value)}"
+
+
+def _pcie_devices(devices: tuple[PcieStatus, ...]) -> str | None:
+    """Every device's ``aer_types`` within bounds: known severities, a bounded number of short names, counts that
+    fit a u64 (what the kernel prints)."""
+    for i, dev in enumerate(devices):
+        for severity, types in dev.aer_types.items():
+            where = f"device {i} ({dev.device[:40]!r}) aer_types.{severity}"
+            if severity not in AER_SEVERITIES:
+                return f"{where}: expected one of {', '.join(AER_SEVERITIES)}"
+            if len(types) > MAX_AER_TYPES:
+                return f"{where}: expected at most {MAX_AER_TYPES} error types, got {len(types)}"
+            for name, count in types.items():
+                if not 0 < len(name) <= MAX_AER_TYPE_NAME or not name.isprintable():
+                    return f"{where}: expected a name of 1-{MAX_AER_TYPE_NAME} printable characters, got {name[:80]!r}"
+                if not 0 <= count < 2**64:
+                    return f"{where}.{name}: expected a count from 0 to 2^64-1, got {count}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -94,9 +112,18 @@ class NvmeStatus:
     smart_t: float | None = None  # when the SMART page was read
 
 
+AER_SEVERITIES = ("correctable", "nonfatal", "fatal")
+MAX_AER_TYPES = 64  # error types per severity a PcieStatus may carry (kernels name at most 23)
+MAX_AER_TYPE_NAME = 64
+
+
 @dataclass(frozen=True)
 class PcieStatus:
-    """One PCI device: how its link trained, and its AER error totals with what rose since the last reading."""
+    """One PCI device: how its link trained, and its AER error totals with what rose since the last reading.
+
+    ``aer_types`` is the device's own per-type counts (``aer_dev_*``) above zero, by severity and the kernel's
+    name: ``{"correctable": {"BadTLP": 41, "Timeout": 26}, "nonfatal": {"CmpltTO": 3}}``. A severity with no
+    error is left out, so a healthy device sends an empty map."""
 
     device: str  # bus/device/function, e.g. 0001:01:00.0
     speed_gts: float | None = None
@@ -108,6 +135,7 @@ class PcieStatus:
     aer_nonfatal: int | None = None
     aer_fatal: int | None = None
     aer_rising: tuple[str, ...] = ()  # severities whose counters grew since the previous reading
+    aer_types: dict[str, dict[str, int]] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -163,10 +191,10 @@ class Command:
 
     TYPE: ClassVar[str] = "command"
     id: str
-    cmd: Literal["run", "cancel", "fan", "identify", "power", "launch"]
+    cmd: Literal["run", "cancel", "fan", "identify", "power", "launch", "resend"]
     nodes: tuple[str, ...] = ()
     job: JobSpec | None = None  # for run
-    job_id: str = ""  # for cancel, and launch (the cluster job the MPI daemon belongs to)
+    job_id: str = ""  # for cancel and resend, and launch (the cluster job the MPI daemon belongs to)
     value: str = ""  # for fan: "auto" or a percent 0-100; for power: "on", "off", "force-off" or "cycle"
     slot: int = 0  # for power: the chassis slot (1-7) to switch
     sender: str = ""
@@ -225,7 +253,7 @@ M = TypeVar("M", NodeFacts, Telemetry, Command, Event, ChassisPower)
 
 _VALIDATORS: dict[type, dict[str, Any]] = {
     NodeFacts: {"node": _node_name},
-    Telemetry: {"node": _node_name},
+    Telemetry: {"node": _node_name, "pcie": _pcie_devices},
     Command: {"id": _job_id, "nodes": _node_names, "job_id": _job_id_or_empty},
     Event: {"node": _node_name, "job": _job_id_or_empty},
     ChassisPower: {"node": _node_name, "busy": _node_names, "nodes": _node_names},
@@ -253,9 +281,9 @@ def from_wire(data: Any, cls: type[M]) -> M:
         raise ProtocolError(f"expected a map, got {type(data).__name__}")
     version = data.get("v")
     if version != PROTOCOL_VERSION:
-        raise ProtocolError(f"protocol version {version!r} is not {PROTOCOL_VERSION}; upgrade the older side", "v")
+        raise ProtocolError(f"protocol version {echo(version)} is not {PROTOCOL_VERSION}; upgrade the older side", "v")
     if data.get("type") != cls.TYPE:
-        raise ProtocolError(f"expected a message of type {cls.TYPE!r}, got {data.get('type')!r}", "type")
+        raise ProtocolError(f"expected a message of type {cls.TYPE!r}, got {echo(data.get('type'))}", "type")
     body = {k: v for k, v in data.items() if k not in ("v", "type")}
     try:
         msg = build(cls, body, strict=False, validators=_VALIDATORS.get(cls))
@@ -274,20 +302,20 @@ def _check_command(cmd: Command) -> None:
         if problem:
             raise FieldError("job.id", problem)
         if cmd.job.id != cmd.id:
-            raise FieldError("job.id", f"must equal the command id {cmd.id!r}")
+            raise FieldError("job.id", f"must equal the command id {echo(cmd.id)}")
         if _positive(cmd.job.timeout_s):
             raise FieldError("job.timeout_s", _positive(cmd.job.timeout_s) or "")
-    elif cmd.cmd in ("cancel", "launch") and not cmd.job_id:
+    elif cmd.cmd in ("cancel", "launch", "resend") and not cmd.job_id:
         raise FieldError("job_id", f"missing; a {cmd.cmd} command needs the job id")
     elif cmd.cmd == "launch" and not cmd.argv:
         raise FieldError("argv", "missing; a launch command needs the daemon's command line")
     elif cmd.cmd == "fan" and fan_mode(cmd.value) is None:
-        raise FieldError("value", f'expected "auto" or a percent from 0 to 100, got {cmd.value!r}')
+        raise FieldError("value", f'expected "auto" or a percent from 0 to 100, got {echo(cmd.value)}')
     elif cmd.cmd == "power":
         if cmd.value not in POWER_ACTIONS:
-            raise FieldError("value", f"expected one of {', '.join(POWER_ACTIONS)}, got {cmd.value!r}")
+            raise FieldError("value", f"expected one of {', '.join(POWER_ACTIONS)}, got {echo(cmd.value)}")
         if not 1 <= cmd.slot <= MAX_SLOT:
-            raise FieldError("slot", f"expected a chassis slot from 1 to {MAX_SLOT}, got {cmd.slot!r}")
+            raise FieldError("slot", f"expected a chassis slot from 1 to {MAX_SLOT}, got {echo(cmd.slot)}")
 
 
 def fan_mode(value: str) -> str | float | None:

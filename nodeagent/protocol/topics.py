@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from nodeagent.errors import ProtocolError
+from nodeagent.errors import ProtocolError, echo
 from nodeagent.protocol.version import TOPIC_ROOT
 
 # Names also become Home Assistant ids and MQTT topic levels, so keep them to HA's discovery alphabet.
@@ -33,7 +33,7 @@ OFFLINE = "offline"
 def check_name(kind: str, name: str) -> str:
     """Return ``name`` if it is a valid cluster or node name, else raise ProtocolError saying what is allowed."""
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise ProtocolError(f"{kind} name {name!r} must be 1-64 letters, digits, '-' or '_'", kind)
+        raise ProtocolError(f"{kind} name {echo(name)} must be 1-64 letters, digits, '-' or '_'", kind)
     return name
 
 

@@ -4,94 +4,25 @@ bridge, one real hpcc under one mpirun whose daemons the agents launch over MQTT
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from scripts.localcluster import agent_argv, free_port, stop, wait_port
-from tests.conftest import REPO, paho_env, reap_leftovers
-from tests.e2e.netns import NetnsLab
+from tests.conftest import REPO, paho_env
+from tests.e2e.netns import NetCluster, net_cluster
 from tests.integration.helpers import Watcher
 
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class NetCluster:
-    lab: NetnsLab
-    port: int
-    cluster: str
-    tmp: Path
-    procs: dict[str, subprocess.Popen[bytes]]
-
-    @property
-    def local_url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start_agent(self, i: int) -> subprocess.Popen[bytes]:
-        node = f"node{i}"
-        state = self.tmp / node
-        state.mkdir(exist_ok=True)
-        conf = state / "agent.toml"
-        conf.write_text(
-            "[agent]\ntick_s = 0.5\n[jobs]\nprogress_interval_s = 0.5\n"
-            f'[mpi]\nlaunch_agent = "{sys.executable} -m nodeagent.mpi.launcher"\nif_include = "{self.lab.subnet}"\n'
-            'btl = "self,tcp"\n'
-        )
-        url = f"mqtt://{self.lab.bridge_ip}:{self.port}"
-        argv = self.lab.exec_argv(i, agent_argv(node, url, self.cluster, state, "--config", str(conf)))
-        with open(state / "agent.log", "ab") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=paho_env(None), cwd=state)
-        self.procs[node] = proc
-        return proc
-
-    def ctl(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "controller.cli", "--broker", self.local_url, "--cluster", self.cluster, *args]
-
-    def run_hpl(self, nodes: str, n: int, nb: int) -> subprocess.CompletedProcess[str]:
-        """``piclusterctl run hpl`` over ``nodes`` to its end, as JSON."""
-        argv = self.ctl("run", "hpl", "--nodes", nodes, "--json", "--param", f"n={n}", "--param", f"nb={nb}")
-        return subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=REPO, env=paho_env(None))
-
-
 @pytest.fixture
 def netcluster(tmp_path: Path, cluster: str) -> Iterator[NetCluster]:
-    if shutil.which("ip") is None or shutil.which("mosquitto") is None:
-        pytest.fail("the netns test needs iproute2 and mosquitto: run `make setup` (apt install iproute2 mosquitto)")
-    lab = NetnsLab(3)
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    broker: subprocess.Popen[bytes] | None = None
-    try:
-        lab.open()
-        port = free_port()
-        conf = tmp_path / "mosquitto.conf"
-        conf.write_text(
-            f"listener {port} 127.0.0.1\nlistener {port} {lab.bridge_ip}\nallow_anonymous true\n"
-            f"set_tcp_nodelay true\npersistence false\nlog_dest file {tmp_path / 'mosquitto.log'}\n"
-        )
-        broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(port)
-        net = NetCluster(lab, port, cluster, tmp_path, procs)
-        for i in (1, 2, 3):
-            net.start_agent(i)
-        with Watcher(net.local_url, cluster) as w:
-            w.wait("three agents online", lambda: w.online("node1", "node2", "node3"), timeout_s=30)
+    with net_cluster(tmp_path, cluster, 3) as net:
         yield net
-    finally:
-        for proc in procs.values():
-            stop(proc)
-        lab.close()
-        if broker is not None:
-            stop(broker)
-        for i in (1, 2, 3):  # the jobs of a killed node
-            reap_leftovers(tmp_path / f"node{i}")
 
 
 def _hpcc_out(net: NetCluster, job: str) -> str:

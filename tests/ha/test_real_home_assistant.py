@@ -45,6 +45,7 @@ class Stack:
     def start_agent(self) -> AgentProc:
         marker = self.work / "restarted"
         config = (
+            "[mqtt]\nkeepalive_s = 30\n"  # the hung-agent test below relies on no will for 45 s
             "[homeassistant]\nstate_interval_s = 2.0\nexpire_after_s = 8.0\nresend_delay_max_s = 1.0\n"
             f'chassis = "rack1"\nallow_restart = true\nrestart_command = ["touch", "{marker}"]\n'
             '[policy.chassis]\nrole = "on"\n'
@@ -138,6 +139,24 @@ def test_every_entity_appears_with_class_unit_and_value(stack: Stack) -> None:
     chassis = stack.ha.template(f"{{{{ device_attr('{device}', 'via_device_id') }}}}")
     chassis_fan = next(e for e, s in states.items() if s["attributes"].get("friendly_name") == "rack1 chassis Fan duty")
     assert chassis == stack.ha.template(f"{{{{ device_id('{chassis_fan}') }}}}") and chassis not in ("", "None")
+
+
+def test_the_aer_entities_show_which_error_types_rose(stack: Stack) -> None:
+    """A node whose drive's link keeps failing (the simulator's aer_climb): HA's AER entity carries the error
+    types as attributes, summed and per device, as the node's state JSON gives them."""
+    node = "n2"
+    proc = stack.agents.start(node, config='[sim]\nfaults = ["aer_climb"]\n[homeassistant]\nstate_interval_s = 2.0\n')
+
+    def attributes() -> dict[str, Any] | None:
+        s = by_name(stack.ha.states(), f"{node} PCIe AER correctable errors")
+        return s["attributes"] if s is not None and "BadTLP" in s["attributes"] else None
+
+    try:
+        attrs = wait_until("the AER types as the entity's attributes", lambda: None, attributes, timeout_s=60)
+        assert attrs["BadTLP"] == 2 * attrs["RxErr"] > 0
+        assert attrs["devices"] == {"0001:01:00.0": {"BadTLP": attrs["BadTLP"], "RxErr": attrs["RxErr"]}}
+    finally:
+        proc.stop()  # its entities stay in HA, unavailable
 
 
 def test_buttons_and_select_reach_the_agent(stack: Stack) -> None:

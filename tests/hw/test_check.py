@@ -74,3 +74,19 @@ def test_a_healthy_simulated_node_has_no_problems(tmp_path: Path) -> None:
 def test_a_bad_config_is_exit_2(tmp_path: Path) -> None:
     proc = check(tmp_path, config="[hardware]\nslot = -1\n")
     assert proc.returncode == 2 and "hardware.slot: expected a slot number" in proc.stderr
+
+
+def test_per_type_aer_counts_and_what_they_point_at(tmp_path: Path) -> None:
+    config = f'[hardware]\nvcgencmd = "{VCGENCMD}"\n'
+    data = json.loads(check(tmp_path, "--root", str(DATA / "cm5-aer"), "--json", config=config).stdout)
+    port = data["sample"]["pcie"][0]
+    assert port["aer_types"]["correctable"]["BadTLP"] == 41 and port["aer_types"]["nonfatal"] == {"CmpltTO": 3}
+    problems = "\n".join(data["problems"])
+    assert "0001:00:00.0 (14e4:2712) correctable link errors since boot: BadTLP 41, Timeout 26" in problems
+    assert "0001:01:00.0 (144d:a809) nonfatal device errors since boot: UnsupReq 2; the device" in problems
+    text = check(tmp_path, "--root", str(DATA / "cm5-aer"), config=config).stdout
+    assert (
+        "aer cor=101 (BadTLP 41, Timeout 26, BadDLLP 17, RxErr 3, Rollover 2) nonfatal=5 (CmpltTO 3) fatal=1 (SDES 1)"
+        in text
+    )
+    assert "None" not in text

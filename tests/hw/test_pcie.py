@@ -11,18 +11,25 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nodeagent.hw.pcie import (
+    LINK_TYPES,
+    MAX_AER_COUNTERS,
+    MAX_AER_NAME,
     AerCounts,
     PcieLink,
     PcieMonitor,
+    aer_problems,
     aer_total,
+    aer_types,
     parse_aer_counters,
     parse_link_speed,
     parse_link_width,
+    type_increase,
 )
 from nodeagent.hw.root import SysfsRoot
 from tests.hw.trees import DATA
 
 CM5 = "cm5-nanocluster"
+CM5_AER = "cm5-aer"  # cm5-nanocluster with errors of every severity (tests/data/sysfs/README.md)
 PI5 = "pi5-hwmon-only"
 PORT = "sys/bus/pci/devices/0001:00:00.0"
 NVME = "sys/bus/pci/devices/0001:01:00.0"
@@ -106,7 +113,7 @@ def test_link_degraded() -> None:
 # Names as kernels write them: words of letters, digits and _ separated by single spaces ("RELAY_NUM Rollover").
 _WORD = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=12)
 _NAME = st.lists(_WORD, min_size=1, max_size=4).map(" ".join).filter(lambda n: not n.startswith("TOTAL_ERR_"))
-_COUNT = st.integers(0, 2**64 - 1)
+_COUNT = st.integers(0, 2**58)  # a file of up to 25 of them still totals a u64
 
 
 @given(st.dictionaries(_NAME, _COUNT, max_size=25), st.sampled_from(["COR", "FATAL", "NONFATAL"]), st.booleans())
@@ -344,3 +351,91 @@ def test_this_machines_sysfs_reads_without_raising() -> None:
         pytest.skip("no /sys/bus/pci on this machine")
     reading = PcieMonitor(SysfsRoot("/")).read(0.0)
     assert all(line.startswith("pcie: ") for line in reading.errors)
+
+
+# --- per-type counters ------------------------------------------------------------------------------------------------
+
+
+@given(st.text(max_size=4000))
+def test_any_aer_file_parses_bounded_or_is_refused(text: str) -> None:
+    try:
+        parsed = parse_aer_counters(text)
+    except ValueError:
+        return
+    assert len(parsed) <= MAX_AER_COUNTERS
+    assert all(0 < len(k) <= MAX_AER_NAME and k.isprintable() and 0 <= v < 2**64 for k, v in parsed.items())
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("".join(f"E{i} 0\n" for i in range(MAX_AER_COUNTERS + 1)), f"more than {MAX_AER_COUNTERS} counters"),
+        ("X" * (MAX_AER_NAME + 1) + " 1\n", "printable characters and a 64-bit count"),
+        ("Bad\x07TLP 1\n", "printable characters"),
+        (f"BadTLP {2**64}\n", "64-bit count"),
+    ],
+)
+def test_aer_files_beyond_the_bounds_are_refused_by_name(text: str, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        parse_aer_counters(text)
+
+
+@given(st.dictionaries(_NAME, _COUNT, max_size=25), st.dictionaries(_NAME, _COUNT, max_size=25))
+def test_types_are_the_counters_above_zero_and_growth_is_per_type(before: dict[str, int], now: dict[str, int]) -> None:
+    types = aer_types({**now, "TOTAL_ERR_COR": 1})
+    assert types == {k: v for k, v in now.items() if v > 0}
+    grown = type_increase(now, before)
+    for name, n in grown.items():
+        assert n > 0 and now[name] > 0
+        assert n == (now[name] - before.get(name, 0) if now[name] >= before.get(name, 0) else now[name])
+    assert set(grown) == {k for k, v in types.items() if v != before.get(k, 0)}
+    assert type_increase(now, None) == {}  # first sight: no growth
+
+
+def test_cm5_tree_with_errors_of_every_severity() -> None:
+    reading = PcieMonitor(SysfsRoot(DATA / CM5_AER)).read(0.0)
+    assert reading.errors == ()
+    port, nvme = reading.devices[:2]
+    assert {s: aer_types(c) for s, c in port.counters.items()} == {
+        "correctable": {"RxErr": 3, "BadTLP": 41, "BadDLLP": 17, "Rollover": 2, "Timeout": 26},
+        "nonfatal": {"CmpltTO": 3},
+        "fatal": {"SDES": 1},
+    }
+    assert port.aer == AerCounts(correctable=89, nonfatal=3, fatal=1)
+    assert port.rootport == AerCounts(correctable=101, nonfatal=5, fatal=1)  # its own and the drive's
+    assert {s: aer_types(c) for s, c in nvme.counters.items()} == {
+        "correctable": {"RxErr": 7, "BadTLP": 5},
+        "nonfatal": {"UnsupReq": 2},
+        "fatal": {},
+    }
+    assert nvme.aer == AerCounts(correctable=12, nonfatal=2, fatal=0)
+
+
+def test_a_rise_is_named_by_type(tree_copy: TreeCopy) -> None:
+    root = tree_copy(CM5)
+    monitor = PcieMonitor(SysfsRoot(root))
+    assert all(d.types_increase == {} for d in monitor.read(0.0).devices)
+    _write(root, f"{NVME}/aer_dev_correctable", _correctable(rx_err=2, bad_tlp=3, timeout=1))
+    nvme = monitor.read(1.0).devices[1]
+    assert nvme.types_increase == {"correctable": {"BadTLP": 3, "Timeout": 1}}
+    assert monitor.read(2.0).devices[1].types_increase == {}
+    _write(root, f"{NVME}/aer_dev_correctable", _correctable(rx_err=1))  # reset: what it shows is new
+    assert monitor.read(3.0).devices[1].types_increase == {"correctable": {"RxErr": 1}}
+
+
+def test_check_tells_link_errors_from_device_errors() -> None:
+    port = PcieMonitor(SysfsRoot(DATA / CM5_AER)).read(0.0).devices[0]
+    problems = aer_problems(port.bdf, port.pci_id, port.counters)
+    assert problems[0].startswith(
+        "pcie: 0001:00:00.0 (14e4:2712) correctable link errors since boot: BadTLP 41, Timeout 26, BadDLLP 17, "
+        "RxErr 3, Rollover 2; if they keep rising, the link is flaky: reseat or replace the cable or adapter"
+    )
+    assert problems[1].startswith("pcie: 0001:00:00.0 (14e4:2712) nonfatal device errors since boot: CmpltTO 3;")
+    assert "fatal link errors since boot: SDES 1" in problems[2] and len(problems) == 3
+    assert aer_problems("x", "y", {"correctable": {"RxErr": 0, "TOTAL_ERR_COR": 0}}) == []
+
+
+def test_the_link_types_cover_both_kernel_spellings() -> None:
+    for short, long in zip(KERNEL_NAMES["short"][:5], KERNEL_NAMES["long"][:5], strict=True):
+        assert short in LINK_TYPES and long in LINK_TYPES
+    assert not {"CmpltTO", "UnsupReq", "CmpltAbrt", "MalfTLP", "NonFatalErr", "HeaderOF"} & LINK_TYPES

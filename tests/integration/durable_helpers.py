@@ -20,13 +20,17 @@ class PersistentBroker(Mosquitto):
     """Mosquitto saving its state to ``workdir/mosquitto.db`` every second (``autosave_interval 1``), so a
     SIGKILL loses at most the last second, as a crash of a production broker loses at most its interval."""
 
+    def durability(self) -> list[str]:
+        """The config lines that decide what a crash loses."""
+        return ["set_tcp_nodelay true", "persistence true", "autosave_interval 1", "max_queued_messages 10000"]
+
     def start(self) -> None:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             # Started as root, mosquitto would drop to its own user, which cannot enter pytest's private tmp dirs.
-            f"user {getpass.getuser()}\nlistener {self.port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-            f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
-            f"max_queued_messages 10000\nlog_dest file {self.workdir / 'mosquitto.log'}\n"
+            f"user {getpass.getuser()}\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence_location {self.workdir}/\nlog_dest file {self.workdir / 'mosquitto.log'}\n"
+            + "".join(f"{line}\n" for line in self.durability())
         )
         quiet = subprocess.DEVNULL
         self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=quiet, stderr=quiet)

@@ -16,6 +16,7 @@ from nodeagent.jobs.runner import _signal_session
 from nodeagent.protocol import Command, JobSpec, encode
 from tests.conftest import AgentFactory, Mosquitto, ctl, paho_env
 from tests.integration.helpers import Watcher
+from tests.mpi_recorded import member_line
 
 pytestmark = pytest.mark.slow
 
@@ -65,13 +66,16 @@ def test_a_member_refuses_launches_that_are_not_its_leaders_mpi_daemon(
     wait_online(broker, cluster, "node2")
     job = JobSpec(id="j-member", kind="hpl", node_params={"node2": {"role": "member", "leader": "node1"}})
     marker = tmp_path / "pwned"
-    orted = ["orted", "-mca", "ess_base_jobid", "1", "-mca", "ess_base_vpid", "1", "-mca", "orte_hnp_uri", "x"]
+    orted = tuple(member_line(f"{sys.executable} -m nodeagent.mpi.launcher"))  # Open MPI's own, recorded
+    foreign = member_line(f"{sys.executable} -m nodeagent.mpi.launcher", hnp="1100087296.0;tcp://203.0.113.9:4444")
     forged = {
         "bash": ("node1", ("bash", "-c", f"touch {marker}"), "only Open MPI's daemon"),
-        "other": ("node3", tuple(orted), "only the job's leader node1"),
-        "fork": ("node1", (*orted, "-mca", "orte_fork_agent", "/bin/sh"), "start another program"),
-        "cmd-topic": ("node1", tuple(orted), "a launch request must come on"),  # not on the launch topic
-        "claimed": ("node1", tuple(orted), "a launch request must come on"),  # node3's topic, node1's name
+        "other": ("node3", orted, "only the job's leader node1"),
+        "fork": ("node1", (*orted, "-mca", "orte_fork_agent", "/bin/sh"), "start every process through a program"),
+        "plugins": ("node1", (*orted, "-mca", "mca_base_component_path", str(tmp_path)), "load Open MPI components"),
+        "hnp": ("node1", tuple(foreign), "none of which is the leader node1's address"),
+        "cmd-topic": ("node1", orted, "a launch request must come on"),  # not on the launch topic
+        "claimed": ("node1", orted, "a launch request must come on"),  # node3's topic, node1's name
     }
     on_topic = {"cmd-topic": ("cmd", ""), "claimed": ("launch", "node3")}  # else the launch topic of the sender
     with Watcher(broker.url, cluster) as w:
@@ -82,7 +86,7 @@ def test_a_member_refuses_launches_that_are_not_its_leaders_mpi_daemon(
             leaf, by = on_topic.get(name, ("launch", sender))
             topic = w.topics.node_cmd("node2") if leaf == "cmd" else w.topics.launch("node2", by)
             w.publish(topic, encode(cmd))
-        w.wait("five refusals", lambda: len([e for e in w.events("node2") if e.kind == "rejected"]) == 5)
+        w.wait("every refusal", lambda: len([e for e in w.events("node2") if e.kind == "rejected"]) == len(forged))
         # Held for the job: another job is refused while the member waits for its daemon.
         other = JobSpec(id="j-other", kind="hpl", params={"n": 600, "nb": 64, "p": 1, "q": 1})
         w.publish(w.topics.node_cmd("node2"), encode(Command(id="j-other", cmd="run", job=other)))

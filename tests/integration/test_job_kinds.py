@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.dispatch import NOT_SENT
 from nodeagent.jobs.runner import _session_procs
 from nodeagent.protocol import Command, Event, JobSpec, NodeFacts, decode, encode
 from tests.conftest import AgentFactory, Mosquitto, ctl
@@ -220,3 +221,49 @@ def test_light_template_runs_beside_a_heavy_job(agents: AgentFactory, broker: Mo
         cancel_cmd(w, "n1", "heavy")
         w.wait("heavy cancelled", lambda: event(w, "n1", "heavy", "cancelled"))
         assert time.monotonic() - t0 < 30
+
+
+def test_a_template_job_detaches_and_its_result_is_kept_in_the_history(
+    agents: AgentFactory, broker: Mosquitto, cluster: str
+) -> None:
+    agents.start("n1", config="kinds = []\n" + ECHO)
+    with Watcher(broker.url, cluster) as w:
+        w.wait("online", lambda: w.online("n1"))
+    proc = ctl(broker, cluster, "run", "echo-arg", "--nodes", "n1", "--set", "text=hi", "--detach", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["detached"] and out["runs"][0]["state"] in ("accepted", "running", "finished")
+    deadline = time.monotonic() + 30
+    while True:
+        stored = json.loads(ctl(broker, cluster, "results", out["job"], "--json").stdout)
+        if stored["state"] != "running" or time.monotonic() > deadline:
+            break
+    assert stored["state"] == "passed" and stored["kind"] == "echo-arg", stored
+    assert stored["runs"][0]["result"]["output_tail"] == ["['hi']"]
+    table = ctl(broker, cluster, "results", out["job"]).stdout
+    assert "EXIT" in table and "PASSED" in table and "Gflops" not in table  # its own table, not HPL's
+    listed = json.loads(ctl(broker, cluster, "jobs", "--json").stdout)
+    assert [j["id"] for j in listed] == [out["job"]]
+
+
+def test_a_selected_node_that_is_offline_is_in_the_history_as_not_sent(
+    agents: AgentFactory, broker: Mosquitto, cluster: str
+) -> None:
+    """Else a job whose nodes were all offline stayed 'running' in the history for ever, and one with some
+    offline forgot them."""
+    agents.start("n1", config="kinds = []\n" + ECHO)
+    n2 = agents.start("n2", config="kinds = []\n" + ECHO)
+    with Watcher(broker.url, cluster) as w:
+        w.wait("both online", lambda: w.online("n1", "n2"))
+        n2.stop()
+        w.wait("n2 offline", lambda: w.fleet.nodes["n2"].status == "offline")
+    proc = ctl(broker, cluster, "run", "echo-arg", "--nodes", "n[1-2]", "--set", "text=hi", "--detach", "--json")
+    out = json.loads(proc.stdout)
+    assert [(n["node"], n["state"]) for n in out["runs"]] == [("n1", "accepted"), ("n2", "offline")]
+    assert proc.returncode == 1  # not every node took it
+    stored = json.loads(ctl(broker, cluster, "results", out["job"], "--json").stdout)
+    assert {r["node"]: (r["state"], r["reason"]) for r in stored["runs"]}["n2"] == ("offline", NOT_SENT)
+    proc = ctl(broker, cluster, "run", "echo-arg", "--nodes", "n2", "--set", "text=hi", "--json")
+    assert proc.returncode == 1 and json.loads(proc.stdout)["runs"][0]["state"] == "offline"
+    stored = json.loads(ctl(broker, cluster, "results", json.loads(proc.stdout)["job"], "--json").stdout)
+    assert stored["state"] == "offline" and [r["node"] for r in stored["runs"]] == ["n2"]

@@ -7,6 +7,7 @@ with the last process in it, so nothing stays mounted on the host, not even when
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -16,13 +17,14 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.caches import cache_dir
 from tests.packaging.conftest import ensure_apt
 
-CACHE = Path("/var/cache/picluster-test")
+CACHE = cache_dir()
 CODENAME = "bookworm"
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", "HOME": "/root"}
 
@@ -71,6 +73,15 @@ def base_tarball() -> Path:
     return tarball
 
 
+@contextmanager
+def apt_turn() -> Iterator[None]:
+    """Every root's apt uses the cached archives and lists, and apt gives up at once when another holds their lock:
+    roots of test runs going on side by side on one machine take turns instead."""
+    with open(CACHE / "apt.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
 def mounted_under(path: Path) -> list[str]:
     """Mount points at or below ``path`` in the host's mount namespace."""
     with open("/proc/self/mountinfo") as fh:
@@ -106,7 +117,8 @@ class Root:
 
     def run(self, *argv: str, check: bool = True, timeout_s: float = 900) -> subprocess.CompletedProcess[str]:
         env = {**ENV, "DEBIAN_FRONTEND": "noninteractive"}
-        out = subprocess.run(self._argv(list(argv)), capture_output=True, text=True, env=env, timeout=timeout_s)
+        with apt_turn() if argv[0] == "apt-get" else nullcontext():
+            out = subprocess.run(self._argv(list(argv)), capture_output=True, text=True, env=env, timeout=timeout_s)
         if check and out.returncode != 0:
             raise AssertionError(f"in the root: {shlex.join(argv)} exited {out.returncode}\n{out.stdout}\n{out.stderr}")
         return out

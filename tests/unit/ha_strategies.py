@@ -22,6 +22,13 @@ nvme = st.builds(
     media_errors=counts,
     smart_t=st.one_of(opt(), st.floats(0, 2e9)),
 )
+# Per-type AER counts as a node sends them: the kernel's names (current and 4.19 forms), counts above zero.
+aer_type_names = st.sampled_from(["RxErr", "BadTLP", "Timeout", "CmpltTO", "UnsupReq", "SDES", "Bad TLP", "ECRC"])
+aer_types = st.dictionaries(
+    st.sampled_from(["correctable", "nonfatal", "fatal"]),
+    st.dictionaries(aer_type_names, st.integers(1, 2**64 - 1), min_size=1, max_size=4),
+    max_size=3,
+)
 pcie = st.builds(
     PcieStatus,
     device=st.from_regex(r"000[01]:0[01]:00\.[0-3]", fullmatch=True),
@@ -29,6 +36,7 @@ pcie = st.builds(
     aer_correctable=counts,
     aer_nonfatal=counts,
     aer_fatal=counts,
+    aer_types=aer_types,
 )
 telemetry = st.builds(
     Telemetry,

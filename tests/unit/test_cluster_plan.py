@@ -60,9 +60,26 @@ def test_every_value_can_be_overridden() -> None:
     assert (plan.n, plan.nb, plan.p, plan.q, plan.ranks_per_node) == (5000, 100, 1, 2, 1)
 
 
-def test_a_grid_larger_than_the_slots_is_refused() -> None:
-    with pytest.raises(ValueError, match="needs 9 ranks but 2 node"):
-        plan_cluster([cm5("a"), cm5("b")], {"p": 3, "q": 3})
+@pytest.mark.parametrize(
+    ("overrides", "why"),
+    [
+        ({"p": 3, "q": 3}, r"a 3 x 3 grid is 9 MPI ranks, but 2 node\(s\) x 4 rank\(s\) start 8"),
+        ({"p": 1, "q": 2}, "p x q must equal the ranks"),  # fewer ranks than slots: a node would sit idle
+        ({"p": 1000, "q": 1000}, "a 1000 x 1000 grid is 1000000 MPI ranks"),
+        ({"ranks_per_node": 8}, "8 ranks per node puts 8 MPI ranks on node a, which has 4 cores: one per core"),
+        ({"ranks_per_node": 17, "oversubscribe": True}, "at most 4 per core even with oversubscribe=true"),
+    ],
+)
+def test_a_grid_that_is_not_the_nodes_ranks_or_overfills_them_is_refused(overrides: dict, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        plan_cluster([cm5("a"), cm5("b")], overrides)
+
+
+def test_oversubscribe_allows_more_ranks_than_cores_and_reaches_every_node() -> None:
+    plan = plan_cluster([cm5("a"), cm5("b")], {"ranks_per_node": 8, "oversubscribe": True})
+    assert (plan.p, plan.q, plan.oversubscribe) == (4, 4, True)
+    assert cluster_job(plan, "j1", timeout_s=60, force=False).params["oversubscribe"] is True
+    assert "oversubscribe" not in cluster_job(plan_cluster([cm5("a")], {}), "j2", timeout_s=60, force=False).params
 
 
 def test_simulated_nodes_get_one_rank_and_a_small_problem() -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.dispatch import ENDED, Follower, NodeRun
+from controller.dispatch import ENDED, NOT_SENT, Follower, NodeRun, catch_up
+from controller.history import JobRecord, NodeRecord
+from controller.jobs_cli import RESEND_AFTER_S, resync
 from controller.select import SelectionError, fold, select
 from controller.session import Received
-from nodeagent.protocol import Event, Topics, encode
+from nodeagent.protocol import Command, Event, Topics, decode, encode
 
 T = Topics("c")
 
@@ -135,3 +137,50 @@ def test_done_and_expire_follow_the_runs_as_a_full_scan_would(script: list) -> N
         assert f.done == all(r.ended for r in f.runs.values())
         if now > 115.0 + 0.1:
             assert not any(r.state == "submitted" for r in f.runs.values())
+
+
+class _Session:
+    """The part of a Session that catch_up and resync use: its connects, what it publishes, nothing to read."""
+
+    def __init__(self) -> None:
+        self.topics = T
+        self.client_id = "ctl"
+        self.connects = 1
+        self.sent: list[Command] = []
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+        assert topic == T.cluster_cmd()
+        self.sent.append(decode(payload, Command))
+
+    def get(self, timeout_s: float) -> Received | None:
+        return None
+
+
+def test_after_a_reconnect_the_nodes_still_in_the_job_are_asked_to_say_it_again() -> None:
+    session, f = _Session(), follower("a", "b", "c")
+    f.apply(ev("a", 1, "accepted"))
+    f.apply(ev("b", 1, "finished", result={"passed": True}))
+    catch_up(session, f)  # type: ignore[arg-type]
+    catch_up(session, f)  # type: ignore[arg-type]
+    assert session.sent == []  # the first session: nothing was missed
+    session.connects = 2  # the broker came back: what the nodes published meanwhile never reached us
+    catch_up(session, f)  # type: ignore[arg-type]
+    catch_up(session, f)  # type: ignore[arg-type]
+    assert [(c.cmd, c.job_id, c.nodes) for c in session.sent] == [("resend", "j1", ("a", "c"))]
+
+
+def test_results_asks_only_about_nodes_without_a_verdict_and_not_too_soon() -> None:
+    """A node not heard from on a young job may not have its run command yet: asked now, it would refuse the
+    job for good (never received), so it is asked only once the job is older than RESEND_AFTER_S."""
+    runs = [
+        NodeRecord("done", "finished"),
+        NodeRecord("running", "running"),
+        NodeRecord("silent", "submitted"),
+        NodeRecord("guessed", "no-answer"),
+        NodeRecord("away", "offline", NOT_SENT),
+    ]
+    job = JobRecord("j1", "c", "hpl", 1000.0, {}, {}, [r.node for r in runs], {}, None, runs)
+    session = _Session()
+    resync(session, [job], now=1000.0 + 1)  # type: ignore[arg-type]
+    resync(session, [job], now=1000.0 + RESEND_AFTER_S + 1)  # type: ignore[arg-type]
+    assert [c.nodes for c in session.sent] == [("running",), ("running", "silent", "guessed")]

@@ -14,7 +14,9 @@ from nodeagent.ha.config import HomeAssistantConfig
 from nodeagent.ha.discovery import chassis_document, node_document, template_paths
 from nodeagent.ha.entities import FAN_OPTIONS
 from nodeagent.ha.state import drives, fan_mode_option, has_pcie, significant, state_document
-from nodeagent.protocol import Topics
+from nodeagent.node.telemetry import telemetry_from
+from nodeagent.protocol import NodeFacts, Topics
+from tests.hw.trees import recorded_backend
 from tests.unit.ha_strategies import facts, telemetry
 
 COMMON = {"p", "name", "unique_id", "default_entity_id", "icon", "entity_category", "enabled_by_default"}
@@ -22,7 +24,7 @@ COMMON = {"p", "name", "unique_id", "default_entity_id", "icon", "entity_categor
 ALLOWED = {
     "sensor": COMMON
     | {"state_topic", "value_template", "device_class", "unit_of_measurement", "state_class", "expire_after",
-       "suggested_display_precision", "options"},
+       "suggested_display_precision", "options", "json_attributes_topic", "json_attributes_template"},
     "binary_sensor": COMMON | {"state_topic", "value_template", "device_class", "expire_after", "payload_on",
                                "payload_off"},
     "button": COMMON | {"command_topic", "payload_press", "device_class"},
@@ -52,6 +54,11 @@ def test_every_template_reads_a_field_the_state_has(t, f, restart, reboot) -> No
         assert value is None or isinstance(value, (int, float, str, bool))
     with_template = [c for c in doc["cmps"].values() if "state_topic" in c]
     assert len(template_paths(doc)) == len(with_template)
+    for path in template_paths(doc, "json_attributes_template"):  # attributes: a JSON object of names and counts
+        value = _lookup(state, path)
+        assert isinstance(value, dict)
+        assert all(isinstance(n, int) and n > 0 for k, n in value.items() if k != "devices")
+        assert all(isinstance(types, dict) for types in value.get("devices", {}).values())
     # A cleared (empty, not JSON) state must read as unknown in HA, not as a template error.
     assert all("if value_json is defined else 'None'" in c["value_template"] for c in with_template)
 
@@ -126,3 +133,26 @@ def test_config_errors_name_the_key() -> None:
         HomeAssistantConfig(prefix="home/#")
     assert HomeAssistantConfig().birth == "homeassistant/status"
     assert HomeAssistantConfig(prefix="ha", birth_topic="").birth == "ha/status"
+
+
+def test_aer_entities_carry_the_error_types_as_attributes() -> None:
+    state = state_document(telemetry_from("n1", 1, recorded_backend("cm5-aer").read(0.0), None), None)
+    assert state["aer_types"]["correctable"] == {
+        "RxErr": 10,
+        "BadTLP": 46,
+        "BadDLLP": 17,
+        "Rollover": 2,
+        "Timeout": 26,
+        "devices": {
+            "0001:00:00.0": {"RxErr": 3, "BadTLP": 41, "BadDLLP": 17, "Rollover": 2, "Timeout": 26},
+            "0001:01:00.0": {"RxErr": 7, "BadTLP": 5},
+        },
+    }
+    assert state["aer_types"]["fatal"] == {"SDES": 1, "devices": {"0001:00:00.0": {"SDES": 1}}}
+    f = NodeFacts(node="n1", agent_version="0.1.0", board="generic", model="m", serial="s", cores=4, memory_mb=8)
+    doc = node_document(f, HomeAssistantConfig(), Topics("c1"), drives=drives(state), pcie=has_pcie(state)).document
+    comp = doc["cmps"]["picluster_s_aer_nonfatal"]
+    assert comp["json_attributes_topic"] == comp["state_topic"]
+    assert comp["json_attributes_template"] == (
+        '{{ (value_json["aer_types"]["nonfatal"] if value_json is defined else {}) | tojson }}'
+    )

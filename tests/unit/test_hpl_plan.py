@@ -125,7 +125,8 @@ def test_plan_overrides() -> None:
     assert by_nb.nb == 192 and by_nb.n % 192 == 0 and by_nb.n > 26624
     assert plan_node(**CM5_8GB, sim=False, overrides={"p": 1}).q == 4
     assert plan_node(**CM5_8GB, sim=False, overrides={"q": 4}).p == 1
-    assert plan_node(**CM5_8GB, sim=False, overrides={"p": 3, "q": 5}) == HplParams(n=26624, nb=256, p=3, q=5)
+    with_more = {"p": 3, "q": 5, "oversubscribe": True}
+    assert plan_node(**CM5_8GB, sim=False, overrides=with_more) == HplParams(n=26624, nb=256, p=3, q=5)
     smaller = plan_node(**CM5_8GB, sim=False, overrides={"mem_fraction": 0.5})
     assert smaller.n < 26624 and matrix_bytes(smaller) <= 0.5 * 8053 * MIB
 
@@ -137,6 +138,9 @@ def test_plan_overrides() -> None:
         ({"q": 3}, "q=3 does not divide the node's 4 cores, so p cannot be derived from it; give both p and q"),
         ({"n": 100}, r"nb \(256\) must not be larger than n \(100\)"),
         ({"mem_fraction": 1e-9}, "n must be at least 1, got 0"),
+        ({"p": 1000, "q": 1000}, "a 1000 x 1000 grid puts 1000000 MPI ranks on this node, which has 4 cores"),
+        ({"p": 3, "q": 5}, "one per core; --param oversubscribe=true allows up to 4 per core"),
+        ({"p": 1000, "q": 1000, "oversubscribe": True}, "at most 4 per core even with oversubscribe=true"),
     ],
 )
 def test_plan_errors(overrides: dict[str, float | int], message: str) -> None:
@@ -159,6 +163,8 @@ def test_parse_params_values() -> None:
     parsed = parse_params(["n=20000", "nb=192", " p = 2", "q=4", "mem_fraction=0.8"])
     assert parsed == {"n": 20000, "nb": 192, "p": 2, "q": 4, "mem_fraction": 0.8}
     assert all(isinstance(parsed[k], int) for k in ("n", "nb", "p", "q"))
+    assert parse_params(["oversubscribe=true"]) == {"oversubscribe": True}
+    assert parse_params(["oversubscribe=False"]) == {"oversubscribe": False}
 
 
 @given(st.dictionaries(st.sampled_from(PARAM_KEYS[:4]), st.integers(1, 10**6)), st.floats(0.001, 0.95))
@@ -184,6 +190,7 @@ def test_parse_params_round_trip(ints: dict[str, int], fraction: float) -> None:
         ("mem_fraction=0.96", "--param mem_fraction=0.96: expected a fraction of memory above 0 and at most 0.95"),
         ("mem_fraction=nan", "--param mem_fraction=nan: expected a fraction"),
         ("mem_fraction=lots", "--param mem_fraction=lots: expected a fraction"),
+        ("oversubscribe=1", "--param oversubscribe=1: expected true or false"),
         ("n", "--param 'n': expected key=value, e.g. n=20000"),
         ("=5", "--param '=5': expected key=value"),
     ],

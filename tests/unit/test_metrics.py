@@ -86,3 +86,22 @@ def test_promtool_is_a_real_judge() -> None:
     """The check above means something: promtool rejects a counter without _total."""
     bad = render([Family("picluster_errors", "counter", "x", [((), 1.0)])])
     assert promtool(bad).returncode != 0
+
+
+def test_per_type_aer_counters_carry_a_type_label_and_pass_promtool() -> None:
+    backend = recorded_backend("cm5-aer")
+    f = backend.facts()
+    facts_msg = NodeFacts(node="n1", agent_version="0.1.0", board=f.board, model=f.model, serial=f.serial,
+                          cores=f.cores, memory_mb=f.memory_mb)  # fmt: skip
+    text = render(node_families(telemetry_from("n1", 1, backend.read(0.0), None), facts_msg, "c1", None))
+    assert promtool(text).returncode == 0
+    lines = [line for line in text.splitlines() if line.startswith("picluster_pcie_aer_errors_by_type_total{")]
+    assert 'picluster_pcie_aer_errors_by_type_total{device="0001:00:00.0",severity="correctable",type="BadTLP"} 41' in (
+        lines
+    )
+    assert 'picluster_pcie_aer_errors_by_type_total{device="0001:01:00.0",severity="nonfatal",type="UnsupReq"} 2' in (
+        lines
+    )
+    assert len(lines) == 10  # the types above zero: 5 + 1 + 1 on the root port, 2 + 1 on the drive
+    # The totals family is unchanged: the kernel's TOTAL_ERR_* (root ports: what they received from below).
+    assert 'picluster_pcie_aer_errors_total{device="0001:00:00.0",severity="correctable"} 101' in text

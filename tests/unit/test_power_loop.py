@@ -7,6 +7,7 @@ that would draw more than the budget is held under it by the cap, and the cap is
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
@@ -82,3 +83,16 @@ def test_any_budget_the_cap_can_meet_is_met_within_the_steps_it_needs(budget: fl
         assert all(total <= budget + 1e-6 for total, _, _ in history[settle:])
     else:  # the budget is below what 1.5 GHz draws: the cap goes to the floor and stays there
         assert history[-1][1] == 1_500_000
+
+
+def test_the_cap_applies_even_when_its_marker_cannot_be_written(tmp_path: Path) -> None:
+    """The marker (for the next agent, after a crash) lives in the state dir; a full or read-only state dir must
+    not keep the chassis over its budget."""
+    (tmp_path / "file").write_text("")
+    chassis = Chassis(budget_w=35.0, load=4.0)
+    chassis.budgets = {
+        n: PowerBudget(n, chassis.policy, sim, driver=n == "node1", emit=chassis.emit, marker=tmp_path / "file" / "cap")
+        for n, sim in chassis.sims.items()
+    }
+    history = [chassis.tick(float(t)) for t in range(200)]
+    assert all(total <= 35.0 for total, _, _ in history[100:]) and history[-1][1] is not None

@@ -16,6 +16,7 @@ from nodeagent.protocol import (
     Event,
     JobSpec,
     NodeFacts,
+    PcieStatus,
     Telemetry,
     Topics,
     decode,
@@ -65,7 +66,13 @@ commands = st.one_of(
             t=finite,
         )
     ),
-    st.builds(Command, id=job_ids, cmd=st.just("cancel"), job_id=job_ids, nodes=st.lists(names, max_size=5).map(tuple)),
+    st.builds(
+        Command,
+        id=job_ids,
+        cmd=st.sampled_from(["cancel", "resend"]),
+        job_id=job_ids,
+        nodes=st.lists(names, max_size=5).map(tuple),
+    ),
 )
 events = st.builds(
     Event,
@@ -127,6 +134,8 @@ def test_random_maps_never_raise_anything_but_protocol_error(data: dict) -> None
             "expected",
         ),
         ({"id": "j", "cmd": "cancel"}, "job_id", "missing"),
+        ({"id": "j", "cmd": "resend"}, "job_id", "missing"),
+        ({"id": "j", "cmd": "resend", "job_id": "../etc"}, "job_id", "letters"),
         ({"id": "j/../x", "cmd": "cancel", "job_id": "a"}, "id", "letters"),
         ({"id": "j", "cmd": "reboot"}, "cmd", 'one of "run", "cancel"'),
         ({"id": "j", "cmd": "cancel", "job_id": "a", "nodes": ["ok", "b/ad"]}, "nodes", "invalid node names"),
@@ -180,3 +189,23 @@ def test_topics_build_and_parse() -> None:
 def test_topic_parse_inverts_build(node: str, leaf: str) -> None:
     t = Topics("c")
     assert t.parse(t.node(node, leaf)) == (node, leaf)
+
+
+@pytest.mark.parametrize(
+    ("aer_types", "words"),
+    [
+        ({"severe": {"BadTLP": 1}}, "pcie: device 0 ('0001:01:00.0') aer_types.severe: expected one of correctable"),
+        ({"correctable": {f"E{i}": 1 for i in range(65)}}, "expected at most 64 error types, got 65"),
+        ({"correctable": {"X" * 65: 1}}, "expected a name of 1-64 printable characters"),
+        ({"correctable": {"Bad\nTLP": 1}}, "expected a name of 1-64 printable characters"),
+        ({"correctable": {"BadTLP": -1}}, "aer_types.correctable.BadTLP: expected a count from 0 to 2^64-1"),
+        ({"correctable": {"BadTLP": "many"}}, "expected a whole number"),
+        ({"correctable": ["BadTLP"]}, "pcie[0].aer_types.correctable: expected"),
+    ],
+)
+def test_per_type_aer_counts_outside_the_bounds_are_refused_by_field(aer_types: object, words: str) -> None:
+    wire = to_wire(Telemetry(node="n1", seq=1, t=0.0, pcie=(PcieStatus(device="0001:01:00.0"),)))
+    wire["pcie"][0]["aer_types"] = aer_types
+    with pytest.raises(ProtocolError) as exc:
+        decode(msgpack.packb(wire), Telemetry)
+    assert words in str(exc.value) and str(exc.value).startswith("pcie")

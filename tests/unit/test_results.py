@@ -186,3 +186,23 @@ def test_a_version_1_history_is_migrated_to_the_one_shape(tmp_path: Path) -> Non
     assert again is not None and again.result == cluster
     migrated.close()
     assert sqlite3.connect(path).execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION),)
+
+
+def test_a_nodes_own_word_replaces_what_the_controller_concluded_when_it_was_silent(tmp_path: Path) -> None:
+    """offline, no-answer and timeout are the controller's guesses: the node's own events, coming late (after a
+    broker crash, through resend), replace them; its verdicts stand."""
+    history = History(tmp_path / "h.sqlite3")
+    history.job_started(JobSpec(id="j1", kind="hpl"), "c", ["n1", "n2"], {})
+    history.node_ended("j1", "n1", "offline", "the node went offline during the job")
+    history.node_ended("j1", "n2", "no-answer", "the agent did not answer within 15 s")
+    orphan = "the agent stopped unexpectedly (killed or crashed) before this job ended"
+    history.record_event(Event(node="n1", seq=4, t=1.0, kind="failed", job="j1", reason=orphan))
+    history.record_event(Event(node="n2", seq=9, t=1.0, kind="started", job="j1"))
+    job = history.job("j1")
+    assert job is not None and [(r.state, r.reason) for r in job.runs] == [("failed", orphan), ("running", "")]
+    history.node_ended("j1", "n1", "timeout", "no result before the job's timeout")
+    history.record_event(Event(node="n2", seq=10, t=2.0, kind="finished", job="j1", result={"passed": True}))
+    history.node_ended("j1", "n2", "offline", "the node went offline during the job")
+    job = history.job("j1")
+    assert job is not None and [r.state for r in job.runs] == ["failed", "finished"]
+    history.close()

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nodeagent.mqtt.outbox import Outbox
-from nodeagent.mqtt.spool import KEEP, Spool
+from nodeagent.mqtt.spool import KEEP, LIFECYCLE, VERDICTS, Spool
 
 KINDS = ["progress", "log", "alert", "accepted", "started", "finished", "failed"]
 
@@ -151,6 +151,124 @@ def test_a_spool_from_a_newer_agent_is_refused_with_the_fix(tmp_path: Path) -> N
         assert "spool schema 99" in str(exc) and "upgrade the agent" in str(exc)
     else:
         raise AssertionError("a newer spool must not be used")
+
+
+# A job's life on a node, in any interleaving with acks and restarts: (job index, kind) or ("restart",).
+JOB_KINDS = ["accepted", "started", "progress", "log", "finished", "failed", "cancelled", "rejected"]
+lives = st.lists(
+    st.one_of(st.tuples(st.integers(0, 4), st.sampled_from(JOB_KINDS)), st.tuples(st.just("restart"))),
+    max_size=50,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lives)
+def test_what_a_node_said_about_each_job_outlives_the_ack_and_restarts(steps: list[tuple[object, ...]]) -> None:
+    """resend gets back the first accepted, started and verdict of a job, with their seq, after the broker has
+    acknowledged them and across restarts; a received job without a verdict is an orphan at the next start."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spool = Spool(tmp)
+        said: dict[str, dict[str, int]] = {}
+        for step in steps:
+            if step[0] == "restart":
+                spool.close()
+                spool = Spool(tmp)
+                continue
+            job, kind = f"j{step[0]}", str(step[1])
+            spool.first_sight(job)
+            item = spool.append(_payload, "t/events", kind, job)
+            spool.ack(item.seq)  # the broker has it: it leaves pending, not what the node said
+            if kind in LIFECYCLE:
+                said.setdefault(job, {}).setdefault(kind, item.seq)
+        for job, kinds in said.items():
+            again = spool.job_events(job)
+            assert {p.kind: p.seq for p in again} == kinds
+            assert all(p.payload == _payload(p.seq) for p in again) and [p.seq for p in again] == sorted(kinds.values())
+        ended = {job for job, kinds in said.items() if set(kinds) & VERDICTS}
+        seen = {f"j{s[0]}" for s in steps if s[0] != "restart"}
+        assert set(spool.unended()) == seen - ended
+        assert spool.pending() == []
+        spool.close()
+
+
+def test_forgotten_job_ids_take_what_was_said_about_them_along(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_seen_jobs=2)
+    for i, job in enumerate(("j1", "j2", "j3")):
+        spool.first_sight(job, now=i)
+        spool.append(_payload, "t/events", "finished", job)
+    assert spool.job_events("j1") == [] and [p.kind for p in spool.job_events("j3")] == ["finished"]
+    spool.close()
+
+
+def test_jobs_received_before_the_spool_kept_job_events_are_not_orphans(tmp_path: Path) -> None:
+    """An agent upgraded onto a spool written by an older one does not call every job it remembers unended."""
+    spool = Spool(tmp_path)
+    spool.first_sight("old")
+    spool._db.execute("DROP TABLE job_events")  # the older agent's file: no such table, no mark
+    spool._db.execute("DELETE FROM meta WHERE key = 'job_events_since'")
+    spool.close()
+    spool = Spool(tmp_path)
+    spool.first_sight("new")
+    assert spool.unended() == ["new"]
+    spool.close()
+
+
+# A spool whose file stops taking writes (a full disk) and takes them again: (op, arg).
+troubled = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.tuples(st.integers(0, 3), st.sampled_from(JOB_KINDS))),
+        st.tuples(st.just("ack"), st.integers(0, 50)),
+        st.tuples(st.just("disk"), st.booleans()),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(troubled)
+def test_a_spool_that_cannot_write_holds_events_in_memory_and_writes_them_when_it_can(
+    steps: list[tuple[str, object]],
+) -> None:
+    """Nothing is lost while the file refuses writes (pending and what was said about each job stay whole), the
+    trouble is named, and once the file takes writes again everything held is on disk, across a restart."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spool = Spool(tmp)
+        unacked: list[int] = []
+        said: dict[str, dict[str, int]] = {}
+        for op, arg in steps:
+            if op == "append":
+                index, kind = arg  # type: ignore[misc]
+                job = f"j{index}"
+                spool.first_sight(job)
+                item = spool.append(_payload, "t/events", kind, job)
+                unacked.append(item.seq)
+                if kind in LIFECYCLE:
+                    said.setdefault(job, {}).setdefault(kind, item.seq)
+            elif op == "ack" and unacked:
+                spool.ack(unacked.pop(int(arg) % len(unacked)))  # type: ignore[call-overload]
+            elif op == "disk":
+                spool._db.execute(f"PRAGMA query_only = {'ON' if arg else 'OFF'}")  # ON: every write fails
+            assert [p.seq for p in spool.pending()] == sorted(unacked) and len(spool) == len(unacked)
+            assert all({p.kind: p.seq for p in spool.job_events(j)} == k for j, k in said.items())
+        spool._db.execute("PRAGMA query_only = OFF")
+        assert spool.flush() and spool.trouble == ""
+        spool.close()
+        spool = Spool(tmp)
+        assert [p.seq for p in spool.pending()] == sorted(unacked)
+        assert all({p.kind: p.seq for p in spool.job_events(j)} == k for j, k in said.items())
+        assert all(not spool.first_sight(j) for j in said)
+        spool.close()
+
+
+def test_a_spool_that_cannot_write_says_why(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool._db.execute("PRAGMA query_only = ON")
+    spool.append(_payload, "t/events", "finished", "j1")
+    assert "readonly" in spool.trouble and not spool.flush()
+    assert spool.first_sight("j2") and not spool.first_sight("j2")  # remembered in memory meanwhile
+    spool._db.execute("PRAGMA query_only = OFF")
+    assert spool.flush() and spool.trouble == ""
+    spool.close()
 
 
 def test_job_ids_are_trimmed_in_batches_to_the_newest(tmp_path: Path) -> None:

@@ -66,3 +66,27 @@ def test_rising_aer_is_one_alert_per_reading() -> None:
     rising = [e for e in events if e.kind == "pcie.aer_rising"]
     assert {e.device for e in rising} == {"0001:00:00.0", "0001:01:00.0"}
     assert "+3 correctable" in rising[0].message
+
+
+def test_per_type_aer_counts_travel_above_zero_only() -> None:
+    telemetry = telemetry_from("n1", 1, recorded_backend("cm5-aer").read(0.0), None)
+    back = decode(encode(telemetry), Telemetry)
+    port, nvme = back.pcie[:2]
+    assert port.aer_types == {
+        "correctable": {"RxErr": 3, "BadTLP": 41, "BadDLLP": 17, "Rollover": 2, "Timeout": 26},
+        "nonfatal": {"CmpltTO": 3},
+        "fatal": {"SDES": 1},
+    }
+    assert nvme.aer_types == {"correctable": {"RxErr": 7, "BadTLP": 5}, "nonfatal": {"UnsupReq": 2}}
+    assert back.pcie[2].aer_types == {}  # RP1's bridge: no error
+    old = telemetry_from("n1", 1, recorded_backend("pi5-hwmon-only").read(0.0), None).pcie[1]
+    assert old.aer_types == {"correctable": {"Receiver Error": 2}}  # a 4.19 kernel's name, as it wrote it
+
+
+def test_a_rising_alert_names_the_types_that_rose() -> None:
+    backend = SimBackend("n1", SimConfig(faults=("aer_climb",)), lambda: 0.0)
+    events, _ = pcie_alerts(backend.read(0.0).pcie, frozenset())
+    drive = next(e for e in events if e.kind == "pcie.aer_rising" and e.device == "0001:01:00.0")
+    assert drive.message == "PCIe 0001:01:00.0 AER errors rising: +3 correctable (BadTLP +2, RxErr +1)"
+    telemetry = telemetry_from("n1", 1, backend.read(1.0), None)
+    assert telemetry.pcie[1].aer_types == {"correctable": {"RxErr": 2, "BadTLP": 4}}

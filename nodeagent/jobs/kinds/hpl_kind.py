@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nodeagent.errors import JobFailed, JobRejected
+from nodeagent.errors import JobFailed, JobRejected, echo
 from nodeagent.jobs.kind import JobContext, Prepared, Progress
 from nodeagent.jobs.kinds.hpl import check_matches, hpcc_progress, parse_hpcc_output, parse_xhpl_output, render_input
-from nodeagent.protocol.jobs import HplParams
+from nodeagent.jobs.params import ParamSpec, coerce, refuse_undeclared
+from nodeagent.protocol.jobs import HplParams, check_ranks
 from nodeagent.protocol.messages import Scalar
 
 HPCC_OUT = "hpccoutf.txt"
@@ -25,7 +26,7 @@ def _int_param(params: Mapping[str, Scalar], key: str) -> int:
         )
     value = params[key]
     if isinstance(value, bool) or not isinstance(value, int):
-        raise JobRejected(f"HPL parameter {key!r} must be a whole number, got {value!r}", f"params.{key}")
+        raise JobRejected(f"HPL parameter {key!r} must be a whole number, got {echo(value)}", f"params.{key}")
     return value
 
 
@@ -36,6 +37,19 @@ def params_from(params: Mapping[str, Scalar]) -> HplParams:
     return hpl
 
 
+# Every parameter a single-node hpl job takes; anything else is refused (a typo must not run another job).
+SINGLE_PARAMS = ("n", "nb", "p", "q", "oversubscribe")
+_OVERSUBSCRIBE = ParamSpec("bool", False)
+
+
+def oversubscribe(params: Mapping[str, Scalar]) -> bool:
+    """The request's ``oversubscribe`` (true, false, or a word such as "yes"); JobRejected when it is neither."""
+    try:
+        return bool(coerce(_OVERSUBSCRIBE, params.get("oversubscribe", False), "oversubscribe"))
+    except ValueError as exc:
+        raise JobRejected(f"hpl parameter 'oversubscribe': {exc}", "params.oversubscribe") from None
+
+
 class HplKind:
     """Single-node HPL. The input file is written for exactly the asked sizes, and the result is checked
     against them, because hpcc silently falls back to its own defaults when it dislikes its input."""
@@ -43,7 +57,17 @@ class HplKind:
     name = "hpl"
 
     def prepare(self, params: Mapping[str, Scalar], ctx: JobContext) -> Prepared:
+        refuse_undeclared(params, SINGLE_PARAMS, "hpl")
         hpl = params_from(params)
+        check_ranks(
+            p=hpl.p,
+            q=hpl.q,
+            nodes=1,
+            ranks_per_node=hpl.ranks,
+            cores=ctx.cores,
+            oversubscribe=oversubscribe(params),
+            max_ranks_per_core=ctx.cfg.max_ranks_per_core,
+        )
         use_xhpl = bool(ctx.cfg.xhpl)
         text = render_input(hpl)
         (ctx.work_dir / ("HPL.dat" if use_xhpl else "hpccinf.txt")).write_text(text)

@@ -15,7 +15,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from nodeagent.errors import JobFailed, JobRejected
+from nodeagent.errors import JobFailed, JobRejected, echo
 from nodeagent.jobs.kind import JobContext, Prepared, Progress
 from nodeagent.jobs.kinds.dllama_parse import parse_dllama
 from nodeagent.jobs.kinds.llama_parse import parse_llama_bench
@@ -76,9 +76,10 @@ def _model(path: str, ctx: JobContext, field: str = "model") -> str:
     if ctx.cfg.model_dir:
         root = os.path.realpath(ctx.cfg.model_dir)
         if os.path.commonpath([root, real]) != root:
-            raise JobRejected(f"{field} {path!r} is outside jobs.model_dir ({ctx.cfg.model_dir})", f"params.{field}")
+            where = f"outside jobs.model_dir ({ctx.cfg.model_dir})"
+            raise JobRejected(f"{field} {echo(path)} is {where}", f"params.{field}")
     if not os.path.isfile(real):
-        raise JobRejected(f"{field} {path!r} not found on this node; copy it there first", f"params.{field}")
+        raise JobRejected(f"{field} {echo(path)} not found on this node; copy it there first", f"params.{field}")
     return real
 
 
@@ -184,7 +185,7 @@ class LlamaRpcKind(_WorkerRoles):
             return Prepared(argv=tuple(argv), plan=plan, install_hint=LLAMA_HINT)
         values = resolve(RPC_LEADER, params, f"{self.name} leader")
         if values["role"] != "leader":
-            raise JobRejected(f"{self.name}: role must be worker or leader, got {role!r}", "params.role")
+            raise JobRejected(f"{self.name}: role must be worker or leader, got {echo(role)}", "params.role")
         argv = [*_bench_argv(values, ctx), "-ngl", "99"]  # offload every layer to the RPC devices
         if values["rpc"]:
             argv += ["--rpc", str(values["rpc"])]
@@ -212,7 +213,7 @@ class DllamaKind(_WorkerRoles):
             return Prepared(argv=argv, plan=plan, install_hint=DLLAMA_HINT)
         values = resolve(DLLAMA_ROOT, params, f"{self.name} root")
         if values["role"] != "root":
-            raise JobRejected(f"{self.name}: role must be worker or root, got {role!r}", "params.role")
+            raise JobRejected(f"{self.name}: role must be worker or root, got {echo(role)}", "params.role")
         workers = str(values["workers"]).replace(",", " ").split()
         kv_heads = int(values["kv_heads"]) or ctx.cfg.dllama_kv_heads
         problem = dllama_nodes_problem(1 + len(workers), kv_heads)
