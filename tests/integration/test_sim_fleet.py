@@ -126,6 +126,11 @@ def test_a_fleet_is_nodes_that_really_run_jobs_and_its_death_fires_every_will(
 def test_a_clean_stop_says_offline_for_every_node(fleet: FleetProc, broker: Mosquitto, cluster: str) -> None:
     fleet.start(5)
     wait_ready(broker, cluster, names(5))
+    # A second fleet on the same state directories is refused: each node's directory is locked, as a lone agent's.
+    argv = [sys.executable, "-m", "nodeagent", "sim-fleet", "--count", "5", "--broker", broker.url]
+    argv += ["--cluster", cluster, "--state-dir", str(fleet.state)]
+    twin = subprocess.run(argv, capture_output=True, text=True, env=paho_env(None), cwd=REPO, timeout=60)
+    assert twin.returncode == 1 and "is in use by another agent (node sim1" in twin.stderr, twin.stderr
     assert fleet.stop(signal.SIGTERM, timeout_s=30) == 0
     listed = json.loads(ctl(broker, cluster, "nodes", "--json").stdout)
     assert {n["node"]: n["status"] for n in listed} == dict.fromkeys(names(5), OFFLINE)
