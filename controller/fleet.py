@@ -79,22 +79,18 @@ class Fleet:
         self.nodes: dict[str, NodeView] = {}
         self.power: dict[str, ChassisPower] = {}  # each chassis driver's latest power budget decision
 
-    def feed(self, messages: Iterable[Received], *, telemetry: bool = True) -> Fleet:
-        """Apply ``messages``; without ``telemetry`` the nodes' telemetry among them is left undecoded (a command
-        that records the run's live telemetry but needs only who is online, their facts and the power budgets)."""
+    def feed(self, messages: Iterable[Received]) -> Fleet:
         for msg in messages:
-            self.update(msg, telemetry=telemetry)
+            self.update(msg)
         return self
 
-    def update(self, msg: Received, *, telemetry: bool = True) -> tuple[str, str] | None:
+    def update(self, msg: Received) -> tuple[str, str] | None:
         """Apply one message; returns (node, leaf) when it was a fleet message."""
         parsed = self.topics.parse(msg.topic)
         if parsed is not None and parsed[1] == "power":
             self._power(parsed[0], msg.payload)
             return parsed
         if parsed is None or parsed[1] not in ("status", "facts", "telemetry"):
-            return parsed
-        if parsed[1] == "telemetry" and not telemetry:
             return parsed
         node, leaf = parsed
         view = self.nodes.get(node, NodeView(node))

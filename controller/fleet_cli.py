@@ -64,7 +64,7 @@ def cmd_run_hpl(broker: Broker, topics: Topics, args: argparse.Namespace) -> int
     overrides = hpl_plan.parse_params(args.param)
     if args.timeout <= 0:
         raise UsageError("--timeout: expected a number of seconds above 0")
-    subs = (*subscriptions(topics), topics.all_nodes("events"))
+    subs = (*subscriptions(topics, telemetry=False), topics.all_nodes("events"))
     with jobs_cli.Tracker(args, broker, topics, subs) as track:
         session = track.session
         fleet = snapshot(broker, topics, session)
@@ -85,6 +85,7 @@ def cmd_run_hpl(broker: Broker, topics: Topics, args: argparse.Namespace) -> int
         runs: dict[str, NodeRun] = {}
         recorder = Recorder(tuple(online))  # every node's telemetry during the run, for the result and `plot`
         if online:
+            session.subscribe(*recorder.topics(topics))
             with _progress(args.json) as progress:
                 runs = submit_and_follow(
                     session, job, online, on_change=_show(progress, online), tap=lambda msg: recorder.tap(topics, msg)

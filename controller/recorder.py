@@ -118,6 +118,11 @@ class Recorder:
             total = sum(self._latest_power.values())
             self._power_peak = total if self._power_peak is None else max(self._power_peak, total)
 
+    def topics(self, topics: Topics) -> tuple[str, ...]:
+        """The telemetry topics of the job's nodes: a run subscribes to these alone, once it knows its nodes, so
+        its snapshot and the nodes outside the job cost it nothing."""
+        return tuple(topics.telemetry(node) for node in self.nodes)
+
     def tap(self, topics: Topics, msg: Received) -> None:
         """Feed a live telemetry message (a retained one is from before the run); anything else is ignored."""
         parsed = topics.parse(msg.topic)

@@ -42,7 +42,7 @@ def cmd_run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
     params = parse_sets(args.set)
     if args.timeout <= 0:
         raise ValueError("--timeout: expected a number of seconds above 0")
-    subs = (*subscriptions(topics), topics.all_nodes("events"))  # live telemetry: the recorder's
+    subs = (*subscriptions(topics, telemetry=False), topics.all_nodes("events"))  # the recorder adds the job's
     with jobs_cli.Tracker(args, broker, topics, subs) as track:
         fleet, online, offline, on_change = _selection(track.session, kind, args)
         recorder = Recorder(tuple(online))
@@ -64,6 +64,7 @@ def cmd_run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
             report.say(f"job {job.id}: {kind} on {len(online)} node(s){gone}", stderr=True)
         runs = {}
         if online:
+            track.session.subscribe(*recorder.topics(topics))
             tap = lambda msg: recorder.tap(topics, msg)  # noqa: E731
             runs = submit_and_follow(track.session, job, online, on_change=on_change, tap=tap)
     results = [*(runs[n] for n in online), *offline]
@@ -78,9 +79,7 @@ def _selection(
 ) -> tuple[Fleet, list[str], list[NodeRun], Callable[[NodeRun], None]]:
     """The fleet, the selected nodes that are online, those that are not, and the line printer; checks the
     power budget."""
-    # The retained telemetry is from before the run (the recorder takes live samples only), and decoding every
-    # node's is most of a large fleet's snapshot: the fleet is built without it.
-    fleet = Fleet(session.topics).feed(session.snapshot(), telemetry=False)
+    fleet = Fleet(session.topics).feed(session.snapshot())
     selected = select(args.nodes, fleet.nodes)
     online = [n for n in selected if fleet.nodes[n].online]
     offline = [NodeRun(n, state="offline", reason=NOT_SENT) for n in selected if n not in online]
@@ -136,6 +135,7 @@ def _cluster(
         else:
             track.history.job_started(job, track.topics.cluster, nodes, {}, facts)
 
+    track.session.subscribe(*recorder.topics(track.topics))
     outcome = run_cluster(
         track.session,
         kind,

@@ -76,23 +76,14 @@ def test_the_tap_takes_live_telemetry_of_the_jobs_nodes_only() -> None:
     assert [r["temp_c"] for r in rec.samples["a"]] == [41.0] and "b" not in rec.samples
 
 
-def test_a_runs_fleet_leaves_the_retained_telemetry_undecoded_and_the_recorder_takes_live_samples() -> None:
-    from controller.fleet import Fleet
-    from nodeagent.protocol import ONLINE, NodeFacts
-
+def test_a_run_subscribes_to_its_nodes_telemetry_alone_and_records_only_what_comes_live() -> None:
     topics = Topics("c")
-    facts = NodeFacts(node="n1", board="sim", cores=4, memory_mb=4096, agent_version="0.1.0", model="sim", serial="s")
-    snapshot = [
-        Received(topics.status("n1"), ONLINE.encode(), True),
-        Received(topics.facts("n1"), encode(facts), True),
-        Received(topics.telemetry("n1"), encode(_t("n1", 1, 50.0)), True),
-        Received(topics.telemetry("n2"), b"\xc1 not even msgpack", True),  # never decoded, so never warned about
-    ]
-    fleet = Fleet(topics).feed(snapshot, telemetry=False)
-    assert fleet.nodes["n1"].online and fleet.nodes["n1"].facts == facts
-    assert fleet.nodes["n1"].telemetry is None and "n2" not in fleet.nodes
-    assert Fleet(topics).feed(snapshot).nodes["n1"].telemetry == _t("n1", 1, 50.0)  # a viewer decodes it
-    rec = Recorder(("n1",))
-    for msg in [*snapshot, Received(topics.telemetry("n1"), encode(_t("n1", 2, 61.0)), False)]:
+    rec = Recorder(("n1", "n3"))
+    assert rec.topics(topics) == (topics.telemetry("n1"), topics.telemetry("n3"))
+    for msg in [
+        Received(topics.telemetry("n1"), encode(_t("n1", 1, 50.0)), True),  # the retained copy a subscription brings
+        Received(topics.telemetry("n1"), b"\xc1 not even msgpack", False),  # left out, not fatal
+        Received(topics.telemetry("n1"), encode(_t("n1", 2, 61.0)), False),
+    ]:
         rec.tap(topics, msg)
     assert [r["temp_c"] for r in rec.samples["n1"]] == [61.0]  # the run's own samples only
