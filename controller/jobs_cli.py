@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from controller import report, results
-from controller.dispatch import ACCEPT_TIMEOUT_S, NOT_SENT, Follower, NodeRun, cancel, catch_up, resend, submit
+from controller.dispatch import ACCEPT_TIMEOUT_S, NOT_SENT, Follower, NodeRun, cancel, follow_once, resend, submit
 from controller.fleet import Fleet
 from controller.history import TERMINAL, VERDICTS, History, JobRecord, default_path
 from controller.results import job_result
@@ -160,11 +160,7 @@ class Tracker:
         follower = Follower(self.topics, job.id, nodes, started=time.monotonic(), timeout_s=job.timeout_s)
         submit(self.session, job, nodes)
         while any(r.state == "submitted" for r in follower.runs.values()):
-            catch_up(self.session, follower)
-            msg = self.session.get(0.25)
-            if msg is not None:
-                follower.apply(msg)
-            follower.expire(time.monotonic())
+            follow_once(self.session, follower, lambda run: None, time.monotonic, lambda msg: None)
         self._endings(job.id, follower.runs.values())
         runs = [*follower.runs.values(), *self.offline]
         if as_json:
