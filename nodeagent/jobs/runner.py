@@ -389,6 +389,9 @@ class Runner:
         pump = OutputPump(self.cfg.max_output_kb * 1024, LogLimiter(self.cfg.log_lines_per_s), self._log_event(spec.id))
         kept = 0
         tmp: Path | None = None
+        # The verdict goes out after the node is released (finally): whoever acts on it, an operator's next job
+        # or a test, finds the node free, never "busy with the job that just ended".
+        verdict: tuple[str, dict[str, Any]] = ("failed", {"reason": "the job ended without a verdict"})
         try:
             if running.heavy:  # light jobs leave the governor and the fan boost to the heavy one
                 self.hooks.prepare()
@@ -424,21 +427,21 @@ class Runner:
             kept = out_path.stat().st_size
             output = pump.output(out_path.read_text(errors="replace"))
             if running.cancel_reason:
-                self._emit("cancelled", spec.id, reason=running.cancel_reason)
+                verdict = ("cancelled", {"reason": running.cancel_reason})
                 return
             result = running.kind.result(ctx, running.prepared, output, proc.returncode)
             result.setdefault("elapsed_s", round(time.monotonic() - running.started, 3))
             if pump.dropped:
                 result["output_dropped_bytes"] = pump.dropped
             result.update(running.annotations)
-            self._emit("finished", spec.id, result=result)
+            verdict = ("finished", {"result": result})
         except JobFailed as exc:
-            self._emit("failed", spec.id, reason=str(exc))
+            verdict = ("failed", {"reason": str(exc)})
         except OSError as exc:
-            self._emit("failed", spec.id, reason=f"could not start {running.prepared.argv[0]}: {exc.strerror or exc}")
+            verdict = ("failed", {"reason": f"could not start {running.prepared.argv[0]}: {exc.strerror or exc}"})
         except Exception as exc:  # a bug in a kind must still end the job, never leave it hanging
             log.exception("event=job_crash job=%s", spec.id)
-            self._emit("failed", spec.id, reason=f"internal error in the {spec.kind} runner: {exc!r}")
+            verdict = ("failed", {"reason": f"internal error in the {spec.kind} runner: {exc!r}"})
         finally:
             try:
                 if running.heavy:
@@ -454,6 +457,7 @@ class Runner:
                 if following is not None:
                     self._jobs[following.spec.id] = following  # hold the node before the lock is let go
             self._cpu_prev = None
+            self._emit(verdict[0], spec.id, **verdict[1])
             if following is not None:
                 self._start(following)
 
