@@ -40,6 +40,7 @@ SINGLE = {
 CLUSTER = {
     "llama-rpc": "llama.cpp across the nodes: rpc-server on workers, llama-bench --rpc on the leader",
     "dllama": "distributed-llama across 1, 2, 4, 8 ... nodes: dllama worker, then dllama inference on the root",
+    "distcc": "a build over the nodes: distccd on the others, make -j through distcc on the leader (--set dir=DIR)",
 }
 KNOWN = ("hpl", *SINGLE, *CLUSTER, "template")
 HEAVY_KINDS = (*SINGLE, *CLUSTER)  # checked against the chassis power budget; templates are judged by the node
@@ -106,7 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
     for cmd in (fan, identify, policy, pwr, forget):
         common(cmd, argparse.SUPPRESS)
     jobs_parsers(sub, common)
+    live_parsers(sub, common)
     return parser
+
+
+def live_parsers(sub: Any, common: Any) -> None:
+    """``top`` (the fleet live) and ``plot`` (a recorded run as a picture)."""
+    top = sub.add_parser("top", help="every node's temperature, fan, power, frequency, guard, job and progress, live")
+    top.add_argument("--nodes", metavar="NODESET", help="only these nodes (default: every node seen)")
+    top.add_argument("--once", action="store_true", help="print one frame and exit (plain text off a terminal)")
+    top.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between frames (default 1)")
+    common(top, argparse.SUPPRESS)
+    plot = sub.add_parser("plot", help="a PNG of a recorded job's temperature, frequency, power and fan per node")
+    plot.add_argument("job", metavar="JOB")
+    plot.add_argument("-o", "--output", metavar="FILE.png", help="where to write it (default: JOB.png)")
+    common(plot, argparse.SUPPRESS)
+    add_history_options(plot)
 
 
 def add_history_options(parser: argparse.ArgumentParser) -> None:
@@ -122,12 +138,13 @@ def add_history_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """Options of ``run <kind>`` that belong to the history and the wall meter."""
+def add_run_options(parser: argparse.ArgumentParser, *, detach: bool = True) -> None:
+    """Options of ``run <kind>`` that belong to the history and the wall meter (and ``--detach``)."""
     add_history_options(parser)
-    parser.add_argument(
-        "--detach", action="store_true", help="return once every node has answered; see it later with `results`"
-    )
+    if detach:
+        parser.add_argument(
+            "--detach", action="store_true", help="return once every node has answered; see it later with `results`"
+        )
     parser.add_argument(
         "--power-topic",
         metavar="TOPIC",
@@ -190,4 +207,5 @@ def run_parsers(run_sub: Any, common: Callable[[argparse.ArgumentParser, Any], N
             p.add_argument("--leader", metavar="NODE", help="the node that runs the benchmark (default: the first)")
         else:
             p.add_argument("--queue", action="store_true", help="wait in a busy node's queue instead of a refusal")
-            add_run_options(p)  # the history, --detach and the wall meter, as for run hpl
+        # The history and the wall meter, as for run hpl; a cluster kind is followed by the controller to its end.
+        add_run_options(p, detach=name not in CLUSTER)

@@ -55,6 +55,14 @@ def _run(args: argparse.Namespace, broker: Broker, topics: Topics) -> int:
         from controller import cluster_cli
 
         return cluster_cli.run(broker, topics, args)
+    if args.command == "top":
+        from controller import top
+
+        return top.cmd_top(broker, topics, args)
+    if args.command == "plot":
+        from controller import plot_cli
+
+        return plot_cli.cmd_plot(broker, topics, args)
     from controller import fleet_cli
 
     if args.command == "nodes":

@@ -9,28 +9,23 @@ Telemetry of every node is recorded during the run for the result's power, tempe
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from controller.dispatch import ACCEPT_TIMEOUT_S, Follower, NodeRun, cancel, catch_up, submit
-from controller.fleet import telemetry_row
 from controller.hpl_plan import ClusterPlan
+from controller.recorder import Recorder
 from controller.session import Received, Session
-from nodeagent.errors import ProtocolError
-from nodeagent.protocol import JobSpec, Telemetry, decode
+from nodeagent.protocol import JobSpec
 from nodeagent.protocol.jobs import HplResult
-from nodeagent.protocol.throttle import throttled_now
 
 MEMBERS_READY_S = 30.0  # members must be holding for the job by then
 RELEASE_S = 20.0  # after the leader's verdict, members still running are cancelled after this long
 BLAME_GRACE_S = 2.0  # after a failed leader, how long a member's will may lag behind it
 # How long a cancelled node may take to confirm: the runner gives a job 5 s to stop before SIGKILL.
 RELEASE_WAIT_S = 12.0
-MAX_SAMPLES = 3600  # telemetry samples kept per node in the result
-SAMPLE_KEYS = ("t", "temp_c", "freq_mhz", "throttled", "power_w", "job")
 
 
 def cluster_job(plan: ClusterPlan, job_id: str, *, timeout_s: float, force: bool) -> JobSpec:
@@ -42,42 +37,6 @@ def cluster_job(plan: ClusterPlan, job_id: str, *, timeout_s: float, force: bool
     if plan.oversubscribe:
         params["oversubscribe"] = True
     return JobSpec(id=job_id, kind="hpl", params=params, node_params=node_params, timeout_s=timeout_s, force=force)
-
-
-@dataclass
-class Recorder:
-    """Every participant's telemetry during the run (pure: fed messages, asked for the summary)."""
-
-    nodes: tuple[str, ...]
-    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    _latest_power: dict[str, float] = field(default_factory=dict)
-    _power_sums: list[float] = field(default_factory=list)
-
-    def feed(self, node: str, t: Telemetry) -> None:
-        if node not in self.nodes:
-            return
-        rows = self.samples.setdefault(node, [])
-        if len(rows) < MAX_SAMPLES:
-            rows.append(telemetry_row(t, SAMPLE_KEYS))
-        if t.power_w is not None:
-            self._latest_power[node] = t.power_w
-            self._power_sums.append(sum(self._latest_power.values()))
-
-    def summary(self) -> dict[str, Any]:
-        """power_avg_w / power_peak_w (summed over the nodes that report power; None when none does),
-        temp_peak_c, and throttled per node (any current throttle bit seen)."""
-        temps = [r["temp_c"] for rows in self.samples.values() for r in rows if r["temp_c"] is not None]
-        per_node_avg = [
-            sum(p) / len(p)
-            for rows in self.samples.values()
-            if (p := [r["power_w"] for r in rows if r["power_w"] is not None])
-        ]
-        return {
-            "power_avg_w": round(sum(per_node_avg), 2) if per_node_avg else None,
-            "power_peak_w": round(max(self._power_sums), 2) if self._power_sums else None,
-            "temp_peak_c": max(temps) if temps else None,
-            "throttled": {n: any(throttled_now(r["throttled"]) for r in self.samples.get(n, [])) for n in self.nodes},
-        }
 
 
 @dataclass
@@ -196,12 +155,8 @@ class ClusterRun:
             msg = self.session.get(0)
 
     def _apply(self, msg: Received) -> None:
-        parsed = self.session.topics.parse(msg.topic)
-        if parsed is not None and parsed[1] == "telemetry":
-            if self.recording and not msg.retained:
-                with contextlib.suppress(ProtocolError):  # a malformed sample is left out, not fatal
-                    self.recorder.feed(parsed[0], decode(msg.payload, Telemetry))
-            return
+        if self.recording:
+            self.recorder.tap(self.session.topics, msg)
         if (run := self.follower.apply(msg)) is not None:
             self.on_change(run)
 

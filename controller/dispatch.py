@@ -179,18 +179,15 @@ def submit_and_follow(
     *,
     on_change: Callable[[NodeRun], None] = lambda run: None,
     clock: Callable[[], float] = time.monotonic,
+    tap: Callable[[Received], None] = lambda msg: None,
 ) -> dict[str, NodeRun]:
-    """Publish ``job`` once for all ``nodes`` and follow it to the end. Ctrl-C cancels it on every node."""
+    """Publish ``job`` once for all ``nodes`` and follow it to the end. Ctrl-C cancels it on every node.
+    ``tap`` sees every message received meanwhile (a telemetry recorder)."""
     follower = Follower(session.topics, job.id, nodes, started=clock(), timeout_s=job.timeout_s)
     submit(session, job, nodes)
     try:
         while not follower.done:
-            catch_up(session, follower)
-            msg = session.get(0.25)
-            if msg is not None and (run := follower.apply(msg)) is not None:
-                on_change(run)
-            for run in follower.expire(clock()):
-                on_change(run)
+            for run in follow_once(session, follower, on_change, clock, tap):
                 if run.state == "timeout":
                     cancel(session, job.id, [run.node])
     except KeyboardInterrupt:
@@ -199,6 +196,28 @@ def submit_and_follow(
         for node in live:
             follower.runs[node].state, follower.runs[node].reason = "cancelled", "interrupted by the operator"
     return follower.runs
+
+
+def follow_once(
+    session: Session,
+    follower: Follower,
+    on_change: Callable[[NodeRun], None],
+    clock: Callable[[], float],
+    tap: Callable[[Received], None],
+) -> list[NodeRun]:
+    """Take one message (waiting up to 0.25 s) into ``follower``, after ``tap``; returns the runs that ran out of
+    time meanwhile (each also passed to ``on_change``). A session back from losing the broker first asks the
+    nodes to say again what it missed (catch_up)."""
+    catch_up(session, follower)
+    msg = session.get(0.25)
+    if msg is not None:
+        tap(msg)
+        if (run := follower.apply(msg)) is not None:
+            on_change(run)
+    expired = follower.expire(clock())
+    for run in expired:
+        on_change(run)
+    return expired
 
 
 def submit(session: Session, job: JobSpec, nodes: list[str]) -> None:

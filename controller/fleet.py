@@ -43,6 +43,7 @@ class NodeView:
         }
 
 
+STALE_AFTER_S = 10.0  # an online node whose telemetry is older: its agent or its link is stuck
 NODE_FACTS = ("board", "model", "cores", "memory_mb", "agent_version", "sim")
 NODE_TELEMETRY = ("temp_c", "freq_mhz", "throttle", "load1", "mem_avail_mb", "fan_duty_pct", "fan_rpm", "power_w")
 NODE_TELEMETRY += ("nvme", "pcie", "job", "errors")

@@ -17,6 +17,7 @@ from controller.args import UsageError
 from controller.dispatch import NOT_SENT, NodeRun, new_job_id, submit_and_follow
 from controller.fleet import Fleet, NodeView, subscriptions
 from controller.forget import ForgetRefused, forget
+from controller.recorder import Recorder
 from controller.results import job_result
 from controller.select import select
 from controller.session import Session
@@ -82,11 +83,15 @@ def cmd_run_hpl(broker: Broker, topics: Topics, args: argparse.Namespace) -> int
             gone = f", {len(offline)} offline" if offline else ""
             report.say(f"job {job.id}: HPL on {len(online)} node(s){gone}", stderr=True)
         runs: dict[str, NodeRun] = {}
+        recorder = Recorder(tuple(online))  # every node's telemetry during the run, for the result and `plot`
         if online:
+            session.subscribe(*recorder.topics(topics))
             with _progress(args.json) as progress:
-                runs = submit_and_follow(session, job, online, on_change=_show(progress, online))
+                runs = submit_and_follow(
+                    session, job, online, on_change=_show(progress, online), tap=lambda msg: recorder.tap(topics, msg)
+                )
     results = [*(runs[n] for n in online), *offline]
-    summary = job_result(job.id, "hpl", "per-node", results)
+    summary = job_result(job.id, "hpl", "per-node", results, **recorder.figures())
     summary = track.finished(job.id, results, summary)
     if args.json:
         report.print_json(summary)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from controller import report, results
-from controller.dispatch import ACCEPT_TIMEOUT_S, NOT_SENT, Follower, NodeRun, cancel, catch_up, resend, submit
+from controller.dispatch import ACCEPT_TIMEOUT_S, NOT_SENT, Follower, NodeRun, cancel, follow_once, resend, submit
 from controller.fleet import Fleet
 from controller.history import TERMINAL, VERDICTS, History, JobRecord, default_path
 from controller.results import job_result
@@ -160,11 +160,7 @@ class Tracker:
         follower = Follower(self.topics, job.id, nodes, started=time.monotonic(), timeout_s=job.timeout_s)
         submit(self.session, job, nodes)
         while any(r.state == "submitted" for r in follower.runs.values()):
-            catch_up(self.session, follower)
-            msg = self.session.get(0.25)
-            if msg is not None:
-                follower.apply(msg)
-            follower.expire(time.monotonic())
+            follow_once(self.session, follower, lambda run: None, time.monotonic, lambda msg: None)
         self._endings(job.id, follower.runs.values())
         runs = [*follower.runs.values(), *self.offline]
         if as_json:
@@ -232,8 +228,8 @@ def main(args: argparse.Namespace, broker: Broker, topics: Topics) -> int:
         if args.command == "jobs":
             drain(args, broker, topics, history, lambda: history.jobs(limit=args.limit, cluster=topics.cluster))
             return cmd_jobs(history, topics, args)
-        drain(args, broker, topics, history, lambda: [_job(history, args.job, topics)])
-        job = _job(history, args.job, topics)
+        drain(args, broker, topics, history, lambda: [find_job(history, args.job, topics)])
+        job = find_job(history, args.job, topics)
         if args.command == "results":
             return cmd_results(job, bool(args.json))
         return cmd_report(job, args)
@@ -288,7 +284,7 @@ def resync(session: Session, jobs: list[JobRecord], now: float | None = None) ->
 UNHEARD = ("submitted", "offline", "no-answer")  # states in which a node may not have received the job
 
 
-def _job(history: History, job_id: str | None, topics: Topics) -> JobRecord:
+def find_job(history: History, job_id: str | None, topics: Topics) -> JobRecord:
     if job_id is None:
         newest = history.jobs(limit=1, cluster=topics.cluster)
         if not newest:
@@ -329,7 +325,12 @@ def cmd_results(job: JobRecord, as_json: bool) -> int:
         return 0 if job.state in ("passed", "running") else 1
     runs = [NodeRun(r.node, state=r.state, plan=r.plan, result=r.result, reason=r.reason) for r in job.runs]
     report.say(f"job {job.id} ({job.kind}): {job.state}")
-    report.say(report.hpl_results_table(runs)[0] if job.kind == "hpl" else report.kind_results_table(job.kind, runs))
+    if job.kind == "hpl":
+        report.say(report.hpl_results_table(runs)[0])
+    else:
+        report.say(report.kind_results_table(job.kind, runs, job.result))
+        if build := report.build_line(job.result or {}):
+            report.say(build)
     gflops = results.job_gflops(job)
     if gflops is not None:
         line = f"total: {gflops:.2f} Gflops from {sum(r.passed for r in runs)}/{len(runs)} node(s) passed"

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.dispatch import Follower, NodeRun, cancel, catch_up, new_job_id, submit, submit_and_follow
-from controller.session import Session
+from controller.dispatch import Follower, NodeRun, cancel, follow_once, new_job_id, submit, submit_and_follow
+from controller.session import Received, Session
 from nodeagent.protocol import JobSpec
 from nodeagent.protocol.jobs import (
     DLLAMA_ROOT_KEYS,
@@ -85,72 +85,108 @@ def leader_params(kind: str, base: dict[str, Any], addresses: list[str]) -> dict
     return {**base, roles.address_param: roles.separator.join(addresses)}
 
 
+@dataclass(frozen=True)
+class RolePlan:
+    """What each role of a cluster job is sent: the workers' parameters (``per_worker`` adds to them by node) and
+    the leader's, which ``complete`` finishes with the workers' ``ready`` answers (by worker, in order)."""
+
+    worker: dict[str, Any]
+    leader: dict[str, Any]
+    complete: Callable[[dict[str, Any], list[dict[str, Any]]], dict[str, Any]]
+    per_worker: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def role_plan(kind: str, params: dict[str, Any], nodes: int) -> RolePlan:
+    """The roles of an inference kind (``ROLES``) from the operator's ``--set`` values."""
+    worker, base = split_params(kind, params)
+    check_nodes(kind, nodes, params)
+    return RolePlan(worker, base, lambda lead, ready: leader_params(kind, lead, [r.get("address", "") for r in ready]))
+
+
 def run_cluster(
     session: Session,
     kind: str,
     leader: str,
     workers: list[str],
-    params: dict[str, Any],
+    plan: RolePlan,
     *,
     timeout_s: float,
     force: bool = False,
     on_change: Callable[[NodeRun], None] = lambda run: None,
     clock: Callable[[], float] = time.monotonic,
+    tap: Callable[[Received], None] = lambda msg: None,
+    record: Callable[[JobSpec, list[str]], None] = lambda job, nodes: None,
+    job_id: str = "",
 ) -> ClusterRun:
-    """Start the workers, wait for them, run the leader, stop the workers. Never hangs: every wait is bounded."""
-    worker_params, base = split_params(kind, params)
-    check_nodes(kind, 1 + len(workers), params)
-    job_id = new_job_id(kind)
+    """Start the workers, wait for them, run the leader, stop the workers. Never hangs: every wait is bounded.
+    ``tap`` sees every message meanwhile; ``record`` every job (workers', leader's) just before it is sent."""
+    job_id = job_id or new_job_id(kind)
     outcome = ClusterRun(job_id, NodeRun(leader))
-    wjob = JobSpec(id=f"{job_id}.workers", kind=kind, params=worker_params, timeout_s=timeout_s + 120, force=force)
+    wjob = JobSpec(
+        id=f"{job_id}.workers",
+        kind=kind,
+        params=plan.worker,
+        node_params={w: p for w, p in plan.per_worker.items() if w in workers},
+        timeout_s=timeout_s + 120,
+        force=force,
+    )
     follower = Follower(session.topics, wjob.id, workers, started=clock(), timeout_s=wjob.timeout_s)
+    pump = _pumper(session, follower, on_change, clock, tap)
     try:
         if workers:
+            record(wjob, workers)
             submit(session, wjob, workers)
-            if not _wait_ready(session, follower, on_change, clock):
+            if not _wait_ready(follower, pump, clock):
                 outcome.leader.state = "not-started"
                 outcome.leader.reason = "workers not ready: " + "; ".join(
                     f"{r.node} {r.state}{': ' + r.reason if r.reason else ''}"
                     for r in follower.runs.values()
-                    if r.state != "ready"
+                    if not _ready(r)
                 )
                 return outcome
-        addresses = [follower.runs[w].ready.get("address", "") for w in workers]
-        ljob = JobSpec(id=job_id, kind=kind, params=leader_params(kind, base, addresses), timeout_s=timeout_s)
-        outcome.leader = submit_and_follow(session, ljob, [leader], on_change=on_change, clock=clock)[leader]
+        ready = [follower.runs[w].ready for w in workers]
+        ljob = JobSpec(id=job_id, kind=kind, params=plan.complete(plan.leader, ready), timeout_s=timeout_s, force=force)
+        record(ljob, [leader])
+        runs = submit_and_follow(session, ljob, [leader], on_change=on_change, clock=clock, tap=tap)
+        outcome.leader = runs[leader]
     finally:
-        outcome.workers = _stop_workers(session, follower, on_change, clock) if workers else {}
+        outcome.workers = _stop_workers(session, follower, pump, clock) if workers else {}
     return outcome
 
 
-def _pump(session: Session, follower: Follower, on_change: Callable[[NodeRun], None], clock: Any) -> None:
-    catch_up(session, follower)
-    msg = session.get(0.25)
-    if msg is not None and (run := follower.apply(msg)) is not None:
-        on_change(run)
-    for run in follower.expire(clock()):
-        on_change(run)
+def _pumper(
+    session: Session, follower: Follower, on_change: Callable[[NodeRun], None], clock: Any, tap: Any
+) -> Callable[[], None]:
+    def pump() -> None:
+        follow_once(session, follower, on_change, clock, tap)
+
+    return pump
 
 
-def _wait_ready(session: Session, follower: Follower, on_change: Any, clock: Any) -> bool:
+def _wait_ready(follower: Follower, pump: Callable[[], None], clock: Any) -> bool:
     deadline = clock() + READY_TIMEOUT_S
     while clock() < deadline:
-        _pump(session, follower, on_change, clock)
+        pump()
         runs = follower.runs.values()
-        if all(r.state == "ready" for r in runs):
+        if all(_ready(r) for r in runs):
             return True
         if any(r.ended for r in runs):
             return False
     for run in follower.runs.values():
-        if run.state != "ready" and not run.ended:
+        if not _ready(run) and not run.ended:
             run.reason = f"not listening after {READY_TIMEOUT_S:g} s"
     return False
 
 
-def _stop_workers(session: Session, follower: Follower, on_change: Any, clock: Any) -> dict[str, NodeRun]:
+def _ready(run: NodeRun) -> bool:
+    """A worker that said where it listens and has not ended (progress after ``ready`` makes it "running")."""
+    return bool(run.ready) and not run.ended
+
+
+def _stop_workers(session: Session, follower: Follower, pump: Callable[[], None], clock: Any) -> dict[str, NodeRun]:
     live = [r.node for r in follower.runs.values() if not r.ended]
     cancel(session, follower.job_id, live)
     deadline = clock() + STOP_TIMEOUT_S
     while clock() < deadline and not follower.done:
-        _pump(session, follower, on_change, clock)
+        pump()
     return follower.runs

@@ -121,11 +121,13 @@ WAITING = "waiting for first report"
 
 
 def nodes_table(views: Iterable[NodeView], now: float) -> Table:
+    from controller.fleet import STALE_AFTER_S
+
     cols = ("NODE", "STATE", "BOARD", "TEMP", "FREQ", "LOAD", "MEM FREE", "FAN", "POWER", "NVME", "HEALTH", "AGENT")
     rows = table(*cols, "JOB", right=("TEMP", "FREQ", "LOAD", "MEM FREE", "POWER"))
     for v in views:
         d = v.to_dict(now)
-        stale = d["telemetry_age_s"] is not None and d["telemetry_age_s"] > 10
+        stale = d["telemetry_age_s"] is not None and d["telemetry_age_s"] > STALE_AFTER_S
         rows.add_row(
             v.name,
             v.status + (" (stale)" if stale and v.online else ""),
@@ -182,19 +184,44 @@ FIGURES = {
     "llama-bench": ("gen_tps", "tg t/s"),
     "llama-rpc": ("gen_tps", "tg t/s"),
     "dllama": ("gen_tps", "pred t/s"),
+    "distcc": ("wall_s", "wall s"),
 }
 
 
-def kind_results_table(kind: str, runs: Iterable[NodeRun]) -> Table:
-    """One row per node for a job other than HPL: its verdict, the kind's figure, and the reason."""
+def kind_results_table(kind: str, runs: Iterable[NodeRun], summary: Mapping[str, Any] | None = None) -> Table:
+    """One row per node for a job other than HPL: its verdict, the kind's figure, its peak temperature during the
+    run (from the job's ``summary``, when recorded) and the reason. A build shows each node's compiles and share."""
+    summary = summary or {}
     key, label = FIGURES.get(kind, ("returncode", "exit"))
-    table = Table("NODE", "RESULT", label.upper(), "PROMPT T/S", "NOTE")
+    figures = (label.upper(), *(("COMPILED", "SHARE") if kind == "distcc" else ("PROMPT T/S",)), "PEAK °C")
+    table = Table("NODE", "RESULT", *figures, "NOTE", right=figures)
+    peaks = summary.get("temp_peak_by_node") or {}
     for run in runs:
         r = run.result or {}
         verdict = "PASSED" if run.passed else run.state.upper()
         note = run.reason or (run.ready.get("address", "") if run.ready else "")
-        table.add_row(run.node, verdict, _figure(r.get(key)), _figure(r.get("prompt_tps")), note)
+        if kind == "distcc":
+            extra = (
+                _figure((summary.get("compiles_by_node") or {}).get(run.node)),
+                _num((summary.get("shares") or {}).get(run.node), ".0%"),
+            )
+            if run.ready and run.state == "cancelled":  # a worker: it ends when the leader's build is done
+                verdict = "SERVED"
+        else:
+            extra = (_figure(r.get("prompt_tps")),)
+        table.add_row(run.node, verdict, _figure(r.get(key)), *extra, _figure(peaks.get(run.node)), note)
     return table
+
+
+def build_line(summary: Mapping[str, Any]) -> str:
+    """A finished build in one line (wall time, files, make -j, fallbacks); empty for any other job."""
+    if summary.get("kind") != "distcc" or summary.get("wall_s") is None:
+        return ""
+    fallbacks = summary.get("fallbacks")
+    return (
+        f"build: {summary['wall_s']:.1f} s wall, {summary.get('compiles_total', 0)} files compiled with "
+        f"make -j {summary.get('make_jobs')}" + (f", {fallbacks} fell back to the leader" if fallbacks else "")
+    )
 
 
 def _figure(value: Any) -> str:
@@ -238,6 +265,9 @@ def plan_summary(plan: Mapping[str, Any]) -> str:
         return hpl
     if role == "root" and _given(plan.get("nodes")):
         return f"root of {plan['nodes']} nodes"
+    if role == "leader" and _given(plan.get("dir")):  # a build
+        jobs = f"make -j {plan['jobs']}" if _given(plan.get("jobs")) else "make"
+        return f"leader: {jobs} in {plan['dir']}"
     if role == "leader":
         model = f", model {plan['model']}" if _given(plan.get("model")) else ""
         return f"leader{model}" + (f", workers {plan['rpc']}" if _given(plan.get("rpc")) else "")

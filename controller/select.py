@@ -21,13 +21,17 @@ def natural_key(name: str) -> tuple[Any, ...]:
 
 
 def expand(pattern: str) -> list[str]:
-    """The names a node set stands for; SelectionError naming the pattern when it cannot be parsed."""
+    """The names a node set stands for (no ``all``); SelectionError naming the pattern when it cannot be parsed
+    or is empty."""
     from ClusterShell.NodeSet import NodeSet, NodeSetParseError
 
     try:
-        return list(NodeSet(pattern))
+        names = list(NodeSet(pattern))
     except NodeSetParseError as exc:
         raise SelectionError(f"node set: {exc}: {pattern!r}") from None
+    if not names:
+        raise SelectionError(f"node set {pattern!r} is empty")
+    return names
 
 
 def select(pattern: str, known: Iterable[str]) -> list[str]:
@@ -45,8 +49,6 @@ def select(pattern: str, known: Iterable[str]) -> list[str]:
             )
         return sorted(known_set, key=natural_key)
     wanted = expand(pattern)
-    if not wanted:
-        raise SelectionError(f"node set {pattern!r} is empty")
     unknown = [n for n in wanted if n not in known_set]
     if unknown:
         hint = f"; known: {fold(known_set)}" if known_set else ""

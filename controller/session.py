@@ -81,6 +81,12 @@ class Session:
         for topic in (*subscriptions, self.topics.sync(self.client_id)):
             self.link.subscribe(topic, qos=0 if self._state(topic) else 1)
 
+    def subscribe(self, *topics: str) -> None:
+        """More subscriptions on the open session (a run's recorder, once it knows the job's nodes); the broker
+        sends their retained messages as it does at connect."""
+        for topic in topics:
+            self.link.subscribe(topic, qos=0 if self._state(topic) else 1)
+
     def _state(self, topic: str) -> bool:
         """A node's retained state (status, facts, telemetry, power): read at QoS 0, so a fleet's snapshot is not
         held to the broker's QoS 1 window (Mosquitto's max_inflight_messages, 20) nor cut at its queue limit

@@ -35,6 +35,7 @@ from nodeagent.mqtt.link import Link, Will
 from nodeagent.mqtt.netloop import NetLoop
 from nodeagent.mqtt.outbox import Outbox
 from nodeagent.mqtt.spool import open_spool
+from nodeagent.netaddr import local_addresses
 from nodeagent.node.chassis_power import PowerBudget
 from nodeagent.node.commands import Commands, JobHooks
 from nodeagent.node.safety import Chassis, ChassisView, NodeSafety, drives_chassis_fan, open_fans, switches_slots
@@ -90,6 +91,7 @@ class Agent:
         self.orphans: list[str] = []
         self.last_sample: Sample | None = None
         self.last_hpl_gflops: float | None = None  # a Home Assistant entity and a Prometheus gauge
+        self.addresses: tuple[str, ...] = ()  # read again at every announce: a lease may have changed them
         self.notifier = sd.Notifier()
 
     # --- the loop --------------------------------------------------------------------------------------------
@@ -164,8 +166,12 @@ class Agent:
         if self.slot_power is not None:
             self.slot_power.tick(mono)  # slot 1's automatic power-cycle
         duty, cap_mhz = safe.duty_pct if self.safety.fans else None, None if cap_khz is None else cap_khz / 1000.0
-        state = NodeState(duty, safe.level, str(self.safety.mode), self.runner.frozen, cap_mhz, safe.fan_errors)
-        telemetry = telemetry_from(self.node, self._tick_seq, sample, self.runner.current, state)
+        job = self.runner.current
+        progress, phase = self.runner.progress_of(job) if job else (None, "")
+        state = NodeState(
+            duty, safe.level, str(self.safety.mode), self.runner.frozen, cap_mhz, safe.fan_errors, progress, phase
+        )
+        telemetry = telemetry_from(self.node, self._tick_seq, sample, job, state)
         self.commands.hardware_events(sample)
         self.link.publish(self.topics.telemetry(self.node), encode(telemetry), qos=0, retain=True)
         self.spool_health()
@@ -245,6 +251,7 @@ class Agent:
     # --- broker side -----------------------------------------------------------------------------------------
     def announce(self) -> None:
         """After every (re)connect: online and facts, both retained; jobs a crash left behind, failed."""
+        self.addresses = local_addresses()
         facts = self.facts_message()
         self.link.publish(self.topics.facts(self.node), encode(facts), qos=1, retain=True)
         self.link.publish(self.topics.status(self.node), ONLINE, qos=1, retain=True)
@@ -260,7 +267,9 @@ class Agent:
     def facts_message(self) -> NodeFacts:
         roles = tuple(r for r, on in (("chassis", self.chassis), ("slot-power", self.slot_power)) if on is not None)
         slot, policy, kinds = self.cfg.hardware.slot, asdict(self.cfg.policy), self.runner.capabilities()
-        return facts_from(self.node, self.node_facts, slot, self.sim, kinds, roles, policy, self.clock())
+        return facts_from(
+            self.node, self.node_facts, slot, self.sim, kinds, roles, policy, self.clock(), self.addresses
+        )
 
     def emit(self, kind: str, job: str = "", *, lifecycle: bool = True, **fields: Any) -> None:
         """Spool and publish one event (QoS 1). Thread-safe: the job thread calls it too; the lock keeps the

@@ -149,6 +149,11 @@ class JobsSection:
     model_dir: str = ""  # set: model files must lie under this directory
     threads: int = 0  # llama.cpp/dllama threads; 0: the node's cores
     advertise_host: str = ""  # the address workers give their leader; empty: the host name
+    distcc: str = "distcc"  # distcc: the client the leader's make runs the compiler through
+    distccd: str = "distccd"
+    make: str = "make"
+    distcc_port: int = 3632  # distccd's port when the request does not say
+    build_root: str = ""  # distcc: builds run only in directories under this one; empty: no distcc builds here
     queue_max: int = 4  # heavy jobs waiting for the running one (when the request asks to queue)
     light_max: int = 2  # light jobs running at once (nodeagent/jobs/limits.py)
     max_ranks_per_core: int = DEFAULT_MAX_RANKS_PER_CORE  # MPI ranks per core with oversubscribe=true (else 1)
@@ -228,6 +233,7 @@ _VALIDATORS: dict[type, dict[str, Any]] = {
         "llama_rpc_port": _port,
         "dllama_port": _port,
         "dllama_kv_heads": _above_zero,
+        "distcc_port": _port,
         "light_max": _above_zero,
         "max_ranks_per_core": _above_zero,
     },

@@ -8,11 +8,12 @@ VENV=.venv
 
 # What the agent, the tests and the benchmarks use. python3-systemd is compiled: never build it with pip.
 # cmake and build-essential build llama.cpp for its tests (scripts/build-llama.sh); python3-pip fetches its sources.
+# distcc with build-essential's make and gcc runs the distcc job kind's tests; python3-matplotlib draws `plot`.
 APT_PACKAGES=(
   mosquitto mosquitto-clients hpcc openmpi-bin libopenblas0 python3-venv python3-pip
   python3-paho-mqtt python3-msgpack python3-clustershell python3-rich python3-systemd
   python3-gpiozero python3-smbus2 python3-pyudev prometheus-node-exporter stress-ng iproute2
-  prometheus openssl cmake build-essential faketime
+  prometheus openssl cmake build-essential faketime python3-matplotlib distcc
   # bench/dispatch.py's peers only (clush and pdsh over a private loopback sshd), never needed at run time.
   # openssh-server brings Debian's ssh.service with it; the benchmark runs an sshd of its own.
   clustershell pdsh openssh-server

@@ -96,6 +96,7 @@ class _Running:
     frozen_s: float = 0.0  # time spent frozen before that: the timeout does not count it
     annotations: Mapping[str, Any] = field(default_factory=dict)  # merged into the result (forced past admission)
     user: str = ""
+    progress: tuple[float | None, str] = (None, "")  # the last progress event's fraction and phase
 
     @property
     def heavy(self) -> bool:
@@ -175,6 +176,12 @@ class Runner:
         """Every running job, heavy and light."""
         with self._lock:
             return tuple(self._jobs)
+
+    def progress_of(self, job_id: str) -> tuple[float | None, str]:
+        """The running job's last reported (fraction, phase); (None, "") before its first or when not running."""
+        with self._lock:
+            running = self._jobs.get(job_id)
+            return running.progress if running is not None else (None, "")
 
     @property
     def queued(self) -> tuple[str, ...]:
@@ -482,7 +489,7 @@ class Runner:
                 self._emit("ready", running.spec.id, data=dict(answer))
             progress = running.kind.progress(running.ctx, "".join(tail))
             if progress is not None and (progress.fraction, progress.phase) != last:
-                last = (progress.fraction, progress.phase)
+                last = running.progress = (progress.fraction, progress.phase)
                 self._emit(
                     "progress",
                     running.spec.id,

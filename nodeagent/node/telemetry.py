@@ -72,6 +72,8 @@ class NodeState:
     job_frozen: bool = False
     freq_cap_mhz: float | None = None
     errors: tuple[str, ...] = ()  # the fans' errors, after the sample's own
+    job_progress: float | None = None  # the running job's last progress event
+    job_phase: str = ""
 
 
 def telemetry_from(node: str, seq: int, sample: Sample, job: str | None, state: NodeState = NodeState()) -> Telemetry:
@@ -99,6 +101,8 @@ def telemetry_from(node: str, seq: int, sample: Sample, job: str | None, state: 
         guard=state.guard,
         fan_mode=state.fan_mode,
         job=job,
+        job_progress=state.job_progress if job else None,
+        job_phase=state.job_phase if job else "",
         job_frozen=state.job_frozen,
         errors=(*sample.errors, *state.errors),
     )
@@ -153,6 +157,7 @@ def facts_from(
     roles: tuple[str, ...],
     policy: dict[str, Any],
     t: float,
+    addresses: tuple[str, ...] = (),
 ) -> NodeFacts:
     """What this node is, as the ``facts`` message says it (also HA's device and Prometheus's node_info).
     ``slot``: the configured one, else the board's."""
@@ -166,6 +171,7 @@ def facts_from(
         memory_mb=f.memory_mb,
         cpu=f.cpu,
         hostname=f.hostname,
+        addresses=addresses,
         slot=slot or f.slot,
         sim=sim,
         capabilities=capabilities,

@@ -8,6 +8,8 @@ every value; these are the names and rules the controller must agree with to spl
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -164,3 +166,79 @@ def dllama_nodes_problem(nodes: int, kv_heads: int) -> str | None:
     if nodes > kv_heads:
         return f"distributed-llama runs on at most as many nodes as the model has KV heads ({kv_heads}), not {nodes}"
     return None
+
+
+# distcc (``distcc`` kind): distccd on the workers, make on the leader with DISTCC_HOSTS naming them.
+DISTCC_WORKER_KEYS = ("role", "port", "allow", "leader", "slots")
+DISTCC_LEADER_KEYS = ("role", "dir", "target", "cc", "jobs", "hosts")
+DISTCC_PORT = 3632  # distccd's own default
+MAX_TARGETS = 32
+MAX_PEERS = 256
+_TARGET_WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+/-]{0,127}")
+_CC_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
+_HOST_ENTRY = re.compile(r"(localhost|(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5}))/(\d{1,4})")
+
+
+def make_targets(text: str) -> list[str]:
+    """The make goals in ``text`` (space-separated); ValueError naming the first that is not a plain target name:
+    no option (``-``), no variable (``=``), no shell or make syntax, no ``..`` component."""
+    words = text.split()
+    if len(words) > MAX_TARGETS:
+        raise ValueError(f"at most {MAX_TARGETS} targets, got {len(words)}")
+    for word in words:
+        if not _TARGET_WORD.fullmatch(word) or ".." in word.split("/"):
+            raise ValueError(
+                f"{word!r} is not a make target name (letters, digits, '_', '.', '+', '/', '-'; "
+                "not starting with '-', no '..')"
+            )
+    return words
+
+
+def compiler_name(text: str) -> str:
+    """A compiler to find on PATH (``gcc``, ``aarch64-linux-gnu-gcc``, ``clang-14``): a name, never a path."""
+    if not _CC_NAME.fullmatch(text):
+        raise ValueError(f"{text!r} is not a compiler name (letters, digits, '_', '.', '+', '-'; no path)")
+    return text
+
+
+def ipv4_list(text: str) -> list[str]:
+    """Comma-separated IPv4 addresses, in order, without duplicates; ValueError naming a bad one."""
+    out: list[str] = []
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        try:
+            addr = str(ipaddress.IPv4Address(item))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IPv4 address") from None
+        if addr not in out:
+            out.append(addr)
+    if len(out) > MAX_PEERS:
+        raise ValueError(f"at most {MAX_PEERS} addresses, got {len(out)}")
+    return out
+
+
+def distcc_hosts(text: str) -> list[tuple[str, int]]:
+    """A DISTCC_HOSTS list as this kind writes it: ``localhost/N`` and ``A.B.C.D:PORT/N`` entries, space-separated.
+    Returns (``localhost`` or ``A.B.C.D:PORT``, N) each; ValueError naming a bad entry."""
+    out = []
+    entries = text.split()
+    if not entries or len(entries) > MAX_PEERS:
+        raise ValueError(f"expected 1 to {MAX_PEERS} hosts, got {len(entries)}")
+    for entry in entries:
+        m = _HOST_ENTRY.fullmatch(entry)
+        ok = m is not None and 1 <= int(m.group(4)) <= 1024
+        if m is not None and m.group(2):
+            ok = ok and 1 <= int(m.group(3)) <= 65535 and _is_ipv4(m.group(2))
+        if not ok or m is None:
+            raise ValueError(f"{entry!r} is not localhost/N or A.B.C.D:PORT/N")
+        out.append((m.group(1), int(m.group(4))))
+    return out
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True

@@ -8,6 +8,7 @@ A message that fails validation raises ProtocolError naming the field; the agent
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ TERMINAL_EVENTS = frozenset({"rejected", "finished", "failed", "cancelled"})
 Scalar = int | float | str | bool
 POWER_ACTIONS = ("on", "off", "force-off", "cycle")
 MAX_SLOT = 7  # a NanoCluster's slots; slot 1 switches the others
+MAX_ADDRESSES = 16
 
 
 def _job_id(value: str) -> str | None:
@@ -46,6 +48,17 @@ def _node_name(value: str) -> str | None:
 def _node_names(values: tuple[str, ...]) -> str | None:
     bad = [v for v in values if not NAME_RE.match(v)]
     return f"invalid node names {echo(bad)}" if bad else None
+
+
+def _addresses(values: tuple[str, ...]) -> str | None:
+    if len(values) > MAX_ADDRESSES:
+        return f"expected at most {MAX_ADDRESSES} addresses, got {len(values)}"
+    for value in values:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            return f"expected IP addresses, got {echo(value)}"
+    return None
 
 
 def _positive(value: float) -> str | None:
@@ -84,6 +97,7 @@ class NodeFacts:
     memory_mb: int
     cpu: str = ""
     hostname: str = ""
+    addresses: tuple[str, ...] = ()  # the node's IP addresses (IPv4 first): how peers reach it
     slot: int | None = None
     sim: bool = False
     capabilities: tuple[str, ...] = ()  # job kinds this node will run
@@ -165,6 +179,8 @@ class Telemetry:
     guard: str = "normal"  # thermal guard level: normal | warm | hot | critical
     fan_mode: str = "auto"  # "auto" (the curve) or the operator's fixed percent
     job: str | None = None
+    job_progress: float | None = None  # the running job's last progress (0..1), retained for late viewers
+    job_phase: str = ""
     job_frozen: bool = False  # the guard froze the running job (too hot)
     errors: tuple[str, ...] = ()
 
@@ -252,7 +268,7 @@ Message = NodeFacts | Telemetry | Command | Event | ChassisPower
 M = TypeVar("M", NodeFacts, Telemetry, Command, Event, ChassisPower)
 
 _VALIDATORS: dict[type, dict[str, Any]] = {
-    NodeFacts: {"node": _node_name},
+    NodeFacts: {"node": _node_name, "addresses": _addresses},
     Telemetry: {"node": _node_name, "pcie": _pcie_devices},
     Command: {"id": _job_id, "nodes": _node_names, "job_id": _job_id_or_empty},
     Event: {"node": _node_name, "job": _job_id_or_empty},

@@ -141,18 +141,20 @@ class NetCluster:
     tmp: Path
     procs: dict[str, subprocess.Popen[bytes]]
     config: str = ""  # more agent config, after the defaults below
+    jobs: str = ""  # more [jobs] keys, in that table of the defaults
 
     @property
     def local_url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def start_agent(self, i: int) -> subprocess.Popen[bytes]:
+    def start_agent(self, i: int, jobs: str = "") -> subprocess.Popen[bytes]:
+        """Node i's agent, its ``[jobs]`` table given ``jobs`` after the cluster's own ``jobs`` keys."""
         node = f"node{i}"
         state = self.tmp / node
         state.mkdir(exist_ok=True)
         conf = state / "agent.toml"
         conf.write_text(
-            "[agent]\ntick_s = 0.5\n[jobs]\nprogress_interval_s = 0.5\n"
+            f"[agent]\ntick_s = 0.5\n[jobs]\nprogress_interval_s = 0.5\n{self.jobs}{jobs}"
             f'[mpi]\nlaunch_agent = "{sys.executable} -m nodeagent.mpi.launcher"\nif_include = "{self.lab.subnet}"\n'
             'btl = "self,tcp"\n' + self.config
         )
@@ -173,8 +175,9 @@ class NetCluster:
 
 
 @contextlib.contextmanager
-def net_cluster(tmp_path: Path, cluster: str, count: int = 3, config: str = "") -> Iterator[NetCluster]:
-    """``count`` namespaced nodes online with their agents; everything stopped and removed afterwards."""
+def net_cluster(tmp_path: Path, cluster: str, count: int = 3, config: str = "", jobs: str = "") -> Iterator[NetCluster]:
+    """``count`` namespaced nodes online with their agents (``config`` and ``[jobs]`` keys ``jobs`` added to their
+    configuration); everything stopped and removed afterwards."""
     if shutil.which("ip") is None or shutil.which("mosquitto") is None:
         raise AssertionError("the netns tests need iproute2 and mosquitto: run `make setup`")
     lab = NetnsLab(count)
@@ -190,7 +193,7 @@ def net_cluster(tmp_path: Path, cluster: str, count: int = 3, config: str = "") 
         )
         broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(port)
-        net = NetCluster(lab, port, cluster, tmp_path, procs, config)
+        net = NetCluster(lab, port, cluster, tmp_path, procs, config, jobs)
         nodes = [f"node{i}" for i in range(1, count + 1)]
         for i in range(1, count + 1):
             net.start_agent(i)

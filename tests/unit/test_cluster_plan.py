@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.cluster_run import Recorder, cluster_job
+from controller.cluster_run import cluster_job
 from controller.hpl_plan import DEFAULT_MEM_FRACTION, NodeSize, plan_cluster
+from controller.recorder import Recorder
 from nodeagent.protocol import Telemetry
 
 MIB = 1024 * 1024
@@ -115,4 +116,10 @@ def test_the_recorder_sums_power_over_nodes_and_flags_throttling() -> None:
 def test_the_recorder_without_power_says_unknown() -> None:
     rec = Recorder(("a",))
     rec.feed("a", _t("a", 1, None, None))
-    assert rec.summary() == {"power_avg_w": None, "power_peak_w": None, "temp_peak_c": None, "throttled": {"a": False}}
+    assert rec.summary() == {
+        "power_avg_w": None,
+        "power_peak_w": None,
+        "temp_peak_c": None,
+        "temp_peak_by_node": {"a": None},
+        "throttled": {"a": False},
+    }

@@ -41,6 +41,16 @@ def test_a_run_loads_no_table_renderer_and_no_node_set_parser_until_it_needs_the
     assert "ClusterShell.NodeSet" in modules
 
 
+def test_top_and_plot_load_their_libraries_themselves() -> None:
+    # Every other command, a run and a job's results included, goes without matplotlib and top's live screen.
+    modules = loaded_after("import controller.cli, controller.run_kinds, controller.fleet_cli, controller.jobs_cli")
+    assert not [m for m in modules if m.startswith(("matplotlib", "controller.top", "controller.plot"))]
+    assert "rich.live" not in loaded_after("import controller.cli, controller.run_kinds, controller.jobs_cli")
+    modules = loaded_after("import controller.plot_cli")
+    assert not [m for m in modules if m.startswith("matplotlib")]  # until a picture is drawn
+    assert "rich.live" in loaded_after("import controller.top")
+
+
 def test_all_is_in_the_order_a_node_set_expands_in() -> None:
     from controller.select import expand, select
 

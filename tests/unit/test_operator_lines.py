@@ -1,7 +1,7 @@
 """What the operator reads never says ``None``: every event kind's line, from the plans the real job kinds make.
 
 The plans come from the kinds' own ``prepare`` (HPL alone, a cluster HPL's leader and member, stress, llama-bench,
-llama-rpc and dllama in both roles, a template), travel as real encoded events through the controller's
+llama-rpc, dllama and distcc in both roles, a template), travel as real encoded events through the controller's
 ``Follower``, and are printed by the same functions piclusterctl prints with.
 """
 
@@ -16,11 +16,12 @@ import pytest
 from controller.dispatch import Follower, NodeRun
 from controller.fleet import Fleet
 from controller.report import Table, hpl_results_table, nodes_table, plan_summary, run_line
+from controller.results import job_result
 from controller.run_kinds import _print as print_run_kinds
 from controller.session import Received
 from nodeagent.config import JobsSection, MpiSection
 from nodeagent.jobs.kind import JobContext
-from nodeagent.jobs.kinds import DllamaKind, LlamaBenchKind, LlamaRpcKind, StressKind
+from nodeagent.jobs.kinds import KINDS, DllamaKind, LlamaBenchKind, LlamaRpcKind, StressKind
 from nodeagent.jobs.kinds.template import TemplateKind
 from nodeagent.jobs.template_config import JobTemplate
 from nodeagent.mpi.cluster_kind import ClusterHplKind
@@ -36,10 +37,13 @@ def plans(tmp_path: Path) -> dict[str, Mapping[str, Any]]:
     model.write_bytes(b"GGUF")
     (tmp_path / "tok.t").write_bytes(b"t")
 
-    def ctx(job: str) -> JobContext:
+    def ctx(job: str, **cfg: Any) -> JobContext:
         (tmp_path / job).mkdir()
-        return JobContext(job, tmp_path / job, cores=4, sim=True, cfg=JobsSection())
+        return JobContext(job, tmp_path / job, cores=4, sim=True, cfg=JobsSection(**cfg))
 
+    build = tmp_path / "build"
+    (build / "proj").mkdir(parents=True)
+    (build / "proj" / "Makefile").write_text("all:\n")
     hpl = ClusterHplKind(MpiSection())
     leader = {"role": "leader", "n": 5888, "nb": 128, "p": 1, "q": 2, "ranks_per_node": 1, "hosts": "sim1,sim2"}
     template = TemplateKind(JobTemplate("light", ("true",)))
@@ -59,6 +63,13 @@ def plans(tmp_path: Path) -> dict[str, Mapping[str, Any]]:
             ctx("dr"),
         ),
         "template": template.prepare({}, ctx("tpl")),
+        "distcc-worker": KINDS["distcc"].prepare(
+            {"role": "worker", "allow": "10.0.0.11,10.0.0.12", "leader": "10.0.0.11"}, ctx("ccw")
+        ),
+        "distcc-leader": KINDS["distcc"].prepare(
+            {"role": "leader", "dir": "proj", "jobs": 16, "hosts": "localhost/4 10.0.0.12:3632/4"},
+            ctx("ccl", build_root=str(build)),
+        ),
     }
     return {name: dict(p.plan) for name, p in out.items()}
 
@@ -124,6 +135,9 @@ def test_a_member_says_whose_run_it_joins(tmp_path: Path) -> None:
     assert plan_summary(p["dllama-root"]) == "root of 2 nodes"
     assert plan_summary(p["llama-rpc-worker"]).startswith("worker, serving on ")
     assert plan_summary({"n": None, "nb": None, "p": None, "q": None}) == ""
+    assert plan_summary(p["distcc-leader"]) == f"leader: make -j 16 in {tmp_path / 'build' / 'proj'}"
+    assert plan_summary(p["distcc-worker"]).startswith("worker, serving on ")  # this host's route to the leader
+    assert plan_summary(p["distcc-worker"]).endswith(":3632")
 
 
 def test_the_run_kinds_table_says_no_none(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -132,9 +146,12 @@ def test_the_run_kinds_table_says_no_none(tmp_path: Path, capsys: pytest.Capture
         NodeRun("n2", state="failed", reason="true exited with status 1"),
         NodeRun("n3", state="finished", result={"passed": True, "gen_tps": None, "prompt_tps": 12.5}),
     ]
-    for kind in ("light", "stress", "llama-bench", "dllama"):
-        print_run_kinds("j1", kind, runs, passed=False, as_json=False)
-    assert "None" not in capsys.readouterr().out
+    summary = {"temp_peak_by_node": {"n1": 61.5, "n2": None}, "compiles_by_node": {"n1": 30}, "shares": {"n1": 0.8}}
+    for kind in ("light", "stress", "llama-bench", "dllama", "distcc"):
+        print_run_kinds(job_result("j1", kind, "per-node", runs, passed=False, **summary), runs, as_json=False)
+    out = capsys.readouterr().out
+    assert "None" not in out
+    assert "61.5" in out and "80%" in out  # the peak temperature and a build's share, from the job's figures
 
 
 def test_a_node_whose_first_report_has_not_come_says_so() -> None:

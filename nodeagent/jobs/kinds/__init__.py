@@ -2,6 +2,7 @@
 ``[[jobs.template]]`` tables it defines)."""
 
 from nodeagent.jobs.kind import JobKind
+from nodeagent.jobs.kinds.distcc import DistccKind
 from nodeagent.jobs.kinds.hpl_kind import HplKind
 from nodeagent.jobs.kinds.llm import DllamaKind, LlamaBenchKind, LlamaRpcKind
 from nodeagent.jobs.kinds.stress import StressKind
@@ -12,4 +13,5 @@ KINDS: dict[str, JobKind] = {
     "llama-bench": LlamaBenchKind(),
     "llama-rpc": LlamaRpcKind(),
     "dllama": DllamaKind(),
+    "distcc": DistccKind(),
 }

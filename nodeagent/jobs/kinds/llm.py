@@ -19,8 +19,8 @@ from nodeagent.errors import JobFailed, JobRejected, echo
 from nodeagent.jobs.kind import JobContext, Prepared, Progress
 from nodeagent.jobs.kinds.dllama_parse import parse_dllama
 from nodeagent.jobs.kinds.llama_parse import parse_llama_bench
-from nodeagent.jobs.listening import listening_ports
 from nodeagent.jobs.params import ParamSpec, Value, resolve
+from nodeagent.jobs.serving import WorkerRoles, last_line
 from nodeagent.protocol.jobs import dllama_nodes_problem
 from nodeagent.protocol.messages import Scalar
 
@@ -103,18 +103,13 @@ def _bench_argv(values: Mapping[str, Value], ctx: JobContext) -> list[str]:
 
 def _bench_result(ctx: JobContext, output: str, returncode: int) -> dict[str, Any]:
     if returncode != 0:
-        raise JobFailed(f"llama-bench exited with status {returncode}: {_last_line(output)}")
+        raise JobFailed(f"llama-bench exited with status {returncode}: {last_line(output)}")
     try:
         text = (ctx.work_dir / BENCH_JSON).read_text(errors="replace")
     except OSError:
         text = ""
     result = parse_llama_bench(text or output)
     return {"passed": True, **result.to_dict()}
-
-
-def _last_line(output: str) -> str:
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    return (lines[-1] if lines else "(no output)")[:300]
 
 
 class LlamaBenchKind:
@@ -138,36 +133,7 @@ class LlamaBenchKind:
         return _bench_result(ctx, output, returncode)
 
 
-def _worker_ready(prepared: Prepared) -> dict[str, Any] | None:
-    port = int(prepared.plan["port"])
-    if port not in listening_ports():
-        return None
-    return {"address": f"{prepared.plan['host']}:{port}", "port": port}
-
-
-class _WorkerRoles:
-    """What the two cluster kinds share: a ``role=worker`` serves until it is stopped, reports ``ready`` once its
-    port listens, and a worker that stops on its own is a failure; the other role's result is the kind's own."""
-
-    name = ""
-    worker_program = ""
-
-    def ready(self, ctx: JobContext, prepared: Prepared) -> dict[str, Any] | None:
-        return _worker_ready(prepared) if prepared.plan.get("role") == "worker" else None
-
-    def progress(self, ctx: JobContext, output_tail: str) -> Progress | None:
-        return None
-
-    def result(self, ctx: JobContext, prepared: Prepared, output: str, returncode: int) -> dict[str, Any]:
-        if prepared.plan.get("role") == "worker":
-            raise JobFailed(f"{self.worker_program} stopped on its own (status {returncode}): {_last_line(output)}")
-        return self.lead_result(ctx, prepared, output, returncode)
-
-    def lead_result(self, ctx: JobContext, prepared: Prepared, output: str, returncode: int) -> dict[str, Any]:
-        raise NotImplementedError
-
-
-class LlamaRpcKind(_WorkerRoles):
+class LlamaRpcKind(WorkerRoles):
     """llama.cpp across nodes: ``role=worker`` serves rpc-server until stopped; ``role=leader`` runs llama-bench
     with ``--rpc`` and the workers' addresses."""
 
@@ -196,7 +162,7 @@ class LlamaRpcKind(_WorkerRoles):
         return _bench_result(ctx, output, returncode)
 
 
-class DllamaKind(_WorkerRoles):
+class DllamaKind(WorkerRoles):
     """distributed-llama: ``role=worker`` serves ``dllama worker`` until stopped; ``role=root`` runs ``dllama
     inference`` with the workers and reports prompt (Evaluation) and generation (Prediction) tokens/s."""
 
@@ -244,5 +210,5 @@ class DllamaKind(_WorkerRoles):
 
     def lead_result(self, ctx: JobContext, prepared: Prepared, output: str, returncode: int) -> dict[str, Any]:
         if returncode != 0:
-            raise JobFailed(f"dllama exited with status {returncode}: {_last_line(output)}")
+            raise JobFailed(f"dllama exited with status {returncode}: {last_line(output)}")
         return {"passed": True, **parse_dllama(output).to_dict(), "nodes": prepared.plan["nodes"]}
