@@ -151,6 +151,7 @@ class Runner:
         self._queue: collections.deque[_Running] = collections.deque()  # heavy jobs waiting, in order
         self.systemd = systemd_running()
         self._cpu_prev: tuple[float, float] | None = None  # (wall time, cpu seconds) of the job's group
+        self._warned_root = False
 
     def reap_orphans(self) -> list[str]:
         """Kill processes of jobs a previous agent left running (it crashed or was killed) and return those job

@@ -36,7 +36,7 @@ drop_log = RateLog(log)
 Item = tuple[Any, ...]
 
 
-class Inbox:
+class BoundedInbox:
     """A thread-safe queue of the loop's items: ``("message", topic, payload, retained)`` and the agent's own.
     ``is_peer(topic)``: another node's telemetry, status, facts or power (latest per topic kept)."""
 
