@@ -35,8 +35,10 @@ from nodeagent.protocol.topics import MAX_NODES
 
 log = logging.getLogger("picluster.safety")
 full_log = RateLog(log)
+chassis_log = RateLog(log)
 # Stands for the nodes a full ChassisView turned away: unknown heat, so the chassis fan runs full while they call.
 OVERFLOW = f"(nodes beyond the {MAX_NODES} the chassis view holds)"
+MAX_NODE_W = 100.0  # the most one node's power reading may say (plausible_power)
 
 FanMode = str | float  # "auto" or the operator's fixed percent
 AER_WINDOW_S = 60.0  # the gate's "rising" is judged on the increases of this last minute
@@ -127,9 +129,10 @@ class NodeSafety:
             tuple(errors),
         )
         if chassis is not None and _gist(self.chassis_reasons) != reasons_before:
-            # Clipped: the reasons name every stale node, up to the thousands of a large fleet.
+            # Clipped, and at most 10 a minute: the reasons name every stale node, up to a large fleet's thousands.
             reasons = clip("; ".join(self.chassis_reasons), MAX_REASON)
-            log.info(
+            chassis_log.info(
+                "chassis_fan",
                 "event=chassis_fan duty_pct=%.0f nodes=%d reasons=%d %r",
                 *(duty, len(chassis.nodes), len(self.chassis_reasons), reasons),
             )
@@ -251,7 +254,8 @@ class ChassisView:
             log.debug("event=chassis_reading_ignored node=%s age_s=%.0f (older than forget_offline_s)", node, age)
             return
         self.heat[node] = NodeHeat(telemetry.temp_c, now - age, fan_full=telemetry.guard != "normal")
-        self.power[node] = NodeReading(telemetry.power_w, telemetry.job is not None, now - age)
+        power_w = telemetry.power_w if plausible_power(telemetry.power_w) else None  # else: its estimate counts
+        self.power[node] = NodeReading(power_w, telemetry.job is not None, now - age)
 
     def status(self, node: str, text: str, now: float) -> None:
         if node == self.own:
@@ -285,6 +289,12 @@ class ChassisView:
                 self.heat.pop(node, None)
                 self.power.pop(node, None)
                 del self._offline_since[node]
+
+
+def plausible_power(power_w: float | None) -> bool:
+    """A node's own power reading the chassis sum may use: a number from 0 to MAX_NODE_W. A CM5 draws about 10 W
+    flat out and a Pi 5 at most 27 W; a claim of a gigawatt would only make the driver cap the whole chassis."""
+    return power_w is not None and 0.0 <= power_w <= MAX_NODE_W
 
 
 def _gist(reasons: tuple[str, ...]) -> tuple[str, ...]:
