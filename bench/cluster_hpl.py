@@ -35,7 +35,7 @@ from nodeagent.errors import ProtocolError  # noqa: E402
 from nodeagent.jobs.kinds.hpl import parse_hpcc_output  # noqa: E402
 from nodeagent.mqtt.settings import Broker  # noqa: E402
 from nodeagent.protocol import Event, Topics, decode  # noqa: E402
-from scripts.localcluster import agent_argv, free_port, start_mosquitto, stop  # noqa: E402
+from scripts.localcluster import agent_argv, free_port, open_to_jobs, sim_jobs_config, start_mosquitto, stop  # noqa: E402
 
 
 def ctl_argv(url: str, *args: str) -> list[str]:
@@ -99,7 +99,9 @@ def main() -> int:
         for i in range(1, args.nodes + 1):
             state = work / f"node{i}"
             state.mkdir()
-            (state / "agent.toml").write_text(f'[mpi]\nlaunch_agent = "{sys.executable} -m nodeagent.mpi.launcher"\n')
+            open_to_jobs(state)
+            launcher = f'[mpi]\nlaunch_agent = "{sys.executable} -m nodeagent.mpi.launcher"\n'
+            (state / "agent.toml").write_text(launcher + "[jobs]\n" + sim_jobs_config())
             argv = agent_argv(f"node{i}", url, "bench", state, "--config", str(state / "agent.toml"))
             with open(state / "agent.log", "wb") as log:
                 procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO))

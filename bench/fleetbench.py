@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from controller.fleet_cli import snapshot  # noqa: E402
 from nodeagent.mqtt.settings import Broker  # noqa: E402
 from nodeagent.protocol import Topics  # noqa: E402
-from scripts.localcluster import free_port, stop, wait_port  # noqa: E402
+from scripts.localcluster import free_port, open_to_jobs, sim_jobs_config, stop, wait_port  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 FDS_PER_NODE = 8  # the broker: one socket; the fleet: a socket, the spool's three files, a job's pipes
@@ -125,10 +125,15 @@ class Fleet:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        state = self.workdir / self.cluster
+        state.mkdir(parents=True, exist_ok=True)
+        open_to_jobs(state)  # the nodes' jobs run as SIM_JOBS_USER, never root
+        conf = self.workdir / f"fleet-{self.cluster}-{self.first}.toml"
+        conf.write_text("[jobs]\n" + sim_jobs_config())
         log = open(self.log, "wb")  # noqa: SIM115 (kept open for the child)
         argv = [
             *(self.python, "-m", "nodeagent", "sim-fleet", "--count", str(self.count), "--first", str(self.first)),
-            *("--broker", self.url, "--cluster", self.cluster, "--state-dir", str(self.workdir / self.cluster)),
+            *("--broker", self.url, "--cluster", self.cluster, "--state-dir", str(state), "--config", str(conf)),
             *("--tick-s", str(self.tick_s), "--threads", str(self.threads), "--template", self.template),
         ]
         env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -34,7 +34,7 @@ from nodeagent.mqtt.link import Link  # noqa: E402
 from nodeagent.mqtt.settings import Broker  # noqa: E402
 from nodeagent.protocol import Command, Event, encode  # noqa: E402
 from nodeagent.protocol.codec import MAX_PAYLOAD_BYTES  # noqa: E402
-from scripts.localcluster import agent_argv, free_port, start_mosquitto, stop  # noqa: E402
+from scripts.localcluster import agent_argv, free_port, open_to_jobs, sim_jobs_config, start_mosquitto, stop  # noqa: E402
 
 CLUSTER = "sizes"
 
@@ -63,6 +63,7 @@ def recorded(nodes: int) -> dict[str, int]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     launcher = (
         f'[mpi]\nlaunch_agent = "{sys.executable} -m nodeagent.mpi.launcher"\n[jobs]\nkinds = ["hpl", "stress"]\n'
+        + sim_jobs_config()
     )
     try:
         tap.start()
@@ -70,6 +71,7 @@ def recorded(nodes: int) -> dict[str, int]:
         for i in range(1, nodes + 1):
             state = work / f"node{i}"
             state.mkdir()
+            open_to_jobs(state)
             (state / "agent.toml").write_text("[agent]\ntick_s = 0.5\n" + launcher)
             argv = agent_argv(f"node{i}", url, CLUSTER, state, "--config", str(state / "agent.toml"))
             out = open(state / "agent.log", "wb")  # noqa: SIM115 - closed when the process ends

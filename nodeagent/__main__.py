@@ -151,6 +151,9 @@ def serve(cfg: AgentConfig, reread: Callable[[], AgentConfig] | None = None) -> 
     from nodeagent.agent import JobLoad, build
     from nodeagent.config import real_backend_options
     from nodeagent.hw import make_backend
+    from nodeagent.malloc import hold_mmap_threshold
+
+    hold_mmap_threshold()  # hostile megabyte payloads must not stay in the heap once dropped
 
     job_load = JobLoad()
     backend = make_backend(
@@ -166,7 +169,7 @@ def serve(cfg: AgentConfig, reread: Callable[[], AgentConfig] | None = None) -> 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    if reread is not None:  # systemctl reload: the loop re-reads the file (SimpleQueue.put is signal-safe)
+    if reread is not None:  # systemctl reload: the loop re-reads the file (Inbox.put is signal-safe for it)
         signal.signal(signal.SIGHUP, lambda *_: agent.inbox.put(("reload", reread)))
     agent.run(stop)
     return 0

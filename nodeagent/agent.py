@@ -1,8 +1,9 @@
 """The agent's loop: sample -> publish, and commands -> runner -> events. One thread owns the logic.
 
-``build()`` wires one node's parts. paho's network thread and the job thread only put items on ``inbox`` or
-publish; everything that decides runs here, in ``step()`` (once a tick) and ``dispatch()`` (per queued item, handed
-to ``nodeagent/node/commands.py``). A failure in handling one message is logged and answered, never fatal.
+``build()`` wires one node's parts. paho's network thread and the job thread only put items on ``inbox``
+(bounded: nodeagent/mqtt/inbox.py) or publish; everything that decides runs here, in ``step()`` (once a tick) and
+``dispatch()`` (per queued item, handed to ``nodeagent/node/commands.py``). A failure in handling one message is
+logged and answered, never fatal.
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ from nodeagent.jobs.runner import Runner
 from nodeagent.metrics.exporter import MetricsExporter
 from nodeagent.mpi.cluster_kind import ClusterHplKind
 from nodeagent.mpi.launch import launcher_env
+from nodeagent.mqtt.inbox import BoundedInbox
 from nodeagent.mqtt.link import Link, Will
 from nodeagent.mqtt.netloop import NetLoop
 from nodeagent.mqtt.outbox import Outbox
 from nodeagent.mqtt.spool import open_spool
 from nodeagent.netaddr import local_addresses
 from nodeagent.node.chassis_power import PowerBudget
-from nodeagent.node.commands import Commands, JobHooks
+from nodeagent.node.commands import PEER_LEAVES, Commands, JobHooks
 from nodeagent.node.safety import Chassis, ChassisView, NodeSafety, drives_chassis_fan, open_fans, switches_slots
 from nodeagent.node.slot_power import SlotPower, open_slot_lines
 from nodeagent.node.telemetry import NodeState, facts_from, telemetry_from
@@ -78,7 +80,7 @@ class Agent:
     ) -> None:
         self.cfg, self.node, self.backend, self.clock = cfg, cfg.node_id, backend, clock
         self.topics = Topics(cfg.agent.cluster)
-        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._queue = BoundedInbox(self.is_peer)  # what run() serves (nodeagent/mqtt/inbox.py)
         self.inbox: Inbox = self._queue if inbox is None else inbox
         self.sim = backend.name == "sim"
         self.node_facts = backend.facts()
@@ -93,6 +95,11 @@ class Agent:
         self.last_hpl_gflops: float | None = None  # a Home Assistant entity and a Prometheus gauge
         self.addresses: tuple[str, ...] = ()  # read again at every announce: a lease may have changed them
         self.notifier = sd.Notifier()
+
+    def is_peer(self, topic: str) -> bool:
+        """Another node's telemetry, status, facts or power: in the inbox, each topic's latest message only."""
+        parsed = self.topics.parse(topic)
+        return parsed is not None and parsed[1] in PEER_LEAVES
 
     # --- the loop --------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -348,7 +355,9 @@ def build(
     )
     roles = (agent.chassis, agent.slot_power)
     agent.commands = Commands(
-        cfg, facts.hostname, agent.runner, hooks, agent.spool, roles, emit, link.subscribe, clock, agent.outbox.resend
+        *(cfg, facts.hostname, agent.runner, hooks, agent.spool, roles, emit, link.subscribe, clock),
+        agent.outbox.resend,
+        unsubscribe=link.unsubscribe,
     )
     for topic, qos in agent.commands.subscriptions():
         link.subscribe(topic, qos)

@@ -9,6 +9,7 @@ a did-you-mean. docs/configuration.md documents the same keys and defaults (a te
 from __future__ import annotations
 
 import os
+import pwd
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -56,6 +57,22 @@ def _name_or_empty(value: str) -> str | None:
     if value == "" or NAME_RE.match(value):
         return None
     return f"expected 1-64 letters, digits, '-' or '_', got {value!r}"
+
+
+def _unprivileged_user(value: str) -> str | None:
+    """jobs.user: never root, by name or by uid/group 0 (a missing user is the runner's to refuse, with the fix)."""
+    if not value:
+        return "expected the name of an unprivileged user (jobs never run as root), got ''"
+    try:
+        pw = pwd.getpwnam(value)
+    except KeyError:
+        return None if value != "root" else "jobs never run as root; set an unprivileged user such as 'picluster'"
+    if pw.pw_uid == 0 or pw.pw_gid == 0:
+        return (
+            f"{value!r} has uid {pw.pw_uid} and group {pw.pw_gid}: jobs never run as root; set an unprivileged "
+            "user such as 'picluster' (adduser --system --group picluster)"
+        )
+    return None
 
 
 def _port(value: int) -> str | None:
@@ -124,7 +141,7 @@ class JobsSection:
     """[jobs]: what may run here, as whom, with which binaries."""
 
     kinds: tuple[str, ...] = ("hpl",)
-    user: str = "picluster"  # jobs run as this user when the agent runs as root
+    user: str = "picluster"  # jobs run as this user when the agent runs as root; it must exist, and never be root
     work_dir: str = ""  # empty: <state_dir>/jobs
     hpcc: str = "hpcc"
     xhpl: str = ""  # set to an xhpl binary to run plain HPL instead of hpcc
@@ -227,6 +244,7 @@ _VALIDATORS: dict[type, dict[str, Any]] = {
         "slot": _slot,
     },
     JobsSection: {
+        "user": _unprivileged_user,
         "progress_interval_s": _above_zero,
         "max_output_kb": _above_zero,
         "stress_duration_s": _above_zero,

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from localcluster import agent_argv, free_port, start_mosquitto, stop
+from localcluster import agent_argv, free_port, open_to_jobs, sim_jobs_config, start_mosquitto, stop
 
 NODES = ("node1", "node2", "node3", "node4")
 CLUSTER = "demo"
@@ -65,9 +65,12 @@ def main() -> int:
         for node in NODES:
             state = work / node
             state.mkdir()
+            open_to_jobs(state)  # the jobs run as an unprivileged user, who must reach their directories
             conf = state / "agent.toml"
             # The launcher by module path: `make demo` runs from the source tree, where no console script is installed.
-            conf.write_text(f'[mpi]\nlaunch_agent = "{sys.executable} -m nodeagent.mpi.launcher"\n')
+            conf.write_text(
+                f'[mpi]\nlaunch_agent = "{sys.executable} -m nodeagent.mpi.launcher"\n[jobs]\n{sim_jobs_config()}'
+            )
             with open(state / "agent.log", "wb") as log:
                 procs.append(
                     subprocess.Popen(

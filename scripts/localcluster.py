@@ -5,12 +5,34 @@ Everything started here is a plain process the caller stops by PID with ``stop()
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+# Simulated nodes started by root on a developer's machine run their jobs as this user (jobs never run as root; an
+# installed node has the "picluster" user its .deb creates). nobody exists on every Debian system.
+SIM_JOBS_USER = "nobody"
+
+
+def sim_jobs_config() -> str:
+    """The ``[jobs]`` keys every simulated node started here gets: its jobs user."""
+    return f'user = "{SIM_JOBS_USER}"\n'
+
+
+def open_to_jobs(path: Path) -> None:
+    """Let the jobs user reach ``path`` (its state directory): add search permission (never read or write) to it
+    and every root-owned directory above it that lacks it, such as pytest's and mkdtemp's private 0700 ones."""
+    if os.geteuid() != 0:
+        return  # jobs run as this very user
+    for parent in (path, *path.parents):
+        st = parent.stat()
+        if st.st_uid == 0 and parent != Path("/") and st.st_mode & 0o011 != 0o011:
+            parent.chmod(stat.S_IMODE(st.st_mode) | 0o011)
 
 
 def free_port() -> int:

@@ -9,8 +9,10 @@ import hashlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +21,35 @@ import pytest
 
 from nodeagent.config import JobsSection
 from nodeagent.jobs.runner import Runner
-from scripts.localcluster import agent_argv, free_port, start_mosquitto, stop
+from scripts.localcluster import (
+    SIM_JOBS_USER,
+    agent_argv,
+    free_port,
+    open_to_jobs,
+    start_mosquitto,
+    stop,
+)
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _own_temproot() -> None:
+    """As root, this checkout's tests keep their temporary directories under a root of their own.
+
+    Jobs run as an unprivileged user (SIM_JOBS_USER), who must be able to enter its job directories below pytest's
+    0700 ones (``open_to_jobs`` adds search permission). pytest sets ``/tmp/pytest-of-root`` back to 0700 at the
+    start of every session, so a suite started meanwhile in another checkout would lock this one's jobs out; a
+    root per checkout is touched by this checkout's sessions only."""
+    if os.geteuid() != 0 or "PYTEST_DEBUG_TEMPROOT" in os.environ:
+        return
+    root = Path(tempfile.gettempdir()) / f"picluster-pytest-{hashlib.sha1(str(REPO).encode()).hexdigest()[:10]}"
+    root.mkdir(mode=0o755, exist_ok=True)
+    st = root.lstat()
+    if st.st_uid == 0 and stat.S_ISDIR(st.st_mode):
+        os.environ["PYTEST_DEBUG_TEMPROOT"] = str(root)
+
+
+_own_temproot()
 # `make test` installs both paho majors here (pure Python, pip --target), so every agent test runs on both.
 PAHO_DIRS = {"1.6": REPO / ".cache" / "paho1", "2.x": REPO / ".cache" / "paho2"}
 
@@ -133,12 +161,14 @@ class AgentFactory:
         config: str = "",
         extra: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        jobs_user: str = SIM_JOBS_USER,
     ) -> AgentProc:
-        """One agent; ``env`` adds to its environment."""
+        """One agent; ``env`` adds to its environment; its jobs run as ``jobs_user`` (when the suite runs as root)."""
         state = self.tmp_path / node
         state.mkdir(exist_ok=True)
+        open_to_jobs(state)  # jobs run as SIM_JOBS_USER, never root
         conf = state / "agent.toml"
-        conf.write_text("[agent]\ntick_s = 0.5\n[jobs]\nprogress_interval_s = 0.5\n" + config)
+        conf.write_text(f'[agent]\ntick_s = 0.5\n[jobs]\nprogress_interval_s = 0.5\nuser = "{jobs_user}"\n' + config)
         log = state / "agent.log"
         argv = agent_argv(node, self.broker.url, self.cluster, state, "--config", str(conf), *extra)
         environ = paho_env(paho) | (env or {})
@@ -158,7 +188,8 @@ class AgentFactory:
 def reap_leftovers(state_dir: Path) -> None:
     """What an agent's next start on ``state_dir`` does: kill processes of jobs a killed agent left behind and
     remove their private temporary directories, so no test leaves anything running or in /tmp."""
-    Runner(JobsSection(), state_dir / "jobs", cores=1, sim=True, emit=lambda *a, **k: None).reap_orphans()
+    jobs = JobsSection(user=SIM_JOBS_USER)
+    Runner(jobs, state_dir / "jobs", cores=1, sim=True, emit=lambda *a, **k: None).reap_orphans()
 
 
 def ctl(broker: Mosquitto, cluster: str, *args: str, timeout_s: float = 300.0) -> subprocess.CompletedProcess[str]:

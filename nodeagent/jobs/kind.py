@@ -6,12 +6,14 @@ it as the jobs user, in its own process group, with a timeout.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from nodeagent.config import JobsSection
+from nodeagent.jobs.files import read_job_bytes
 from nodeagent.protocol.messages import Scalar
 
 
@@ -24,8 +26,21 @@ class JobContext:
     cores: int
     sim: bool
     cfg: JobsSection
-    run_as_root: bool = False  # only in --sim mode without a jobs user: Open MPI must be told
+    owner_uid: int = -1  # who owns the files the job writes: the jobs user (-1: this process's own user)
     started: float = 0.0  # time.monotonic() when the process started (0 before)
+    machine_output: str = ""  # once the job ended: what it wrote to ``Prepared.stdout_name`` (the runner reads it)
+
+    def read(self, name: str) -> str:
+        """A file the job wrote in its directory ("" when there is none), read without following links and only
+        when the jobs user owns it (nodeagent/jobs/files.py), at most ``jobs.max_output_kb``. Raises OSError
+        (``UnsafeFile`` for a link or another owner's file) naming the file."""
+        return self.read_bytes(name).decode(errors="replace")
+
+    def read_bytes(self, name: str, offset: int = 0) -> bytes:
+        """Like ``read``, as bytes from ``offset`` on: a log the job is still writing, read a piece at a time."""
+        owner = self.owner_uid if self.owner_uid >= 0 else os.geteuid()
+        data = read_job_bytes(self.work_dir, name, owner=owner, limit=self.cfg.max_output_kb * 1024, offset=offset)
+        return data or b""
 
 
 @dataclass(frozen=True)
@@ -37,6 +52,7 @@ class Prepared:
     env: Mapping[str, str] = field(default_factory=dict)
     plan: Mapping[str, Any] = field(default_factory=dict)
     heavy: bool = True  # heavy jobs hold the node: one at a time
+    diagnostic: bool = False  # a light template that may look at a node the thermal guard holds off
     stdout_name: str = ""  # set: stdout goes to this file in the job directory (machine output), stderr to the log
     timeout_s: float | None = None  # set: the most this job may run, whatever the request asks
     install_hint: str = "apt install openmpi-bin hpcc libopenblas0"  # how to get a missing binary

@@ -2,10 +2,12 @@
 a timeout, progress, cancel, a cap on the output kept and rate-limited log events.
 
 One heavy job at a time: another heavy job is refused, or queued (bounded, ``jobs.queue_max``) when its request
-asks for it; light jobs (templates with ``heavy = false``) run beside it. A job is admitted (``admit``: the node's
-health gate and power budget) after its kind has prepared it, judged by the kind's own ``heavy``. The runner's
-threads report through ``emit(kind, job_id, **fields)``; the agent turns those into events. A job id whose
-directory already exists was seen before (a broker redelivery or a repeated submit) and never runs twice.
+asks for it; light jobs (templates with ``heavy = false``) run beside it, at most ``jobs.light_max`` at once. A job
+is admitted (``admit``: the node's health gate and power budget) after its kind has prepared it, judged by the
+kind's own ``heavy`` and ``diagnostic``. Jobs never run as root (``jobs.user`` must exist, in ``--sim`` too), and
+the files the agent reads back from a job's directory are opened without following links (``jobs/files.py``).
+The runner's threads report through ``emit(kind, job_id, **fields)``; the agent turns those into events. A job id
+whose directory already exists was seen before (a broker redelivery or a repeated submit) and never runs twice.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from typing import Any, Protocol
 
 from nodeagent.config import JobsSection
 from nodeagent.errors import JobFailed, JobRejected, echo
+from nodeagent.jobs.files import AgentFile
 from nodeagent.jobs.kind import JobContext, JobKind, Prepared
 from nodeagent.jobs.kinds import KINDS
 from nodeagent.jobs.kinds.template import TemplateKind
+from nodeagent.jobs.limits import check_light
 from nodeagent.jobs.loglimit import LogLimiter
 from nodeagent.jobs.output import OutputPump
 from nodeagent.jobs.scope import scope_argv, systemd_running
@@ -46,9 +50,10 @@ Emit = Callable[..., None]
 class Hooks(Protocol):
     """What the node does around a job (nodeagent/node/commands.py ``JobHooks``)."""
 
-    def admit(self, heavy: bool, force: bool) -> Mapping[str, Any]:
+    def admit(self, heavy: bool, force: bool, diagnostic: bool = False) -> Mapping[str, Any]:
         """After the kind's ``prepare``: refuse (raise JobRejected) or admit; returns what a forced start records
-        ({} when nothing was overridden)."""
+        ({} when nothing was overridden). ``diagnostic``: a light template marked so (it may look at a node the
+        thermal guard holds off)."""
         ...
 
     def prepare(self) -> None:
@@ -63,7 +68,7 @@ class Hooks(Protocol):
 class NoHooks:
     """Admit everything, prepare nothing (a runner without a node around it: tests)."""
 
-    def admit(self, heavy: bool, force: bool) -> Mapping[str, Any]:
+    def admit(self, heavy: bool, force: bool, diagnostic: bool = False) -> Mapping[str, Any]:
         return {}
 
     def prepare(self) -> None:
@@ -97,16 +102,24 @@ class _Running:
     annotations: Mapping[str, Any] = field(default_factory=dict)  # merged into the result (forced past admission)
     user: str = ""
     progress: tuple[float | None, str] = (None, "")  # the last progress event's fraction and phase
+    output: AgentFile | None = None  # output.log, made by the agent before the job ran; read through this descriptor
+    machine: AgentFile | None = None  # the kind's stdout file (``Prepared.stdout_name``), likewise
 
     @property
     def heavy(self) -> bool:
         return self.prepared.heavy
+
+    def close_files(self) -> None:
+        for f in (self.output, self.machine):
+            if f is not None:
+                f.close()
 
     def paused_s(self, now: float) -> float:
         """Seconds the thermal guard has kept this job frozen: the node's doing, so not the job's time."""
         return self.frozen_s + (now - self.frozen_since if self.frozen else 0.0)
 
 
+OUTPUT_LOG = "output.log"  # the job's output as kept (the first jobs.max_output_kb), in its directory
 TMP_PREFIX = "picluster-"
 TMP_MARK = ".tmpdir"  # <work_dir>/<job id>.tmpdir: where that job's private TMPDIR is
 
@@ -241,13 +254,17 @@ class Runner:
                 f"cannot create the job directory {job_dir}: {exc.strerror}; check agent.state_dir or jobs.work_dir",
                 "job",
             ) from None
+        running: _Running | None = None
         try:
             running = self._prepare(job, kind, job_dir, params)
-            running.annotations = dict(self.hooks.admit(running.heavy, job.force))
+            diagnostic = running.prepared.diagnostic
+            running.annotations = dict(self.hooks.admit(running.heavy, job.force, diagnostic))
             with self._lock:
                 position = self._admit(running)
         except BaseException:
             # Refused: nothing of it stays here (the agent's spool remembers the id: a copy is a duplicate).
+            if running is not None:
+                running.close_files()
             shutil.rmtree(job_dir, ignore_errors=True)
             raise
         accepted({"plan": dict(running.prepared.plan), **running.annotations})
@@ -259,18 +276,34 @@ class Runner:
 
     def _prepare(self, job: JobSpec, kind: JobKind, job_dir: Path, params: Mapping[str, Any]) -> _Running:
         user = self._job_user()
-        ctx = JobContext(job.id, job_dir, self.cores, self.sim, self.cfg, run_as_root=os.geteuid() == 0 and not user)
+        if user:
+            _check_job_path(job_dir, user)  # before anything is written: the job must not be able to swap it
+        uid = _user_ids(user)[0] if user else os.geteuid()
+        ctx = JobContext(job.id, job_dir, self.cores, self.sim, self.cfg, owner_uid=uid if uid is not None else -1)
         prepared = kind.prepare(params, ctx)
         for binary in dict.fromkeys((prepared.argv[0], *prepared.requires)):
             self._check_binary(binary, prepared.install_hint)
-        if user:
-            _chown_tree(job_dir, user)
-            _check_traversable(job_dir, user)
-        return _Running(job, ctx, kind, prepared, user=user)
+        running = _Running(job, ctx, kind, prepared, user=user)
+        try:
+            # Made while the directory is still the agent's alone, and kept open: the agent reads them back
+            # through these descriptors, never through a name the job may have replaced (finding 5).
+            running.output = AgentFile(job_dir, OUTPUT_LOG)
+            if prepared.stdout_name:
+                running.machine = AgentFile(job_dir, prepared.stdout_name)
+            if user:
+                _chown_tree(job_dir, user)
+        except OSError as exc:
+            running.close_files()
+            raise JobRejected(f"cannot prepare the job directory {job_dir}: {exc.strerror or exc}", "job") from None
+        return running
 
     def _admit(self, running: _Running) -> int:
-        """0: start now; n: queued at position n. Raises JobRejected when the node is busy (caller holds the lock)."""
+        """0: start now; n: queued at position n. Raises JobRejected when the node is busy (caller holds the lock).
+        A light job is counted against ``jobs.light_max`` and holds its place at once, so two submitted together
+        cannot both pass before either started."""
         if not running.heavy:
+            check_light(sum(not r.heavy for r in self._jobs.values()), self.cfg.light_max)
+            self._jobs[running.spec.id] = running
             return 0
         busy = next((r.spec.id for r in self._jobs.values() if r.heavy), None) or (
             self._queue[0].spec.id if self._queue else None
@@ -311,6 +344,7 @@ class Runner:
                 running.cancel_reason = reason
             started = running is not None and running.proc is not None
         if waiting is not None:
+            waiting.close_files()
             self._emit("cancelled", job_id, reason=f"{reason} (while queued)")
             return True
         if running is None:
@@ -353,6 +387,7 @@ class Runner:
             waiting, self._queue = list(self._queue), collections.deque()
             running = list(self._jobs.values())
         for job in waiting:
+            job.close_files()
             self._emit("cancelled", job.spec.id, reason="the agent is stopping (the job was queued)")
         for job in running:
             job.cancel_reason = "the agent is stopping"
@@ -385,8 +420,9 @@ class Runner:
 
     def _run(self, running: _Running, user: str) -> None:
         spec, ctx = running.spec, running.ctx
-        out_path = ctx.work_dir / "output.log"
-        pump = OutputPump(self.cfg.max_output_kb * 1024, LogLimiter(self.cfg.log_lines_per_s), self._log_event(spec.id))
+        assert running.output is not None  # _prepare made it
+        limit = self.cfg.max_output_kb * 1024
+        pump = OutputPump(limit, LogLimiter(self.cfg.log_lines_per_s), self._log_event(spec.id))
         kept = 0
         tmp: Path | None = None
         # The verdict goes out after the node is released (finally): whoever acts on it, an operator's next job
@@ -398,15 +434,15 @@ class Runner:
             tmp = _private_tmp(spec.id, user, self.work_dir)
             env = {**os.environ, **self.job_env, **running.prepared.env, **_tmp_env(tmp)}
             argv, user_kwargs = self._argv(running, user)
-            stdout_file = ctx.work_dir / running.prepared.stdout_name if running.prepared.stdout_name else None
-            with open(out_path, "wb") as out, open(stdout_file or os.devnull, "wb") as machine_out:
+            machine = running.machine
+            with open(running.output.fd, "wb", closefd=False) as out:
                 proc = subprocess.Popen(
                     argv,
                     cwd=ctx.work_dir,
                     env=env,
                     stdin=subprocess.DEVNULL,
-                    stdout=machine_out if stdout_file else subprocess.PIPE,
-                    stderr=subprocess.PIPE if stdout_file else subprocess.STDOUT,
+                    stdout=machine.fd if machine else subprocess.PIPE,
+                    stderr=subprocess.PIPE if machine else subprocess.STDOUT,
                     start_new_session=True,  # own session: cancel, kill and CPU accounting reach every rank
                     **user_kwargs,
                 )
@@ -418,14 +454,16 @@ class Runner:
                 running.started = time.monotonic()
                 running.ctx = ctx = replace(ctx, started=running.started)
                 self._emit("started", spec.id, data={"argv": list(argv), "pid": proc.pid})
-                stream = proc.stderr if stdout_file else proc.stdout
+                stream = proc.stderr if machine else proc.stdout
                 reader = threading.Thread(target=pump.run, args=(stream, out), daemon=True)
                 reader.start()
                 self._watch(running, pump.tail)
                 reader.join(5)
                 pump.finish()
-            kept = out_path.stat().st_size
-            output = pump.output(out_path.read_text(errors="replace"))
+            kept = running.output.size()
+            output = pump.output(running.output.text(limit))
+            if machine is not None:
+                running.ctx = ctx = replace(ctx, machine_output=machine.text(limit))
             if running.cancel_reason:
                 verdict = ("cancelled", {"reason": running.cancel_reason})
                 return
@@ -450,6 +488,7 @@ class Runner:
                 log.exception("event=job_end_hook_failed job=%s", spec.id)
             if tmp is not None:
                 _remove_tmp(self.work_dir / f"{spec.id}{TMP_MARK}")
+            running.close_files()
             log.info("event=job_end job=%s output_bytes=%d", spec.id, kept)
             with self._lock:
                 self._jobs.pop(spec.id, None)
@@ -471,6 +510,7 @@ class Runner:
         limit_s = min(running.spec.timeout_s, running.prepared.timeout_s or running.spec.timeout_s)
         deadline = running.started + limit_s
         ready = getattr(running.kind, "ready", None)
+        broken = False  # the kind's progress raised once: said once
         while True:
             try:
                 running.proc.wait(timeout=self.cfg.progress_interval_s)
@@ -487,7 +527,12 @@ class Runner:
             if ready is not None and (answer := ready(running.ctx, running.prepared)) is not None:
                 ready = None
                 self._emit("ready", running.spec.id, data=dict(answer))
-            progress = running.kind.progress(running.ctx, "".join(tail))
+            try:
+                progress = running.kind.progress(running.ctx, "".join(tail))
+            except Exception:  # a kind's bug must not end the watch while its process runs on
+                if not broken:
+                    log.exception("event=job_progress_failed job=%s", running.spec.id)
+                broken, progress = True, None
             if progress is not None and (progress.fraction, progress.phase) != last:
                 last = running.progress = (progress.fraction, progress.phase)
                 self._emit(
@@ -515,26 +560,14 @@ class Runner:
             time.sleep(0.02)
 
     def _job_user(self) -> str:
-        """The user jobs run as: the configured one when we are root; never root outside --sim."""
+        """The user jobs run as: the configured one when the agent is root ("" otherwise: a job then runs as the
+        agent's own, unprivileged, user). Never root, in --sim too: a missing user refuses the job."""
         if os.geteuid() != 0:
             return ""
-        try:
-            pwd.getpwnam(self.cfg.user)
-            return self.cfg.user
-        except KeyError:
-            if self.sim:
-                if not self._warned_root:  # once per agent: a simulated fleet would say it a thousand times a run
-                    self._warned_root = True
-                    log.warning(
-                        "event=job_as_root reason='jobs.user %s does not exist; --sim mode runs jobs as root'",
-                        self.cfg.user,
-                    )
-                return ""
-            raise JobRejected(
-                f"jobs.user {self.cfg.user!r} does not exist and jobs never run as root; create it "
-                f"(adduser --system {self.cfg.user}) or set jobs.user",
-                "jobs.user",
-            ) from None
+        problem = jobs_user_problem(self.cfg.user)
+        if problem:
+            raise JobRejected(problem, "jobs.user")
+        return self.cfg.user
 
     def _check_binary(self, name: str, hint: str) -> None:
         if shutil.which(name) is None:
@@ -566,23 +599,45 @@ def _user_kwargs(user: str) -> dict[str, Any]:
     return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
 
 
-def _check_traversable(path: Path, user: str) -> None:
-    """The jobs user must be able to enter its job directory, or MPI fails with a cryptic cwd error."""
+def jobs_user_problem(user: str) -> str:
+    """Why ``user`` cannot run jobs ("" when it can): it must exist and must not be root (uid or group 0)."""
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return (
+            f"jobs.user {user!r} does not exist and jobs never run as root; create it "
+            f"(adduser --system --group {user}) or set jobs.user to an unprivileged user"
+        )
+    if pw.pw_uid == 0 or pw.pw_gid == 0:
+        return f"jobs.user {user!r} has uid {pw.pw_uid} and group {pw.pw_gid}: jobs never run as root; set another"
+    return ""
+
+
+def _check_job_path(path: Path, user: str) -> None:
+    """The jobs user must be able to enter its job directory (or MPI fails with a cryptic cwd error), and must not
+    be able to write the directories above it: it could swap its job directory for a link to anywhere, or plant
+    the agent's own marks (``<job>.tmpdir``) beside it."""
     pw = pwd.getpwnam(user)
     groups = {pw.pw_gid, *(g.gr_gid for g in grp.getgrall() if user in g.gr_mem)}
-    for parent in [path, *path.parents]:
+    for parent in path.parents:
         st = parent.stat()
         if st.st_uid == pw.pw_uid:
-            ok = st.st_mode & stat.S_IXUSR
+            bits = (stat.S_IXUSR, stat.S_IWUSR)
         elif st.st_gid in groups:
-            ok = st.st_mode & stat.S_IXGRP
+            bits = (stat.S_IXGRP, stat.S_IWGRP)
         else:
-            ok = st.st_mode & stat.S_IXOTH
-        if not ok:
+            bits = (stat.S_IXOTH, stat.S_IWOTH)
+        if not st.st_mode & bits[0]:
             raise JobRejected(
                 f"jobs user {user!r} cannot enter {parent}: make it traversable (chmod o+x {parent}) "
                 "or move agent.state_dir",
                 "jobs.user",
+            )
+        if (st.st_mode & bits[1] and not st.st_mode & stat.S_ISVTX) or st.st_uid == pw.pw_uid:
+            raise JobRejected(
+                f"jobs user {user!r} can write {parent}, above its job directories: give it to root and take the "
+                f"write permission away (chown root: {parent} && chmod go-w {parent}) or move jobs.work_dir",
+                "jobs.work_dir",
             )
 
 
@@ -620,9 +675,12 @@ def _tmp_env(tmp: Path) -> dict[str, str]:
 
 
 def _chown_tree(path: Path, user: str) -> None:
+    """Hand a directory the agent made to the jobs user; links are changed themselves, never followed."""
     pw = pwd.getpwnam(user)
-    for p in [path, *path.rglob("*")]:
-        os.chown(p, pw.pw_uid, pw.pw_gid)
+    os.chown(path, pw.pw_uid, pw.pw_gid, follow_symlinks=False)
+    for top, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            os.chown(os.path.join(top, name), pw.pw_uid, pw.pw_gid, follow_symlinks=False)
 
 
 def _session_procs(sid: int) -> list[tuple[int, int]]:

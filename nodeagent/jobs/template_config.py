@@ -5,7 +5,7 @@
 name = "sysbench-cpu"
 argv = ["sysbench", "cpu", "--threads={threads}", "--time={seconds}", "run"]
 timeout_s = 600
-heavy = true
+heavy = true              # holds the node (one at a time); false: runs beside others, at most jobs.light_max
 [jobs.template.params.threads]
 type = "int"
 min = 1
@@ -39,6 +39,7 @@ class JobTemplate:
     params: dict[str, ParamSpec] = field(default_factory=dict)
     timeout_s: float = 3600.0  # the most a job of this template may run; a request may ask for less
     heavy: bool = True  # heavy jobs hold the node: one at a time, with the fan boost and the governor
+    diagnostic: bool = False  # light only: may run on a node the thermal guard holds off after a critical spell
     help: str = ""
 
 
@@ -83,6 +84,8 @@ def validate_templates(templates: Iterable[JobTemplate], reserved: Iterable[str]
             raise FieldError(f"{at}.argv", "expected a list whose first element is a fixed program path or name")
         if tpl.timeout_s <= 0:
             raise FieldError(f"{at}.timeout_s", f"expected a number above 0, got {tpl.timeout_s!r}")
+        if tpl.diagnostic and tpl.heavy:
+            raise FieldError(f"{at}.diagnostic", "a diagnostic template must be light: add heavy = false")
         for name, spec in tpl.params.items():
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 raise FieldError(f"{at}.params.{name}", "expected a parameter name of letters, digits and '_'")

@@ -149,8 +149,6 @@ class ClusterHplKind:
             argv += ["--mca", "btl_tcp_if_include", self.mpi.if_include]
         argv += ["-x", "OPENBLAS_NUM_THREADS", ctx.cfg.hpcc]
         env = {"OPENBLAS_NUM_THREADS": "1", "PICLUSTER_JOB": ctx.job_id}
-        if ctx.run_as_root:
-            env |= {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
         launcher = (launch_agent(self.mpi) if agent_mode else self.mpi.ssh).split()[0]
         plan = {
             "role": "leader",
@@ -183,8 +181,6 @@ class ClusterHplKind:
         (ctx.work_dir / MEMBER_FILE).write_text(json.dumps({"leader": leader}))
         argv = (sys.executable, "-m", "nodeagent.mpi.member", f"{self.mpi.launch_timeout_s:g}")
         env = {"OPENBLAS_NUM_THREADS": "1", **OOB_KEEPALIVE}
-        if ctx.run_as_root:
-            env |= {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
         return Prepared(argv=argv, env=env, plan={"role": "member", "leader": leader})
 
     # --- both ----------------------------------------------------------------------------------------------------

@@ -44,10 +44,13 @@ class RateLog:
         self._buckets: dict[str, _Bucket] = {}
         self._lock = threading.Lock()  # paho's thread and the agent's loop both log
 
-    def log(self, level: int, key: str, msg: str, *args: object) -> bool:
-        """Log ``msg % args`` at ``level`` if ``key``'s rate allows it; True when it was written."""
-        if not self.logger.isEnabledFor(level):
-            return False
+    def allow(self, key: str) -> bool:
+        """Take one of ``key``'s tokens for something other than a log line (an answer to bad input): True when
+        the rate allows it, else the refusal is counted (``suppressed``)."""
+        return self._take(key)[0]
+
+    def _take(self, key: str) -> tuple[bool, int]:
+        """(allowed, lines suppressed before this one) for ``key`` now."""
         now = self.clock()
         with self._lock:
             bucket = self._buckets.get(key)
@@ -60,9 +63,18 @@ class RateLog:
             bucket.at = now
             if bucket.tokens < 1.0:
                 bucket.suppressed += 1
-                return False
+                return False, 0
             bucket.tokens -= 1.0
             suppressed, bucket.suppressed = bucket.suppressed, 0
+        return True, suppressed
+
+    def log(self, level: int, key: str, msg: str, *args: object) -> bool:
+        """Log ``msg % args`` at ``level`` if ``key``'s rate allows it; True when it was written."""
+        if not self.logger.isEnabledFor(level):
+            return False
+        allowed, suppressed = self._take(key)
+        if not allowed:
+            return False
         if suppressed:
             self.logger.log(level, "event=log_suppressed key=%s lines=%d per_s=%g", key, suppressed, self.per_s)
         self.logger.log(level, msg, *args)

@@ -8,7 +8,8 @@ One SQLite file in ``agent.state_dir`` (``spool.sqlite3``) holds three things th
   ``(node, job, seq)``.
 - ``seen_jobs``: the job ids this node has received (the newest ``max_seen_jobs``; up to a tenth more between two
   trims), so a job runs at most once whatever the broker redelivers and whether or not the agent restarted.
-- ``job_events``: what this node said about each job it received (accepted, started and its verdict), kept after
+- ``job_events``: what this node said about each job it received (accepted, started and its verdict; only jobs in
+  ``seen_jobs``, so answers to other commands, whose ids anyone may choose, do not pile up), kept after
   the broker has it, as long as the job id is remembered. A broker crash can lose an event it had acknowledged
   (Mosquitto saves its queues every ``autosave_interval``); piclusterctl then asks again (``resend``) and gets
   the same events with the same ``seq``. A received job with no verdict here when the agent starts was cut off
@@ -164,9 +165,11 @@ class Spool:
                     self._db.execute(
                         "INSERT INTO pending VALUES (?, ?, ?, ?, ?)", (seq, topic, payload, kind, int(kind in KEEP))
                     )
-                if held.said:
+                if held.said:  # only about jobs this node received: a command id alone must not grow the table
                     self._db.execute(
-                        "INSERT OR IGNORE INTO job_events VALUES (?, ?, ?, ?, ?)", (held.job, kind, seq, topic, payload)
+                        "INSERT OR IGNORE INTO job_events SELECT ?, ?, ?, ?, ? WHERE EXISTS "
+                        "(SELECT 1 FROM seen_jobs WHERE job = ?)",
+                        (held.job, kind, seq, topic, payload, held.job),
                     )
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_seq', ?)", (self._last_seq,))
             self._trim()

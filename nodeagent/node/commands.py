@@ -42,10 +42,13 @@ from nodeagent.protocol.messages import fan_mode
 
 log = logging.getLogger("picluster.agent")
 bad_input = RateLog(log)  # lines about received messages: anyone who reaches the broker could flood them
+BAD_ANSWERS, BAD_ANSWERS_S = 100, 10.0  # rejections of malformed commands: a burst of 100, then 10 a second
+bad_answers = RateLog(log, burst=BAD_ANSWERS, per_s=BAD_ANSWERS_S)
 
 Emit = Callable[..., None]
 IDENTIFY_S = 30.0  # how long identify lights the LEDs
 PEER_LEAVES = ("telemetry", "status", "facts", "power")  # other nodes' retained messages
+MAX_LEADERS = 32  # cluster job leaders whose status a member follows (the oldest is let go past this)
 
 
 class JobHooks:
@@ -61,12 +64,19 @@ class JobHooks:
         self.jobs = jobs  # the live [jobs] section (a reload replaces it)
         self.last_sample: Sample | None = None  # the latest tick's, which the health gate judges
 
-    def admit(self, heavy: bool, force: bool) -> dict[str, Any]:
-        """Refuse (JobRejected, field ``health`` or ``power``) or admit; a forced start records what it overrode.
-        The power budget judges heavy jobs only; the gate's refusal after a critical spell too."""
-        gate = self.safety.admit(self.last_sample, force=force, heavy=heavy)
-        budget = self.power.admit(force=force) if heavy else None
-        answers = [(gate, "health", "health gate"), *([(budget, "power", "power budget")] if budget else [])]
+    def admit(self, heavy: bool, force: bool, diagnostic: bool = False) -> dict[str, Any]:
+        """Refuse (JobRejected, field ``health`` or ``power``) or admit; what an admitted job records (``forced``
+        and ``forced_reasons`` when ``--force`` overrode something; ``health`` for a diagnostic let past the gate).
+
+        Every job passes the health gate, light ones too, with the thermal guard's refusal after a critical spell.
+        A diagnostic template (light by rule) is not held by the gate or the budget: it exists to look at a sick
+        node. The power budget counts a heavy job at its heavy estimate, and holds a light one while the chassis
+        measures over its budget."""
+        gate = self.safety.admit(self.last_sample, force=force or diagnostic, heavy=True)
+        if diagnostic:
+            return {"health": list(gate.reasons)} if gate.reasons else {}
+        budget = self.power.admit(force=force, heavy=heavy)
+        answers = [(gate, "health", "health gate"), (budget, "power", "power budget")]
         for answer, field, label in answers:
             if not answer.admitted:
                 raise JobRejected(f"{label}: " + "; ".join(answer.reasons) + " (--force overrides)", field)
@@ -104,6 +114,8 @@ class Commands:
         subscribe: Callable[[str, int], None],
         clock: Callable[[], float] = time.time,
         say_again: Callable[[str], int] = lambda job: 0,
+        *,
+        unsubscribe: Callable[[str], None] = lambda topic: None,
     ) -> None:
         self.node, self.topics, self.hostname = cfg.node_id, Topics(cfg.agent.cluster), hostname
         self.mpi, self.critical_c = cfg.mpi, cfg.policy.guard.critical_c  # both need a restart to change
@@ -112,20 +124,27 @@ class Commands:
         self.chassis, self.slot_power = roles
         self.emit, self.subscribe, self.clock = emit, subscribe, clock
         self.say_again = say_again  # publish again what this node said about a job (the outbox); how many events
+        self.unsubscribe = unsubscribe
+        self._leaders: dict[str, None] = {}  # leaders' status topics followed for member jobs, oldest first
         self._identify_until = 0.0
         self._degraded_links: frozenset[str] = frozenset()
 
     def subscriptions(self) -> list[tuple[str, int]]:
         """(topic, QoS) of everything this node follows: its commands, and the other nodes its roles watch."""
         driver, slots = self.chassis is not None, self.slot_power is not None
+        # Whose power decisions count (node/chassis_power.py): auto learns the driver from the facts.
+        choice = self.power.choice
+        auto = choice == "auto" and not self.power.driver
         wanted = (
             (self.topics.node_cmd(self.node), 1, True),
             (self.topics.cluster_cmd(), 1, True),
             (self.topics.launch_inbox(self.node), 1, True),  # cluster jobs' leaders (nodeagent/mpi)
             (self.topics.all_nodes("telemetry"), 0, driver),  # the chassis fan and the power budget follow all
             (self.topics.all_nodes("status"), 1, driver or slots),
-            (self.topics.all_nodes("facts"), 1, slots),  # which node sits in which slot
-            (self.topics.all_nodes("power"), 1, True),  # the chassis's frequency cap and budget
+            (self.topics.all_nodes("facts"), 1, slots or auto),  # which node sits in which slot, who drives
+            # Before power: a SUBSCRIBE's retained messages arrive in its order, so the driver is known first.
+            (self.topics.all_nodes("power"), 1, choice == "auto"),  # the chassis's frequency cap and budget
+            (self.topics.power(choice), 1, choice != "auto"),  # the named driver's only
         )
         return [(topic, qos) for topic, qos, on in wanted if on]
 
@@ -158,7 +177,7 @@ class Commands:
                 job or "-",
             )
             if job:
-                self.emit("rejected", job, reason=f"invalid command: {exc.reason}", field=exc.field)
+                self.answer_bad(job, f"invalid command: {exc.reason}", exc.field)
             return
         if topic == self.topics.cluster_cmd() and self.node not in cmd.nodes:
             return
@@ -168,7 +187,7 @@ class Commands:
             where = f"on {self.topics.launch_inbox(self.node)[:-1]}<leader>, from the leader named there"
             why = f"a launch request must come {where}" if cmd.cmd == "launch" else f"{cmd.cmd} is not a launch"
             bad_input.warning("bad_message", "event=bad_message topic=%s reason=%r", clip(topic, MAX_ECHO), why)
-            self.emit("rejected", cmd.id, reason=why, field="cmd")
+            self.answer_bad(cmd.id, why, "cmd")
             return
         if cmd.cmd == "run":
             self.start_job(cmd)
@@ -183,6 +202,21 @@ class Commands:
         elif cmd.cmd == "resend":
             self.resend(cmd.job_id)
 
+    def answer_bad(self, job: str, reason: str, field: str) -> None:
+        """Answer a malformed command (its sender waits for a word), at most BAD_ANSWERS per BAD_ANSWERS_S: each
+        answer is an event on disk and on the broker, and a flood must not turn into one. Such an answer is not
+        kept for ``resend``: the id is the sender's to choose, and no job of it was received."""
+        if bad_answers.allow("rejected"):
+            self.emit("rejected", job, reason=reason, field=field, lifecycle=False)
+        else:
+            bad_input.warning(
+                "answer_suppressed",
+                "event=answer_suppressed job=%s reason='over %d answers to malformed commands in %g s'",
+                job,
+                BAD_ANSWERS,
+                BAD_ANSWERS_S,
+            )
+
     # --- jobs ----------------------------------------------------------------------------------------------------
     def start_job(self, cmd: Command) -> None:
         job = cmd.job
@@ -195,12 +229,26 @@ class Commands:
                 job, job.params_for(self.node), accepted=lambda data: self.emit("accepted", job.id, data=data)
             )
             if leader := member_of(job, self.node):  # a member lets go of its job when the leader's will fires
-                self.subscribe(self.topics.status(leader), 1)
+                self.follow_leader(leader)
         except DuplicateJob:
             self._duplicate(job.id)
         except JobRejected as exc:
             log.info("event=job_rejected job=%s reason=%r", job.id, exc.reason)
             self.emit("rejected", job.id, reason=exc.reason, field=exc.field)
+
+    def follow_leader(self, leader: str) -> None:
+        """Follow a member job's leader's status (unless every node's is followed anyway); at most MAX_LEADERS:
+        leader names come from job requests, so the oldest is let go rather than growing the list forever."""
+        if self.chassis is not None or self.slot_power is not None:
+            return  # already subscribed to every node's status
+        topic = self.topics.status(leader)
+        self._leaders.pop(topic, None)
+        self._leaders[topic] = None
+        self.subscribe(topic, 1)
+        while len(self._leaders) > MAX_LEADERS:
+            oldest = next(iter(self._leaders))
+            del self._leaders[oldest]
+            self.unsubscribe(oldest)
 
     def resend(self, job_id: str) -> None:
         """piclusterctl lost what this node said about a job (a broker crash loses what it acknowledged since its
@@ -303,6 +351,9 @@ class Commands:
         if leaf == "power" and not payload:
             self.power.driver_gone(node)
             return
+        if leaf == "facts" and not payload:  # forgotten
+            self.power.facts(node, (), now)
+            return
         cls = {"telemetry": Telemetry, "facts": NodeFacts, "power": ChassisPower}[leaf]
         try:
             msg = decode(payload, cls)
@@ -310,8 +361,12 @@ class Commands:
             bad_input.debug(f"bad_{leaf}", "event=bad_%s node=%s reason=%r", leaf, node, exc.reason)
             return
         if isinstance(msg, ChassisPower):
-            self.power.received(msg)
+            self.power.received(node, msg)
         elif isinstance(msg, NodeFacts):
+            if msg.node != node:  # only a node's own word on its own topic counts (the ACL vouches for the topic)
+                bad_input.debug("bad_facts", "event=bad_facts node=%s reason='names another node'", node)
+                return
+            self.power.facts(node, msg.roles, now)
             if self.slot_power is not None:
                 self.slot_power.facts(node, msg.slot)
         elif self.chassis is not None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import functools
 import logging
 import operator
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from nodeagent.errors import HardwareError
+from nodeagent.errors import MAX_REASON, HardwareError, clip
 from nodeagent.hw.base import Backend, Sample
 from nodeagent.hw.fans.base import Fan, FanConfig
 from nodeagent.hw.fans.factory import make_fan
@@ -22,6 +23,7 @@ from nodeagent.hw.fans.sim import SimFan
 from nodeagent.hw.profiles import NANOCLUSTER_FAN_SLOT, fan_source
 from nodeagent.hw.root import SysfsRoot
 from nodeagent.hw.slot_lines import SlotPowerConfig
+from nodeagent.mqtt.ratelog import RateLog
 from nodeagent.policy import FanState, GuardState, PolicyConfig, fan_duty, guard
 from nodeagent.policy.chassis import ChassisSelf, ChassisState, NodeHeat, chassis_duty
 from nodeagent.policy.config import ChassisConfig
@@ -29,8 +31,14 @@ from nodeagent.policy.health_gate import Admission, AerIncrease, HealthInput, ad
 from nodeagent.policy.power_budget import NodeReading
 from nodeagent.policy.thermal_guard import GuardEvent
 from nodeagent.protocol import Telemetry
+from nodeagent.protocol.topics import MAX_NODES
 
 log = logging.getLogger("picluster.safety")
+full_log = RateLog(log)
+chassis_log = RateLog(log)
+# Stands for the nodes a full ChassisView turned away: unknown heat, so the chassis fan runs full while they call.
+OVERFLOW = f"(nodes beyond the {MAX_NODES} the chassis view holds)"
+MAX_NODE_W = 100.0  # the most one node's power reading may say (plausible_power)
 
 FanMode = str | float  # "auto" or the operator's fixed percent
 AER_WINDOW_S = 60.0  # the gate's "rising" is judged on the increases of this last minute
@@ -88,7 +96,7 @@ class NodeSafety:
         broker. The fan then follows the hottest node of the chassis instead of this node alone.
         """
         self._remember_aer(sample, now)
-        reasons_before = self.chassis_reasons
+        reasons_before = _gist(self.chassis_reasons)
         temp_c = sample.temp_c
         decision = guard(temp_c, self.guard_state, self.policy.guard, now)
         self.guard_state = decision.state
@@ -120,9 +128,14 @@ class NodeSafety:
             decision.events,
             tuple(errors),
         )
-        if chassis is not None and self.chassis_reasons != reasons_before:
-            reasons = "; ".join(self.chassis_reasons)
-            log.info("event=chassis_fan duty_pct=%.0f nodes=%d reasons=%r", duty, len(chassis.nodes), reasons)
+        if chassis is not None and _gist(self.chassis_reasons) != reasons_before:
+            # Clipped, and at most 10 a minute: the reasons name every stale node, up to a large fleet's thousands.
+            reasons = clip("; ".join(self.chassis_reasons), MAX_REASON)
+            chassis_log.info(
+                "chassis_fan",
+                "event=chassis_fan duty_pct=%.0f nodes=%d reasons=%d %r",
+                *(duty, len(chassis.nodes), len(self.chassis_reasons), reasons),
+            )
         for fan in self.fans:
             if isinstance(fan, SimFan):
                 fan.observe(sample)  # the simulated fan's RPM, for the next read
@@ -142,8 +155,9 @@ class NodeSafety:
         return errors
 
     def admit(self, sample: Sample | None, *, force: bool, heavy: bool = True) -> Admission:
-        """The health gate for a job, from the last sample, the recent AER increases and the guard (whose
-        refusal after a critical spell holds off heavy jobs only: a light diagnostic may still look)."""
+        """The health gate for a job, from the last sample, the recent AER increases and the guard. ``heavy=False``
+        leaves out the guard's refusal after a critical spell (the agent judges every job with ``heavy=True``; a
+        diagnostic template skips the gate instead: nodeagent/node/commands.py ``JobHooks.admit``)."""
         if sample is None:
             return admit_job(HealthInput(temp_c=None), self.policy.gate, heavy=heavy, force=force)
         totals: dict[str, list[int]] = {}
@@ -203,39 +217,66 @@ class ChassisView:
     that goes offline keeps its last reading, which turns stale and counts as hot, for ``forget_offline_s``;
     then it is forgotten. A retained reading older than that (a node gone long ago) is ignored. The same rules
     keep each node's power report (``readings``) for the chassis power budget.
+
+    At most ``MAX_NODES`` nodes are held; a node beyond them is turned away (counted in ``turned_away``), and the
+    fan runs full while any is (``OVERFLOW``: its heat is unknown).
     """
 
-    def __init__(self, own: str, cfg: ChassisConfig) -> None:
+    def __init__(self, own: str, cfg: ChassisConfig, max_nodes: int = MAX_NODES) -> None:
         self.own = own
         self.cfg = cfg
+        self.max_nodes = max_nodes
         self.heat: dict[str, NodeHeat] = {}
         self.power: dict[str, NodeReading] = {}
         self._offline_since: dict[str, float] = {}
+        self.turned_away = 0
+        self._turned_away_t: float | None = None
+
+    def _room(self, node: str, now: float) -> bool:
+        if node in self.heat or len(self.heat) < self.max_nodes:
+            return True
+        self.turned_away += 1
+        self._turned_away_t = now
+        full_log.warning(
+            "chassis_view_full",
+            "event=chassis_view_full node=%s nodes=%d fix='more nodes than one cluster may have, or a client "
+            "publishing as made-up nodes: check the broker ACL'",
+            node,
+            len(self.heat),
+        )
+        return False
 
     def telemetry(self, node: str, telemetry: Telemetry, *, retained: bool, now: float, wall: float) -> None:
-        if node == self.own:
+        if node == self.own or not self._room(node, now):
             return
         age = max(0.0, wall - telemetry.t) if retained else 0.0  # a retained reading is as old as it says
         if age > self.cfg.forget_offline_s:
             log.debug("event=chassis_reading_ignored node=%s age_s=%.0f (older than forget_offline_s)", node, age)
             return
         self.heat[node] = NodeHeat(telemetry.temp_c, now - age, fan_full=telemetry.guard != "normal")
-        self.power[node] = NodeReading(telemetry.power_w, telemetry.job is not None, now - age)
+        power_w = telemetry.power_w if plausible_power(telemetry.power_w) else None  # else: its estimate counts
+        self.power[node] = NodeReading(power_w, telemetry.job is not None, now - age)
 
     def status(self, node: str, text: str, now: float) -> None:
         if node == self.own:
             return
         if text == "offline":
-            self._offline_since.setdefault(node, now)
+            if node in self.heat:  # a node never heard from has nothing to forget
+                self._offline_since.setdefault(node, now)
             return
         self._offline_since.pop(node, None)
+        if not self._room(node, now):
+            return
         # A node that is online but has not reported a temperature yet is unknown heat: the fan runs full until
         # its first telemetry (one tick), and if it dies before that it is a silent node like any other.
         self.heat.setdefault(node, NodeHeat(None, now))
 
     def nodes(self, now: float) -> dict[str, NodeHeat]:
         self._forget(now)
-        return dict(self.heat)
+        heat = dict(self.heat)
+        if self._turned_away_t is not None and now - self._turned_away_t <= self.cfg.stale_after_s:
+            heat[OVERFLOW] = NodeHeat(None, now)  # nodes turned away just now: their heat is unknown
+        return heat
 
     def readings(self, now: float) -> dict[str, NodeReading]:
         """Each other node's last power report, received at ``NodeReading.t``."""
@@ -248,6 +289,17 @@ class ChassisView:
                 self.heat.pop(node, None)
                 self.power.pop(node, None)
                 del self._offline_since[node]
+
+
+def plausible_power(power_w: float | None) -> bool:
+    """A node's own power reading the chassis sum may use: a number from 0 to MAX_NODE_W. A CM5 draws about 10 W
+    flat out and a Pi 5 at most 27 W; a claim of a gigawatt would only make the driver cap the whole chassis."""
+    return power_w is not None and 0.0 <= power_w <= MAX_NODE_W
+
+
+def _gist(reasons: tuple[str, ...]) -> tuple[str, ...]:
+    """The reasons without their figures: an age or a temperature ticking on is no news worth a log line."""
+    return tuple(re.sub(r"[0-9.]+", "#", r) for r in reasons)
 
 
 def switches_slots(cfg: SlotPowerConfig, board: str, slot: int) -> bool:

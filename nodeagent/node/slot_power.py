@@ -21,8 +21,10 @@ from nodeagent.hw.slot_lines import SlotLines, SlotPowerConfig, find_chip, pin_f
 from nodeagent.policy.auto_cycle import CycleTrack, auto_cycle
 from nodeagent.policy.config import AutoCycleConfig
 from nodeagent.protocol import Command
+from nodeagent.protocol.topics import MAX_NODES
 
 log = logging.getLogger("picluster.slots")
+MAX_WAITING = 16  # power commands waiting for the worker (each takes seconds); more are refused, not queued for hours
 
 
 class SlotPower:
@@ -52,11 +54,11 @@ class SlotPower:
 
     # --- what the driver hears ------------------------------------------------------------------------------------
     def status(self, node: str, online: bool) -> None:
-        if node != self.own:
+        if node != self.own and (node in self.online or len(self.online) < MAX_NODES):
             self.online[node] = online
 
     def facts(self, node: str, slot: int | None) -> None:
-        if node != self.own and slot:
+        if node != self.own and slot and (node in self.slots or len(self.slots) < MAX_NODES):
             self.slots[node] = slot
 
     def forget(self, node: str) -> None:
@@ -75,6 +77,8 @@ class SlotPower:
             refusal = f"slot {slot} is this node ({self.own}), which switches the others; power it by hand"
         elif action == "on" and who and self.online.get(who):
             refusal = f"{who} in slot {slot} is online; an 'on' pulse would ask it to shut down"
+        elif self._work.qsize() >= MAX_WAITING:
+            refusal = f"{MAX_WAITING} power commands are already waiting; try again when they are done"
         if refusal:
             self.emit("rejected", cmd.id, reason=f"power {action}: {refusal}", field="slot")
             return

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from nodeagent.errors import ConfigError
+from nodeagent.protocol.topics import NAME_RE
 
 
 def _require(section: str, checks: Iterable[tuple[str, bool, str, object]]) -> None:
@@ -152,11 +153,18 @@ class PowerConfig:
     step_interval_s: float = 5.0
     restore_margin_w: float = 5.0
     min_freq_khz: int = 1_500_000
+    driver: str = "auto"  # whose decisions count: a node id, or auto (the one node whose facts carry "chassis")
 
     def __post_init__(self) -> None:
         _require(
             "power",
             [
+                (
+                    "driver",
+                    self.driver == "auto" or bool(NAME_RE.match(self.driver)),
+                    "\"auto\" or a node id (1-64 letters, digits, '-' or '_')",
+                    self.driver,
+                ),
                 ("budget_w", self.budget_w > 0.0, "a number above 0", self.budget_w),
                 ("base_w", self.base_w >= 0.0, "a number at least 0", self.base_w),
                 ("node_idle_w", self.node_idle_w >= 0.0, "a number at least 0", self.node_idle_w),

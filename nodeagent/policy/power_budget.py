@@ -178,3 +178,18 @@ def admit_against(decision: ChassisPower, starting: set[str]) -> Admission:
     )
     estimates = {n: NodePower(cfg.node_idle_w, cfg.node_heavy_w) for n in chassis}
     return admit_heavy(estimates, set(decision.busy) - starting, cfg, starting=starting)
+
+
+def admit_light(decision: ChassisPower, node: str) -> Admission:
+    """May ``node`` start a light job, by its driver's last decision? A light job is not counted at the heavy
+    estimate, but nothing new starts while the chassis measures over its budget (the frequency cap is still
+    stepping down): the one thing a light job must not do is add load to a supply already past its limit."""
+    if node not in {*decision.nodes, decision.node}:
+        return Admission(admitted=True)
+    if decision.measured_w is None or decision.measured_w <= decision.budget_w:
+        return Admission(admitted=True)
+    reason = (
+        f"chassis of {decision.node} measures {decision.measured_w:.1f} W, over its {decision.budget_w:g} W budget "
+        "(policy.power.budget_w): light jobs wait until it is back within it"
+    )
+    return Admission(admitted=False, reasons=(reason,))

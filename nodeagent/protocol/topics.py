@@ -24,6 +24,9 @@ from nodeagent.protocol.version import TOPIC_ROOT
 
 # Names also become Home Assistant ids and MQTT topic levels, so keep them to HA's discovery alphabet.
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# The most nodes any table of another node's messages holds: twice the largest fleet picluster is built for (1,050).
+# Names come from topics anyone reaching the broker could publish on; past this a table takes no new name.
+MAX_NODES = 2048
 NODE_LEAVES = ("status", "facts", "telemetry", "events", "cmd", "state", "power")
 
 ONLINE = "online"

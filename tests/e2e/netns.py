@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.localcluster import agent_argv, free_port, stop, wait_port
+from scripts.localcluster import agent_argv, free_port, open_to_jobs, sim_jobs_config, stop, wait_port
 from tests.conftest import REPO, paho_env, reap_leftovers
 from tests.integration.helpers import Watcher
 
@@ -152,10 +152,12 @@ class NetCluster:
         node = f"node{i}"
         state = self.tmp / node
         state.mkdir(exist_ok=True)
+        open_to_jobs(state)
         conf = state / "agent.toml"
         conf.write_text(
             f"[agent]\ntick_s = 0.5\n[jobs]\nprogress_interval_s = 0.5\n{self.jobs}{jobs}"
-            f'[mpi]\nlaunch_agent = "{sys.executable} -m nodeagent.mpi.launcher"\nif_include = "{self.lab.subnet}"\n'
+            + sim_jobs_config()
+            + f'[mpi]\nlaunch_agent = "{sys.executable} -m nodeagent.mpi.launcher"\nif_include = "{self.lab.subnet}"\n'
             'btl = "self,tcp"\n' + self.config
         )
         url = f"mqtt://{self.lab.bridge_ip}:{self.port}"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts.localcluster import SIM_JOBS_USER, open_to_jobs
 from tests.conftest import REPO, paho_env
 from tests.e2e.netns import NetCluster, net_cluster
 from tests.integration.helpers import Watcher
@@ -22,7 +23,7 @@ from tests.integration.helpers import Watcher
 pytestmark = pytest.mark.slow
 
 FILES = 36  # plus main.c
-USER = "nobody"  # the jobs user: distccd and the build never run as root
+USER = SIM_JOBS_USER  # the jobs user: distccd and the build never run as root
 
 
 def write_project(path: Path) -> None:
@@ -43,12 +44,6 @@ def write_project(path: Path) -> None:
         "OBJS := $(patsubst %.c,%.o,$(wildcard *.c))\nprog: $(OBJS)\n\t$(CC) -o $@ $^\n"
         "%.o: %.c\n\t$(CC) -O2 -c $< -o $@\n"
     )
-
-
-def traversable(path: Path) -> None:
-    for parent in (path, *path.parents):  # pytest makes its temporary directories 0700
-        if parent.stat().st_uid == 0 and parent != Path("/"):
-            parent.chmod(parent.stat().st_mode | 0o011)
 
 
 def chown_tree(path: Path, user: str) -> None:
@@ -88,10 +83,10 @@ def distccd_running(net: NetCluster) -> dict[int, list[int]]:
 def net(tmp_path: Path, cluster: str) -> Iterator[NetCluster]:
     if shutil.which("distccd") is None:
         pytest.fail("the distcc test needs distcc: run `make setup` (apt install distcc)")
-    traversable(tmp_path)
+    open_to_jobs(tmp_path)
     write_project(tmp_path / "build" / "proj")
     chown_tree(tmp_path / "build", USER)
-    jobs = f'kinds = ["distcc"]\nuser = "{USER}"\nbuild_root = "{tmp_path / "build"}"\n'
+    jobs = f'kinds = ["distcc"]\nbuild_root = "{tmp_path / "build"}"\n'  # every netns node's jobs user is USER
     with net_cluster(tmp_path, cluster, 3, jobs=jobs) as net:
         wait_online(net, "node1", "node2", "node3")
         yield net

@@ -16,6 +16,8 @@ What is checked, from the public surfaces only (piclusterctl's output and histor
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import random
 import signal
 import subprocess
@@ -31,7 +33,7 @@ from typing import Any
 
 from controller.dispatch import NOT_SENT
 from controller.history import History
-from scripts.localcluster import stop
+from scripts.localcluster import SIM_JOBS_USER, stop
 from tests.conftest import REPO, AgentFactory, AgentProc, paho_env
 from tests.integration.durable_helpers import PersistentBroker
 
@@ -140,6 +142,10 @@ def agent_config(state: Path) -> str:
     """The chaos agents' config: the light template and hpcc both write the node's run record."""
     state.mkdir(parents=True, exist_ok=True)
     record = state / "runs.log"
+    record.touch()
+    if os.geteuid() == 0:  # the jobs append to it as the unprivileged jobs user
+        pw = pwd.getpwnam(SIM_JOBS_USER)
+        os.chown(record, pw.pw_uid, pw.pw_gid)
     hpcc = state / "hpcc"
     hpcc.write_text(f'#!/bin/sh\nexec /bin/sh {RECORD} {record} exec hpcc "$@"\n')
     hpcc.chmod(0o755)

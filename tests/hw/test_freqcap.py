@@ -64,7 +64,8 @@ def test_a_cap_left_by_a_crashed_agent_is_lifted_at_the_next_start(tree_copy: Ca
     marker = root / "state" / "freq-cap"
     decision = ChassisPower(node="n1", t=0.0, budget_w=60.0, measured_w=70.0, source="nodes", estimated_w=50.0)
     first = PowerBudget("n2", PolicyConfig(), RealBackend(root), driver=False, emit=print, marker=marker)
-    first.received(replace(decision, cap_khz=1_700_000))
+    first.facts("n1", ("chassis",), 0.0)  # n1 drives the chassis (policy.power.driver = "auto")
+    assert first.received("n1", replace(decision, cap_khz=1_700_000))
     assert first.apply() == 1_700_000 and max_freq.read_text().strip() == "1700000" and marker.exists()
     # The agent is killed here: no close(). The next one lifts the cap before anything else.
     PowerBudget("n2", PolicyConfig(), RealBackend(root), driver=False, emit=print, marker=marker)

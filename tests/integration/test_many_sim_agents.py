@@ -1,4 +1,5 @@
-"""Several simulated agents on one host, started exactly as the README shows them: no --state-dir, no config file.
+"""Several simulated agents on one host, started exactly as the README shows them: no --state-dir, no config file,
+by an ordinary user (as root they would run their jobs as the picluster user, which this machine need not have).
 
 Each must get its own state directory (``<root>/sim/<node-id>``), so that a cluster HPL over all of them runs
 (before, they shared one spool and refused each other's job as a duplicate). The root is moved out of
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.localcluster import stop
+from scripts.localcluster import SIM_JOBS_USER, open_to_jobs, stop
 from tests.conftest import REPO, Mosquitto, paho_env, reap_leftovers
 from tests.integration.helpers import Watcher
 
@@ -36,8 +38,12 @@ def readme_env(state_root: Path) -> dict[str, str]:
 
 
 def start_readme_agent(node: str, broker: Mosquitto, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """``picluster-agent run --sim --node-id NODE --broker URL``, the README's line, nothing added."""
+    """``picluster-agent run --sim --node-id NODE --broker URL``, the README's line, nothing added, as an ordinary
+    user (``nobody`` when the suite runs as root)."""
     argv = [str(BIN / "picluster-agent"), "run", "--sim", "--node-id", node, "--broker", broker.url]
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam(SIM_JOBS_USER)
+        argv = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", *argv]
     with open(log, "wb") as fh:
         return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=log.parent)
 
@@ -45,6 +51,11 @@ def start_readme_agent(node: str, broker: Mosquitto, env: dict[str, str], log: P
 @pytest.fixture
 def five(tmp_path: Path, broker: Mosquitto) -> Iterator[tuple[Path, dict[str, str]]]:
     root = tmp_path / "state"
+    root.mkdir()
+    open_to_jobs(root)
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam(SIM_JOBS_USER)
+        os.chown(root, pw.pw_uid, pw.pw_gid)
     env = readme_env(root)
     procs = [start_readme_agent(n, broker, env, tmp_path / f"{n}.log") for n in NODES]
     try:

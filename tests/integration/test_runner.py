@@ -20,6 +20,7 @@ from nodeagent.jobs.kind import JobContext, Prepared, Progress
 from nodeagent.jobs.kinds import KINDS
 from nodeagent.jobs.runner import Runner
 from nodeagent.protocol import JobSpec
+from scripts.localcluster import SIM_JOBS_USER, open_to_jobs
 
 # Two busy processes in one job, each in its own process group, like Open MPI's ranks.
 SPIN = (
@@ -84,8 +85,10 @@ class Recorder:
 
 
 def make(tmp_path: Path, **cfg: Any) -> tuple[Runner, Recorder]:
+    """A runner whose jobs run as SIM_JOBS_USER (never root), in ``tmp_path/jobs``."""
     rec = Recorder()
-    jobs = JobsSection(kinds=("hpl", "spin", "tmpdir"), progress_interval_s=0.2, **cfg)
+    open_to_jobs(tmp_path)
+    jobs = JobsSection(**{"kinds": ("hpl", "spin", "tmpdir"), "progress_interval_s": 0.2, "user": SIM_JOBS_USER, **cfg})
     kinds = {**KINDS, "spin": SpinKind(), "tmpdir": TmpKind()}
     runner = Runner(jobs, tmp_path / "jobs", cores=4, sim=True, emit=rec, kinds=kinds)
     return runner, rec
@@ -172,10 +175,7 @@ def test_kinds_outside_the_config_are_refused(tmp_path: Path) -> None:
 def test_each_job_has_its_own_temporary_directory_removed_when_it_ends(tmp_path: Path) -> None:
     # Two simulated nodes on one host must not share Open MPI's session directory (it lives under TMPDIR).
     # As root the job runs as nobody, so writing its file proves the directory was handed to the jobs user.
-    user = "nobody" if os.geteuid() == 0 else ""
-    if user:
-        _traversable(tmp_path)
-    runner, rec = make(tmp_path, user=user)
+    runner, rec = make(tmp_path)
     seen = []
     for job in ("t1", "t2"):
         rec.done.clear()
@@ -206,7 +206,6 @@ def test_a_new_agent_kills_the_last_ones_jobs_and_removes_their_temporary_direct
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to the jobs user needs root")
 def test_jobs_run_as_the_jobs_user_never_root(tmp_path: Path) -> None:
-    _traversable(tmp_path)
     runner, rec = make(tmp_path, user="nobody")
     runner.submit(JobSpec(id="u1", kind="hpl"), {"n": 500, "nb": 50, "p": 1, "q": 1}, accepted=lambda plan: None)
     pid = _wait_started(rec)
@@ -219,26 +218,21 @@ def test_jobs_run_as_the_jobs_user_never_root(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to the jobs user needs root")
 def test_a_work_dir_the_jobs_user_cannot_enter_is_refused_with_the_fix(tmp_path: Path) -> None:
-    tmp_path.chmod(0o700)
     runner, _ = make(tmp_path, user="nobody")
+    tmp_path.chmod(0o700)
     with pytest.raises(JobRejected, match=f"cannot enter {tmp_path}: make it traversable"):
         runner.submit(JobSpec(id="u2", kind="hpl"), {"n": 500, "nb": 50, "p": 1, "q": 1}, accepted=lambda p: None)
 
 
-def test_a_missing_jobs_user_is_refused_outside_sim(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("only root drops to the jobs user")
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root drops to the jobs user")
+@pytest.mark.parametrize("sim", [False, True])
+def test_a_missing_jobs_user_is_refused_in_sim_too(tmp_path: Path, sim: bool) -> None:
     rec = Recorder()
-    runner = Runner(JobsSection(user="no-such-user-xyz"), tmp_path, cores=4, sim=False, emit=rec)
+    runner = Runner(JobsSection(user="no-such-user-xyz"), tmp_path, cores=4, sim=sim, emit=rec)
     with pytest.raises(JobRejected, match="does not exist and jobs never run as root") as err:
         runner.submit(JobSpec(id="x", kind="hpl"), {"n": 500, "nb": 50, "p": 1, "q": 1}, accepted=lambda p: None)
-    assert err.value.field == "jobs.user"
-
-
-def _traversable(path: Path) -> None:
-    for parent in (path, *path.parents):  # pytest makes its temporary directories 0700
-        if parent.stat().st_uid == 0 and parent != Path("/"):
-            parent.chmod(parent.stat().st_mode | 0o011)
+    assert err.value.field == "jobs.user" and "adduser --system --group no-such-user-xyz" in err.value.reason
+    assert rec.events == [] and not (tmp_path / "x").exists()
 
 
 def _wait_started(rec: Recorder) -> int:

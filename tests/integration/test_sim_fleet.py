@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from nodeagent.protocol import OFFLINE, ONLINE
+from scripts.localcluster import open_to_jobs, sim_jobs_config
 from tests.conftest import REPO, Mosquitto, ctl, paho_env, reap_leftovers
 from tests.integration.helpers import Watcher
 
@@ -33,8 +34,13 @@ class FleetProc:
         self.state = tmp_path / "state"
 
     def start(self, count: int = COUNT, *, paho: str | None = None, extra: tuple[str, ...] = ()) -> None:
+        self.state.mkdir(exist_ok=True)
+        open_to_jobs(self.state)  # the nodes' jobs run as SIM_JOBS_USER, never root
+        conf = self.tmp_path / "fleet.toml"
+        conf.write_text("[jobs]\n" + sim_jobs_config())
         argv = [sys.executable, "-m", "nodeagent", "sim-fleet", "--count", str(count), "--broker", self.broker.url]
-        argv += ["--cluster", self.cluster, "--state-dir", str(self.state), "--tick-s", "0.5", *extra]
+        argv += ["--cluster", self.cluster, "--state-dir", str(self.state), "--tick-s", "0.5", "--config", str(conf)]
+        argv += extra
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=paho_env(paho), cwd=REPO)
 

@@ -4,6 +4,7 @@ controller's plan and per-node shares."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from controller.distcc_plan import JOBS_PER_CORE, plan_distcc, shares
 from controller.fleet import NodeView
 from controller.orchestrate import PlanError
 from nodeagent.config import JobsSection
-from nodeagent.errors import JobRejected
+from nodeagent.errors import JobFailed, JobRejected
 from nodeagent.jobs.kind import JobContext
 from nodeagent.jobs.kinds import KINDS, distcc
 from nodeagent.netaddr import ipv4_from_fib_trie, ipv6_from_if_inet6
@@ -26,10 +27,10 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 KIND = KINDS["distcc"]
 
 
-def ctx(tmp_path: Path, *, root: bool = False, **cfg: Any) -> JobContext:
+def ctx(tmp_path: Path, **cfg: Any) -> JobContext:
     work = tmp_path / "job"
     work.mkdir(exist_ok=True)
-    return JobContext("j1", work, cores=4, sim=True, cfg=JobsSection(**cfg), run_as_root=root)
+    return JobContext("j1", work, cores=4, sim=True, cfg=JobsSection(**cfg))
 
 
 @pytest.fixture
@@ -133,18 +134,24 @@ def test_the_worker_refuses_bad_input_by_name(tmp_path: Path, params: dict[str, 
         KIND.prepare({"role": "worker", **params}, ctx(tmp_path))
 
 
-def test_distcc_never_runs_as_root(tmp_path: Path, tree: Path) -> None:
-    for params in ({"role": "worker", "allow": "10.0.0.1", "leader": "10.0.0.1"}, leader()):
-        with pytest.raises(JobRejected, match="distcc needs a jobs user") as err:
-            KIND.prepare(params, ctx(tmp_path, root=True, build_root=str(tree)))
-        assert err.value.field == "jobs.user"
-
-
 def test_the_recorded_client_log_says_where_each_file_compiled() -> None:
-    counts, fallbacks = distcc.compiles_by_host(DATA / "jobs" / "distcc-3.4_client.log")
+    counts, fallbacks = distcc.compiles_by_host((DATA / "jobs" / "distcc-3.4_client.log").read_text())
     # Thirteen files; the link ("compile (null)") is not a compile; the host that refused connections got none.
     assert counts == {"localhost": 8, "127.0.0.1:36322": 5} and fallbacks == 0
-    assert distcc.compiles_by_host(DATA / "jobs" / "missing.log") == ({}, 0)
+    assert distcc.compiles_by_host("") == ({}, 0)
+
+
+def test_a_log_the_job_swapped_for_a_link_is_never_followed(tmp_path: Path, tree: Path) -> None:
+    # The agent is root and the job directory is the job's: a symlink named like the client log must not make the
+    # agent count (or report) the lines of a file the job could not read itself.
+    secret = tmp_path / "secret"
+    secret.write_text("distcc[1] compile f1.c on localhost/4 completed ok\n" * 3)
+    lead = ctx(tmp_path, build_root=str(tree))
+    prepared = KIND.prepare(leader(), lead)
+    (lead.work_dir / distcc.CLIENT_LOG).symlink_to(secret)
+    assert KIND.progress(lead, "") == distcc.Progress(None, "building")
+    with pytest.raises(JobFailed, match="symbolic link"):
+        KIND.lead_result(replace(lead, started=1.0), prepared, "", 0)
 
 
 def test_progress_counts_compiles_as_the_logs_grow(tmp_path: Path, tree: Path) -> None:

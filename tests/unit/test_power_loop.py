@@ -26,7 +26,7 @@ class Chassis:
         self.load = load
         # The default restore margin (5 W) is more than one 100 MHz step of five busy CM5s (about 2.4 W), so the cap
         # settles instead of stepping up and down around the budget.
-        self.policy = PolicyConfig(power=PowerConfig(budget_w=budget_w, step_interval_s=step_s))
+        self.policy = PolicyConfig(power=PowerConfig(budget_w=budget_w, step_interval_s=step_s, driver="node1"))
         self.sims = {n: SimBackend(n, SimConfig(), lambda: self.load) for n in NODES}
         self.events: list[dict[str, Any]] = []
         self.budgets = {
@@ -45,7 +45,7 @@ class Chassis:
         decision = self.budgets["node1"].decide(samples["node1"], busy, others, t, t)
         if decision is not None:
             for b in self.budgets.values():
-                b.received(decision)
+                assert b.received("node1", decision)
         caps = [b.apply() for b in self.budgets.values()]
         assert len(set(caps)) == 1, "the nodes disagree about the cap"
         total = BASE_W + sum(s.power_w or 0.0 for s in samples.values())

@@ -9,7 +9,8 @@
   each file was compiled is read from distcc's own log (``DISTCC_LOG``: one ``compile F on HOST completed ok``
   line per file, the host as written in DISTCC_HOSTS, ``localhost`` for the leader itself).
 
-distccd refuses to stay root, and a build must never run as root: the kind needs a jobs user.
+distccd refuses to stay root, and a build must never run as root: like every job, it runs as the jobs user
+(the runner refuses a job when there is none).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import re
 import socket
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from nodeagent.errors import JobFailed, JobRejected
@@ -110,20 +110,16 @@ def build_dir(value: str, root: str) -> str:
     return real
 
 
-def compiles_by_host(path: Path) -> tuple[dict[str, int], int]:
+def compiles_by_host(log: str) -> tuple[dict[str, int], int]:
     """(files compiled per DISTCC_HOSTS host, compiles that fell back to the leader) from a distcc client log."""
     counts: dict[str, int] = {}
     fallbacks = 0
-    try:
-        with open(path, errors="replace") as fh:
-            for line in fh:
-                if m := _COMPILED.match(line.rstrip("\n")):
-                    host = m.group(1).split("/", 1)[0].split(",", 1)[0]
-                    counts[host] = counts.get(host, 0) + 1
-                elif _FALLBACK in line:
-                    fallbacks += 1
-    except OSError:
-        pass
+    for line in log.splitlines():
+        if m := _COMPILED.match(line):
+            host = m.group(1).split("/", 1)[0].split(",", 1)[0]
+            counts[host] = counts.get(host, 0) + 1
+        elif _FALLBACK in line:
+            fallbacks += 1
     return counts, fallbacks
 
 
@@ -133,17 +129,16 @@ class _Counter:
     def __init__(self) -> None:
         self._seen: dict[str, tuple[int, int]] = {}  # job id -> (offset, count)
 
-    def count(self, job_id: str, path: Path, pattern: re.Pattern[bytes]) -> int:
-        offset, count = self._seen.get(job_id, (0, 0))
+    def count(self, ctx: JobContext, name: str, pattern: re.Pattern[bytes]) -> int:
+        """``name`` in the job's directory, which the job owns: read through ``ctx`` (no link followed)."""
+        offset, count = self._seen.get(ctx.job_id, (0, 0))
         try:
-            with open(path, "rb") as fh:
-                fh.seek(offset)
-                chunk = fh.read()
+            chunk = ctx.read_bytes(name, offset)
         except OSError:
             return count
         whole = chunk[: chunk.rfind(b"\n") + 1]  # a half-written last line waits for the next look
         count += len(pattern.findall(whole))
-        self._seen[job_id] = (offset + len(whole), count)
+        self._seen[ctx.job_id] = (offset + len(whole), count)
         return count
 
     def forget(self, job_id: str) -> None:
@@ -161,12 +156,6 @@ class DistccKind(WorkerRoles):
 
     def prepare(self, params: Mapping[str, Scalar], ctx: JobContext) -> Prepared:
         role = params.get("role")
-        if ctx.run_as_root:
-            raise JobRejected(
-                "distcc needs a jobs user: distccd will not run as root and a build never does; create it "
-                "(adduser --system picluster) or set jobs.user",
-                "jobs.user",
-            )
         if role == "worker":
             return self._worker(resolve(WORKER, params, "distcc worker"), ctx)
         values = resolve(LEADER, params, "distcc leader")
@@ -213,9 +202,9 @@ class DistccKind(WorkerRoles):
 
     def progress(self, ctx: JobContext, output_tail: str) -> Progress | None:
         if not (ctx.work_dir / CLIENT_DIR).is_dir():  # a worker
-            served = self._counter.count(ctx.job_id, ctx.work_dir / DAEMON_LOG, _SERVED)
+            served = self._counter.count(ctx, DAEMON_LOG, _SERVED)
             return Progress(None, f"served {served} compiles")
-        done = self._counter.count(ctx.job_id, ctx.work_dir / CLIENT_LOG, _DONE)
+        done = self._counter.count(ctx, CLIENT_LOG, _DONE)
         return Progress(None, f"{done} files compiled") if done else Progress(None, "building")
 
     def lead_result(self, ctx: JobContext, prepared: Prepared, output: str, returncode: int) -> dict[str, Any]:
@@ -223,7 +212,11 @@ class DistccKind(WorkerRoles):
         wall_s = round(time.monotonic() - ctx.started, 3) if ctx.started else None
         if returncode != 0:
             raise JobFailed(f"make exited with status {returncode} after {wall_s} s: {last_line(output)}")
-        compiles, fallbacks = compiles_by_host(ctx.work_dir / CLIENT_LOG)
+        try:
+            log = ctx.read(CLIENT_LOG)
+        except OSError as exc:
+            raise JobFailed(f"the build passed but its distcc log could not be read: {exc}") from None
+        compiles, fallbacks = compiles_by_host(log)
         return {
             "passed": True,
             "wall_s": wall_s,

@@ -104,11 +104,7 @@ def _bench_argv(values: Mapping[str, Value], ctx: JobContext) -> list[str]:
 def _bench_result(ctx: JobContext, output: str, returncode: int) -> dict[str, Any]:
     if returncode != 0:
         raise JobFailed(f"llama-bench exited with status {returncode}: {last_line(output)}")
-    try:
-        text = (ctx.work_dir / BENCH_JSON).read_text(errors="replace")
-    except OSError:
-        text = ""
-    result = parse_llama_bench(text or output)
+    result = parse_llama_bench(ctx.machine_output or output)  # the runner read the file through its own descriptor
     return {"passed": True, **result.to_dict()}
 
 

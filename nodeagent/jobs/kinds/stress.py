@@ -11,7 +11,6 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from nodeagent.errors import JobFailed
@@ -132,7 +131,7 @@ class StressKind:
         return Progress(min(1.0, elapsed / duration), f"stressing {elapsed:.0f}/{duration:.0f} s")
 
     def result(self, ctx: JobContext, prepared: Prepared, output: str, returncode: int) -> dict[str, Any]:
-        metrics = parse_yaml_metrics(_read(ctx.work_dir / YAML_NAME)) or parse_metrics_brief(output)
+        metrics = parse_yaml_metrics(_read(ctx, YAML_NAME)) or parse_metrics_brief(output)
         if returncode != 0:
             raise JobFailed(f"stress-ng exited with status {returncode}: {_problem(output)}")
         if not metrics:
@@ -155,8 +154,10 @@ def _problem(output: str) -> str:
     return (" | ".join(lines[-3:]) or "(no error message)")[:300]
 
 
-def _read(path: Path) -> str:
+def _read(ctx: JobContext, name: str) -> str:
+    """stress-ng's YAML, never through a link the job planted (JobContext.read); "" when unusable: the brief
+    metrics in the output are the fallback."""
     try:
-        return path.read_text(errors="replace")
+        return ctx.read(name)
     except OSError:
         return ""

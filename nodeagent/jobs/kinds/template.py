@@ -28,6 +28,7 @@ class TemplateKind:
             argv=argv,
             plan={"template": self.name, "params": dict(values)},
             heavy=self.template.heavy,
+            diagnostic=self.template.diagnostic,
             timeout_s=self.template.timeout_s,
             install_hint=f"the program template {self.name!r} names",
         )
