@@ -33,11 +33,13 @@ MAX_SAMPLES = 3600  # telemetry samples kept per node in the result
 SAMPLE_KEYS = ("t", "temp_c", "freq_mhz", "throttled", "power_w", "job")
 
 
-def cluster_job(plan: ClusterPlan, job_id: str, *, timeout_s: float, force: bool) -> JobSpec:
-    """The one job every node of ``plan`` receives; ``node_params`` give each its role."""
+def cluster_job(plan: ClusterPlan, job_id: str, *, timeout_s: float, force: bool, leader_key: str = "") -> JobSpec:
+    """The one job every node of ``plan`` receives; ``node_params`` give each its role. ``leader_key``: the
+    leader's own public key (its facts): members accept only launches it signed, for this job."""
     leader, members = plan.leader, [n for n in plan.nodes if n != plan.leader]
     node_params: dict[str, dict[str, Any]] = {leader: {"role": "leader", "hosts": ",".join(plan.nodes)}}
-    node_params |= {m: {"role": "member", "leader": leader} for m in members}
+    key = {"leader_key": leader_key} if leader_key else {}
+    node_params |= {m: {"role": "member", "leader": leader, **key} for m in members}
     params = {"n": plan.n, "nb": plan.nb, "p": plan.p, "q": plan.q, "ranks_per_node": plan.ranks_per_node}
     if plan.oversubscribe:
         params["oversubscribe"] = True
@@ -111,7 +113,9 @@ class ClusterRun:
         self.job = job
         self.on_change = on_change
         self.clock = clock
-        self.follower = Follower(session.topics, job.id, plan.nodes, started=clock(), timeout_s=job.timeout_s)
+        self.follower = Follower(
+            session.topics, job.id, plan.nodes, started=clock(), timeout_s=job.timeout_s, sent=session.sent
+        )
         self.recorder = Recorder(plan.nodes)
         self.recording = False
         self.started = 0.0

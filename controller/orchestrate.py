@@ -103,7 +103,7 @@ def run_cluster(
     job_id = new_job_id(kind)
     outcome = ClusterRun(job_id, NodeRun(leader))
     wjob = JobSpec(id=f"{job_id}.workers", kind=kind, params=worker_params, timeout_s=timeout_s + 120, force=force)
-    follower = Follower(session.topics, wjob.id, workers, started=clock(), timeout_s=wjob.timeout_s)
+    follower = Follower(session.topics, wjob.id, workers, started=clock(), timeout_s=wjob.timeout_s, sent=session.sent)
     try:
         if workers:
             submit(session, wjob, workers)

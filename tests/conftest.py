@@ -20,6 +20,7 @@ import pytest
 from nodeagent.config import JobsSection
 from nodeagent.jobs.runner import Runner
 from scripts.localcluster import agent_argv, free_port, start_mosquitto, stop
+from tests.signing import operator  # noqa: F401 (a fixture: an operator key piclusterctl signs with)
 
 REPO = Path(__file__).resolve().parent.parent
 # `make test` installs both paho majors here (pure Python, pip --target), so every agent test runs on both.

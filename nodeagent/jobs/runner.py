@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from nodeagent.config import JobsSection
 from nodeagent.errors import JobFailed, JobRejected, echo
+from nodeagent.jobs.environ import job_environ
 from nodeagent.jobs.kind import JobContext, JobKind, Prepared
 from nodeagent.jobs.kinds import KINDS
 from nodeagent.jobs.kinds.template import TemplateKind
@@ -127,7 +128,7 @@ class Runner:
     ) -> None:
         self.cfg = cfg
         self.hooks: Hooks = hooks or NoHooks()  # admission, and the node's preparation and its undoing
-        self.job_env = dict(job_env or {})  # given to every job (the MPI launcher finds its broker and job in it)
+        self.job_env = dict(job_env or {})  # given to every job
         self.work_dir = work_dir
         self.cores = cores
         self.sim = sim
@@ -174,6 +175,12 @@ class Runner:
         """Every running job, heavy and light."""
         with self._lock:
             return tuple(self._jobs)
+
+    def session_of(self, job_id: str) -> int | None:
+        """The session of a running job's processes (the pid of the one it started), None before or after."""
+        with self._lock:
+            running = self._jobs.get(job_id)
+            return running.proc.pid if running is not None and running.proc is not None else None
 
     @property
     def queued(self) -> tuple[str, ...]:
@@ -385,7 +392,7 @@ class Runner:
             if running.heavy:  # light jobs leave the governor and the fan boost to the heavy one
                 self.hooks.prepare()
             tmp = _private_tmp(spec.id, user, self.work_dir)
-            env = {**os.environ, **self.job_env, **running.prepared.env, **_tmp_env(tmp)}
+            env = {**job_environ(os.environ), **self.job_env, **running.prepared.env, **_tmp_env(tmp)}
             argv, user_kwargs = self._argv(running, user)
             stdout_file = ctx.work_dir / running.prepared.stdout_name if running.prepared.stdout_name else None
             with open(out_path, "wb") as out, open(stdout_file or os.devnull, "wb") as machine_out:

@@ -167,6 +167,13 @@ class Link:
         if self._connected.is_set():
             self._client.subscribe(topic, qos)
 
+    def unsubscribe(self, topic: str) -> None:
+        """Stop following ``topic`` (now, and after reconnects)."""
+        with self._lock:
+            known = self._subs.pop(topic, None) is not None
+        if known and self._connected.is_set():
+            self._client.unsubscribe(topic)
+
     def publish(self, topic: str, payload: bytes | str, *, qos: int = 0, retain: bool = False) -> int | None:
         """Queue a message; returns its message id, or None when QoS 0 could not be sent (not connected)."""
         info = self._client.publish(topic, payload, qos=qos, retain=retain)

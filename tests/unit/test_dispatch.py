@@ -124,17 +124,21 @@ def test_queued_and_ready_are_followed_without_ending_the_run() -> None:
 
 
 class _Session:
-    """The part of a Session that catch_up and resync use: its connects, what it publishes, nothing to read."""
+    """The part of a Session that catch_up and resync use: its connects, the commands it sends, nothing to read."""
 
     def __init__(self) -> None:
         self.topics = T
         self.client_id = "ctl"
         self.connects = 1
-        self.sent: list[Command] = []
+        self.commands: list[Command] = []
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+    def command(self, topic: str, cmd: Command) -> bytes:
         assert topic == T.cluster_cmd()
-        self.sent.append(decode(payload, Command))
+        self.commands.append(decode(encode(cmd), Command))
+        return b""
+
+    def refused_ours(self, event: Event) -> bool:
+        return False
 
     def get(self, timeout_s: float) -> Received | None:
         return None
@@ -146,11 +150,11 @@ def test_after_a_reconnect_the_nodes_still_in_the_job_are_asked_to_say_it_again(
     f.apply(ev("b", 1, "finished", result={"passed": True}))
     catch_up(session, f)  # type: ignore[arg-type]
     catch_up(session, f)  # type: ignore[arg-type]
-    assert session.sent == []  # the first session: nothing was missed
+    assert session.commands == []  # the first session: nothing was missed
     session.connects = 2  # the broker came back: what the nodes published meanwhile never reached us
     catch_up(session, f)  # type: ignore[arg-type]
     catch_up(session, f)  # type: ignore[arg-type]
-    assert [(c.cmd, c.job_id, c.nodes) for c in session.sent] == [("resend", "j1", ("a", "c"))]
+    assert [(c.cmd, c.job_id, c.nodes) for c in session.commands] == [("resend", "j1", ("a", "c"))]
 
 
 def test_results_asks_only_about_nodes_without_a_verdict_and_not_too_soon() -> None:
@@ -167,4 +171,4 @@ def test_results_asks_only_about_nodes_without_a_verdict_and_not_too_soon() -> N
     session = _Session()
     resync(session, [job], now=1000.0 + 1)  # type: ignore[arg-type]
     resync(session, [job], now=1000.0 + RESEND_AFTER_S + 1)  # type: ignore[arg-type]
-    assert [c.nodes for c in session.sent] == [("running",), ("running", "silent", "guessed")]
+    assert [c.nodes for c in session.commands] == [("running",), ("running", "silent", "guessed")]
