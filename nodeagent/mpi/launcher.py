@@ -14,6 +14,7 @@ It holds no broker login and no key: it reads from the environment the runner gi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -51,8 +52,12 @@ def launch(target: str, words: list[str], env: Mapping[str, str]) -> int:
             sock.connect(path)
         except OSError as exc:
             raise LaunchFailed(f"cannot reach the agent at {path}: {exc.strerror or exc}", UNREACHABLE) from None
-        sock.sendall((json.dumps(request) + "\n").encode())
-        return _follow(sock.makefile("rb"), target)
+        with contextlib.suppress(OSError):  # refused at once: the agent's answer is still there to read
+            sock.sendall((json.dumps(request) + "\n").encode())
+        try:
+            return _follow(sock.makefile("rb"), target)
+        except OSError as exc:
+            raise LaunchFailed(f"lost the agent at {path}: {exc.strerror or exc}", UNREACHABLE) from None
     finally:
         sock.close()
 
