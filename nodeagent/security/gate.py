@@ -197,7 +197,9 @@ class CommandGate:
             )
         seen = self.nonces.add(env.key, env.nonce, env.ts + skew, now)
         if seen == "seen":
-            raise refuse("replayed", f"replayed: this node has already obeyed this command (key {name}, same nonce)")
+            raise refuse(
+                "replayed", f"replayed: this node has already obeyed this command (key {name}, same nonce)", name
+            )
         if seen == "full":
             raise refuse(
                 "busy",
