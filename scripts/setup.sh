@@ -10,7 +10,7 @@ VENV=.venv
 # cmake and build-essential build llama.cpp for its tests (scripts/build-llama.sh); python3-pip fetches its sources.
 APT_PACKAGES=(
   mosquitto mosquitto-clients hpcc openmpi-bin libopenblas0 python3-venv python3-pip
-  python3-paho-mqtt python3-msgpack python3-clustershell python3-rich python3-systemd
+  python3-paho-mqtt python3-msgpack python3-clustershell python3-rich python3-systemd python3-cryptography
   python3-gpiozero python3-smbus2 python3-pyudev prometheus-node-exporter stress-ng iproute2
   prometheus openssl cmake build-essential faketime
 )
