@@ -38,9 +38,16 @@ def cluster_job(plan: ClusterPlan, job_id: str, *, timeout_s: float, force: bool
     leader's own public key (its facts): members accept only launches it signed, for this job."""
     leader, members = plan.leader, [n for n in plan.nodes if n != plan.leader]
     node_params: dict[str, dict[str, Any]] = {leader: {"role": "leader", "hosts": ",".join(plan.nodes)}}
-    key = {"leader_key": leader_key} if leader_key else {}
-    node_params |= {m: {"role": "member", "leader": leader, **key} for m in members}
-    params = {"n": plan.n, "nb": plan.nb, "p": plan.p, "q": plan.q, "ranks_per_node": plan.ranks_per_node}
+    node_params |= {m: {"role": "member", "leader": leader} for m in members}
+    params: dict[str, Any] = {
+        "n": plan.n,
+        "nb": plan.nb,
+        "p": plan.p,
+        "q": plan.q,
+        "ranks_per_node": plan.ranks_per_node,
+    }
+    if leader_key:  # once for the whole job, not once per member: a 1,050-node command stays small
+        params["leader_key"] = leader_key
     if plan.oversubscribe:
         params["oversubscribe"] = True
     return JobSpec(id=job_id, kind="hpl", params=params, node_params=node_params, timeout_s=timeout_s, force=force)

@@ -47,7 +47,7 @@ def launch_agent(mpi: MpiSection) -> str:
 
 HOSTFILE = "hostfile"
 # Every parameter each role takes (params common to the whole job reach every node, so a member accepts the grid's).
-LEADER_PARAMS = (*SINGLE_PARAMS, "role", "hosts", "ranks_per_node")
+LEADER_PARAMS = (*SINGLE_PARAMS, "role", "hosts", "ranks_per_node", "leader_key")  # its own key: nothing to do
 MEMBER_PARAMS = (*SINGLE_PARAMS, "role", "leader", "leader_key", "ranks_per_node")
 
 # TCP keepalive on a member's end of Open MPI's out-of-band channel (daemon <-> mpirun), idle for most of a run: a
