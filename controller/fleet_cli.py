@@ -63,7 +63,7 @@ def cmd_run_hpl(broker: Broker, topics: Topics, args: argparse.Namespace) -> int
     overrides = hpl_plan.parse_params(args.param)
     if args.timeout <= 0:
         raise UsageError("--timeout: expected a number of seconds above 0")
-    subs = (*subscriptions(topics), topics.all_nodes("events"))
+    subs = (*subscriptions(topics, telemetry=False), topics.all_nodes("events"))
     with jobs_cli.Tracker(args, broker, topics, subs) as track:
         session = track.session
         fleet = snapshot(broker, topics, session)

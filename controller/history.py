@@ -144,6 +144,9 @@ class History:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
             self._db.execute("PRAGMA journal_mode=WAL")
+            # As the agent's spool: a crash of piclusterctl loses nothing, a power cut may lose the last commits.
+            # FULL synced the log on every commit: 6 of them per event, 20 ms a node of a 1,000-node run.
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
@@ -231,19 +234,24 @@ class History:
         body = {k: v for k, v in event.__dict__.items() if k not in ("node", "job", "seq", "t", "kind")}
         now = time.time()
         with self._lock:
-            cur = self._db.execute(
-                "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (event.node, event.job, event.seq, event.t, event.kind, _dumps(body), now),
-            )
-            if not cur.rowcount:
-                return False  # a duplicate: QoS 1 redelivery or a spool replay
-            kind = event.job.split("-", 1)[0]
-            self._db.execute(
-                "INSERT OR IGNORE INTO jobs VALUES (?, ?, ?, ?, '{}', '{}', ?, '{}', NULL)",
-                (event.job, cluster, kind, event.t, _dumps([event.node])),
-            )  # a job another piclusterctl started: known from its events only
-            self._update_run(event, now)
-        return True
+            self._db.execute("BEGIN IMMEDIATE")  # one commit for the event and what it changes, not one each
+            try:
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (event.node, event.job, event.seq, event.t, event.kind, _dumps(body), now),
+                )
+                if cur.rowcount:
+                    kind = event.job.split("-", 1)[0]
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO jobs VALUES (?, ?, ?, ?, '{}', '{}', ?, '{}', NULL)",
+                        (event.job, cluster, kind, event.t, _dumps([event.node])),
+                    )  # a job another piclusterctl started: known from its events only
+                    self._update_run(event, now)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return bool(cur.rowcount)  # False: a duplicate (a QoS 1 redelivery or a spool replay)
 
     def _update_run(self, event: Event, now: float) -> None:
         update: dict[str, Any] = {}

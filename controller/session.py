@@ -20,6 +20,7 @@ from nodeagent.security.keys import SigningKey
 
 CONNECT_TIMEOUT_S = 5.0
 SENT_KEPT = 4096  # digests of the commands this session sent, to recognise refusals of its own
+STATE_LEAVES = ("status", "facts", "telemetry", "power")  # retained, latest value only
 
 
 class BrokerUnreachable(CommandFailed):
@@ -85,7 +86,14 @@ class Session:
             on_connect=self._connected,
         )
         for topic in (*subscriptions, self.topics.sync(self.client_id)):
-            self.link.subscribe(topic, qos=1)
+            self.link.subscribe(topic, qos=0 if self._state(topic) else 1)
+
+    def _state(self, topic: str) -> bool:
+        """A node's retained state (status, facts, telemetry, power): read at QoS 0, so a fleet's snapshot is not
+        held to the broker's QoS 1 window (Mosquitto's max_inflight_messages, 20) nor cut at its queue limit
+        (max_queued_messages, 1000 by default: a 1,000-node snapshot lost its facts). Its latest value is
+        retained, so nothing a session sees is lost that a new snapshot would not show."""
+        return topic.startswith(f"{self.topics.base}/node/") and topic.rpartition("/")[2] in STATE_LEAVES
 
     def __enter__(self) -> Session:
         self.link.start()
@@ -153,7 +161,9 @@ class Session:
         """Every retained message for the subscriptions, ending at our sync marker (or ``timeout_s``)."""
         marker = os.urandom(8)
         sync = self.topics.sync(self.client_id)
-        self.link.publish(sync, marker, qos=0)
+        # QoS 1 like the subscriptions: the broker queues it behind the retained QoS 1 messages it has not sent
+        # yet (it sends only max_inflight_messages at a time), where a QoS 0 marker would overtake them.
+        self.link.publish(sync, marker, qos=1)
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
             try:

@@ -9,15 +9,15 @@ import re
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from nodeagent.config import DEFAULT_PATH, AgentConfig, load
 from nodeagent.errors import ConfigError, PiclusterError
-from nodeagent.jobs.runner import Runner
 from nodeagent.protocol.version import __version__
 from nodeagent.state import StateDirBusy, StateLock
+
+DEFAULT_TEMPLATE = "noop=true"  # sim-fleet's light job when no --template is given (nodeagent/simfleet.py)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +36,32 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--state-dir", metavar="DIR", help="this agent's own state: spool, jobs (agent.state_dir)")
         cmd.add_argument("--root", metavar="DIR", help="read sysfs under DIR (a recorded tree) instead of /")
         cmd.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    fleet = sub.add_parser(
+        "sim-fleet",
+        help="many simulated nodes in one process, for tests and benchmarks only",
+        description="Run --count simulated nodes in this one process, FOR TESTS AND BENCHMARKS ONLY (never on a "
+        "real node). Each node is the real agent on simulated hardware, with its own MQTT session (client id "
+        "picluster-agent-<node>, will, retained status, facts and telemetry) and its own state directory "
+        "(<state-dir>/sim/<node>); they share one network thread and --threads logic threads. Every node allows "
+        "the built-in kinds of the config ([jobs] kinds, default hpl) and the light --template jobs.",
+    )
+    fleet.add_argument("--count", type=int, required=True, metavar="N", help="how many nodes")
+    fleet.add_argument("--prefix", default="sim", help="node names: PREFIX1 .. PREFIXN (default sim)")
+    fleet.add_argument("--first", type=int, default=1, metavar="K", help="number of the first node (default 1)")
+    fleet.add_argument("--config", metavar="PATH", help="config file every node shares (node id and dirs are set)")
+    fleet.add_argument("--broker", metavar="URL", help="broker, e.g. mqtt://127.0.0.1:1883 (or PICLUSTER_BROKER)")
+    fleet.add_argument("--cluster", metavar="NAME", help="cluster name (default: agent.cluster)")
+    fleet.add_argument("--state-dir", metavar="DIR", help="node N keeps its state in DIR/sim/N (agent.state_dir)")
+    fleet.add_argument(
+        "--template",
+        action="append",
+        default=[],
+        metavar="NAME=COMMAND",
+        help=f"a light job template on every node, run without a shell; repeatable (default: {DEFAULT_TEMPLATE})",
+    )
+    fleet.add_argument("--tick-s", type=float, metavar="S", help="each node's tick, telemetry included (agent.tick_s)")
+    fleet.add_argument("--threads", type=int, default=1, metavar="K", help="logic threads for all nodes (default 1)")
+    fleet.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default: warning")
     # Its options belong to nodeagent/failsafe.py: everything after the word is handed over unparsed.
     sub.add_parser("failsafe", add_help=False, help="set every fan to full speed (the unit's ExecStopPost hook)")
     return parser
@@ -44,9 +70,9 @@ def _parser() -> argparse.ArgumentParser:
 def overrides_from(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Flags win over the file and the environment."""
     out: dict[str, dict[str, Any]] = {"agent": {}, "mqtt": {}, "hardware": {}}
-    if args.sim:
+    if getattr(args, "sim", False):
         out["hardware"]["backend"] = "sim"
-    if args.root:
+    if getattr(args, "root", None):
         out["hardware"]["root"] = args.root
     if args.broker:
         out["mqtt"]["broker"] = args.broker
@@ -55,8 +81,9 @@ def overrides_from(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         ("cluster", "cluster"),
         ("state_dir", "state_dir"),
         ("log_level", "log_level"),
+        ("tick_s", "tick_s"),
     ):
-        if getattr(args, flag):
+        if getattr(args, flag, None):
             out["agent"][key] = getattr(args, flag)
     return {k: v for k, v in out.items() if v}
 
@@ -93,16 +120,6 @@ def journal_handler(node: str) -> logging.Handler | None:
     return handler
 
 
-class JobLoad:
-    """Cores the node's jobs keep busy: what heats a simulated node. Bound to the runner once it exists."""
-
-    def __init__(self) -> None:
-        self.runner: Runner | None = None
-
-    def __call__(self) -> float:
-        return self.runner.busy_cores(time.monotonic()) if self.runner else 0.0
-
-
 def lock_state_dir(cfg: AgentConfig) -> StateLock | None:
     """The agent's exclusive hold on its state directory (StateDirBusy when another agent has it). A directory
     that cannot be created or locked is logged and the agent runs on: its events stay in memory
@@ -131,7 +148,7 @@ def run(cfg: AgentConfig, reread: Callable[[], AgentConfig] | None = None) -> in
 
 
 def serve(cfg: AgentConfig, reread: Callable[[], AgentConfig] | None = None) -> int:
-    from nodeagent.agent import build
+    from nodeagent.agent import JobLoad, build
     from nodeagent.config import real_backend_options
     from nodeagent.hw import make_backend
 
@@ -155,6 +172,32 @@ def serve(cfg: AgentConfig, reread: Callable[[], AgentConfig] | None = None) -> 
     return 0
 
 
+def sim_fleet(args: argparse.Namespace) -> int:
+    """``picluster-agent sim-fleet``: nodeagent/simfleet.py does the work (tests and benchmarks only)."""
+    from nodeagent.simfleet import FLEET_DEFAULTS, fleet_config, fleet_root, node_names, run_fleet, template_from
+
+    try:
+        if args.threads < 1:
+            raise ConfigError(f"--threads: expected at least 1, got {args.threads}")
+        names = node_names(args.prefix, args.count, args.first)
+        templates = [template_from(spec) for spec in args.template or [DEFAULT_TEMPLATE]]
+        base = fleet_config(load(args.config, overrides=overrides_from(args), defaults=FLEET_DEFAULTS), templates)
+    except ConfigError as exc:
+        print(f"picluster-agent: sim-fleet: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(base.agent.log_level)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        return run_fleet(base, names, fleet_root(base), stop, threads=args.threads)
+    except PiclusterError as exc:
+        print(f"picluster-agent: sim-fleet: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        logging.shutdown()
+
+
 def failsafe(argv: list[str]) -> int:
     """``picluster-agent failsafe``: nodeagent/failsafe.py does the work; imported only when asked for."""
     try:
@@ -172,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return failsafe(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "sim-fleet":
+        return sim_fleet(args)
     try:
         cfg = load(args.config, overrides=overrides_from(args))
     except ConfigError as exc:

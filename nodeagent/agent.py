@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from nodeagent import sd
 from nodeagent.config import AgentConfig, mqtt_login, reloaded
@@ -37,6 +37,7 @@ from nodeagent.mpi.launch_socket import LaunchSocket, jobs_uid
 from nodeagent.mpi.leaders import Leaders
 from nodeagent.mpi.relay import LaunchRelay
 from nodeagent.mqtt.link import Link, Will
+from nodeagent.mqtt.netloop import NetLoop
 from nodeagent.mqtt.outbox import Outbox
 from nodeagent.mqtt.spool import open_spool
 from nodeagent.node.chassis_power import PowerBudget
@@ -58,6 +59,13 @@ Clock = Callable[[], float]
 BROKER_ATTEMPT_S = 5.0
 
 
+class Inbox(Protocol):
+    """Where paho's thread, the job threads and signals leave work for the loop: the agent's own queue, or a
+    simulated fleet's queue shared by many nodes (``nodeagent/simfleet.py``)."""
+
+    def put(self, item: tuple[Any, ...]) -> None: ...
+
+
 class Agent:
     """One node's agent: the loop's own state and ``emit``; ``build()`` gives it its parts. Then ``run(stop)``."""
 
@@ -75,10 +83,13 @@ class Agent:
     relay: LaunchRelay
     leaders: Leaders
 
-    def __init__(self, cfg: AgentConfig, backend: Backend, *, clock: Clock = time.time) -> None:
+    def __init__(
+        self, cfg: AgentConfig, backend: Backend, *, clock: Clock = time.time, inbox: Inbox | None = None
+    ) -> None:
         self.cfg, self.node, self.backend, self.clock = cfg, cfg.node_id, backend, clock
         self.topics = Topics(cfg.agent.cluster)
-        self.inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.inbox: Inbox = self._queue if inbox is None else inbox
         self.sim = backend.name == "sim"
         self.node_facts = backend.facts()
         self._seq_lock = threading.Lock()
@@ -97,17 +108,7 @@ class Agent:
     # --- the loop --------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Tick every ``agent.tick_s`` and handle queued items in between, until ``stop`` is set."""
-        log.info(
-            "event=agent_start node=%s cluster=%s backend=%s broker=%s version=%s",
-            *(self.node, self.cfg.agent.cluster, self.backend.name, self.cfg.broker, __version__),
-        )
-        self.notifier.check_tick(self.cfg.agent.tick_s)
-        self.open_launch_socket()
-        if replayed := self.outbox.replay():  # paho holds them until the session is up, then sends them first
-            log.info("event=spool_replay events=%d path=%s", replayed, self.spool.path)
-        self.link.start()
-        if self.hotplug is not None:
-            self.hotplug.start()
+        self.open()
         started = next_tick = time.monotonic()
         try:
             while not stop.is_set():
@@ -120,12 +121,25 @@ class Agent:
                     next_tick += tick_s * max(1, int((now - next_tick) // tick_s) + 1)
                     continue
                 try:
-                    item = self.inbox.get(timeout=min(next_tick - now, 0.5))
+                    item = self._queue.get(timeout=min(next_tick - now, 0.5))
                 except queue.Empty:
                     continue
                 self.dispatch(item)
         finally:
             self.close()
+
+    def open(self, connect_delay_s: float = 0.0) -> None:
+        """Send what a previous process left unsent, connect, watch hotplug: what comes before the first tick."""
+        log.info(
+            "event=agent_start node=%s cluster=%s backend=%s broker=%s version=%s",
+            *(self.node, self.cfg.agent.cluster, self.backend.name, self.cfg.broker, __version__),
+        )
+        self.notifier.check_tick(self.cfg.agent.tick_s)
+        if replayed := self.outbox.replay():  # paho holds them until the session is up, then sends them first
+            log.info("event=spool_replay events=%d path=%s", replayed, self.spool.path)
+        self.link.start(connect_delay_s)
+        if self.hotplug is not None:
+            self.hotplug.start()
 
     def close(self) -> None:
         self.notifier.send("STOPPING=1")
@@ -270,10 +284,9 @@ class Agent:
         facts = facts_from(self.node, self.node_facts, slot, self.sim, kinds, roles, policy, self.clock())
         return replace(facts, key=self.node_key.public.b64) if self.node_key is not None else facts
 
-    def open_launch_socket(self) -> None:
-        """The socket a leader job's MPI launcher asks this agent through ([mpi] launcher = "agent")."""
-        if self.cfg.mpi.launcher != "agent":
-            return
+    def open_launch_socket(self) -> Path | None:
+        """The socket a leader job's MPI launcher asks this agent through, made when this node first leads a
+        cluster job ([mpi] launcher = "agent"); its path."""
         inbox = self.inbox
         try:
             self.launch_socket = LaunchSocket(
@@ -286,9 +299,9 @@ class Agent:
                 "event=launch_socket_failed reason=%r effect='this node cannot lead a cluster HPL job'",
                 exc.strerror or str(exc),
             )
-            return
-        self.leaders.socket_path = self.launch_socket.path
+            return None
         self.launch_socket.start()
+        return self.launch_socket.path
 
     def emit(self, kind: str, job: str = "", *, lifecycle: bool = True, **fields: Any) -> None:
         """Spool and publish one event (QoS 1). Thread-safe: the job thread calls it too; the lock keeps the
@@ -307,10 +320,29 @@ class Agent:
         log.info("event=job_%s job=%s%s", kind, job or "-", reason)
 
 
-def build(cfg: AgentConfig, backend: Backend, *, clock: Clock = time.time, pin_factory: Any = None) -> Agent:
+class JobLoad:
+    """Cores the node's jobs keep busy: what heats a simulated node. Bound to the runner once it exists."""
+
+    def __init__(self) -> None:
+        self.runner: Runner | None = None
+
+    def __call__(self) -> float:
+        return self.runner.busy_cores(time.monotonic()) if self.runner else 0.0
+
+
+def build(
+    cfg: AgentConfig,
+    backend: Backend,
+    *,
+    clock: Clock = time.time,
+    pin_factory: Any = None,
+    net: NetLoop | None = None,
+    inbox: Inbox | None = None,
+) -> Agent:
     """One node's agent, wired: its safety, chassis roles, runner, command handling, MQTT session, Home Assistant
-    bridge and Prometheus exporter. ``pin_factory``: gpiozero pins for slot power (tests)."""
-    agent = Agent(cfg, backend, clock=clock)
+    bridge and Prometheus exporter. ``pin_factory``: gpiozero pins for slot power (tests). ``net`` and ``inbox``:
+    a simulated fleet's shared network loop and work queue (``nodeagent/simfleet.py``)."""
+    agent = Agent(cfg, backend, clock=clock, inbox=inbox)
     node, topics, facts, emit, hw = agent.node, agent.topics, agent.node_facts, agent.emit, cfg.hardware
     agent.safety = NodeSafety(
         cfg.policy, open_fans(cfg.fan, backend, hw.root, hw.slot), boost_pct=cfg.jobs.fan_boost_pct
@@ -328,7 +360,7 @@ def build(cfg: AgentConfig, backend: Backend, *, clock: Clock = time.time, pin_f
     agent.slot_power = SlotPower(node, hw.slot, lines, cfg.policy.auto_cycle, emit) if slots else None
     governor = Governor(SysfsRoot(hw.root)) if backend.name == "real" else None
     hooks = JobHooks(agent.safety, agent.power, governor, lambda: agent.runner.cfg)
-    control, agent.leaders = ControlDir(cfg.control_dir), Leaders()
+    control, agent.leaders = ControlDir(cfg.control_dir), Leaders(opener=lambda: agent.open_launch_socket())
     # hpl on one node, or one role of a cluster run
     hpl = ClusterHplKind(cfg.mpi, control=control, leaders=agent.leaders, signed_only=cfg.signed_only)
     agent.runner = Runner(
@@ -345,6 +377,7 @@ def build(cfg: AgentConfig, backend: Backend, *, clock: Clock = time.time, pin_f
         on_connect=lambda session_present: agent.inbox.put(("connected",)),
         on_message=lambda topic, payload, retained: agent.inbox.put(("message", topic, payload, retained)),
         on_publish=agent.outbox.acked,
+        net=net,
     )
     roles = (agent.chassis, agent.slot_power)
     # Who may ask what: operator keys for commands, the job's leader key for a member's launch.

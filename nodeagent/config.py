@@ -301,10 +301,12 @@ def load(
     *,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     env: Mapping[str, str] | None = None,
+    defaults: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> AgentConfig:
     """Load the config file (``None``: the default path if it exists, else defaults), then env and overrides.
 
     ``overrides`` is ``{"section": {"key": value}}`` from command-line flags; they win over everything.
+    ``defaults`` (same shape) replace built-in defaults, and the file wins over them (a simulated fleet's own).
     """
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
@@ -323,7 +325,12 @@ def load(
             raise ConfigError(f"{file}: permission denied; the agent's user must be able to read it") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-    layered = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+    layered: dict[str, Any] = {k: dict(v) for k, v in (defaults or {}).items()}
+    for key, value in data.items():
+        if isinstance(value, Mapping) and isinstance(layered.get(key), Mapping):
+            layered[key] = {**layered[key], **value}
+        else:
+            layered[key] = dict(value) if isinstance(value, Mapping) else value
     if env.get("PICLUSTER_BROKER"):
         layered.setdefault("mqtt", {})["broker"] = env["PICLUSTER_BROKER"]
         source = f"{source} + PICLUSTER_BROKER" if file else "PICLUSTER_BROKER"

@@ -13,6 +13,9 @@ APT_PACKAGES=(
   python3-paho-mqtt python3-msgpack python3-clustershell python3-rich python3-systemd python3-cryptography
   python3-gpiozero python3-smbus2 python3-pyudev prometheus-node-exporter stress-ng iproute2
   prometheus openssl cmake build-essential faketime
+  # bench/dispatch.py's peers only (clush and pdsh over a private loopback sshd), never needed at run time.
+  # openssh-server brings Debian's ssh.service with it; the benchmark runs an sshd of its own.
+  clustershell pdsh openssh-server
 )
 
 missing=()

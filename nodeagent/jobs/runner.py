@@ -139,6 +139,7 @@ class Runner:
         self._queue: collections.deque[_Running] = collections.deque()  # heavy jobs waiting, in order
         self.systemd = systemd_running()
         self._cpu_prev: tuple[float, float] | None = None  # (wall time, cpu seconds) of the job's group
+        self._warned_root = False
 
     def reap_orphans(self) -> list[str]:
         """Kill processes of jobs a previous agent left running (it crashed or was killed) and return those job
@@ -518,10 +519,12 @@ class Runner:
             return self.cfg.user
         except KeyError:
             if self.sim:
-                log.warning(
-                    "event=job_as_root reason='jobs.user %s does not exist; --sim mode runs jobs as root'",
-                    self.cfg.user,
-                )
+                if not self._warned_root:  # once per agent: a simulated fleet would say it a thousand times a run
+                    self._warned_root = True
+                    log.warning(
+                        "event=job_as_root reason='jobs.user %s does not exist; --sim mode runs jobs as root'",
+                        self.cfg.user,
+                    )
                 return ""
             raise JobRejected(
                 f"jobs.user {self.cfg.user!r} does not exist and jobs never run as root; create it "

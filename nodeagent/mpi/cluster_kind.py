@@ -168,8 +168,14 @@ class ClusterHplKind:
         argv += ["-x", "OPENBLAS_NUM_THREADS", ctx.cfg.hpcc]
         env = {"OPENBLAS_NUM_THREADS": "1", ENV_JOB: ctx.job_id}
         if agent_mode:  # the launcher asks this node's agent, which signs and publishes: no broker login here
+            if (socket_path := self.leaders.socket_path) is None:
+                raise JobRejected(
+                    "this agent could not open the socket its MPI launcher reaches it through (its log says why: "
+                    'event=launch_socket_failed); restart it, or set [mpi] launcher = "ssh"',
+                    "mpi.launcher",
+                )
             env[ENV_TOKEN] = self.leaders.add(ctx.job_id, hosts)
-            env[ENV_SOCKET] = str(self.leaders.socket_path or "")
+            env[ENV_SOCKET] = str(socket_path)
         if ctx.run_as_root:
             env |= {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
         launcher = (launch_agent(self.mpi) if agent_mode else self.mpi.ssh).split()[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,11 +24,20 @@ class LeaderJob:
 
 
 class Leaders:
-    """This node's leader jobs; ``socket_path``: where their launchers reach the agent (set once it listens)."""
+    """This node's leader jobs. ``opener()`` makes the agent listen for their launchers and says where: it is
+    called once, when the node first leads a job (most nodes never need the socket and its thread)."""
 
-    def __init__(self) -> None:
+    def __init__(self, opener: Callable[[], Path | None] = lambda: None) -> None:
         self.jobs: dict[str, LeaderJob] = {}
-        self.socket_path: Path | None = None
+        self.opener = opener
+        self._path: Path | None = None
+
+    @property
+    def socket_path(self) -> Path | None:
+        """Where this node's launchers reach its agent (None: it could not listen; the log said why)."""
+        if self._path is None:
+            self._path = self.opener()
+        return self._path
 
     def add(self, job_id: str, hosts: list[str]) -> str:
         """Register a leader job; its token for the job's environment."""

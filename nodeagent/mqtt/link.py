@@ -1,6 +1,7 @@
 """The MQTT session, through paho-mqtt 1.6 (Debian 12's python3-paho-mqtt) or 2.x (PyPI, Debian 13).
 
-One ``Link`` owns one paho client on paho's own network thread. It sets the will, reconnects with back-off,
+One ``Link`` owns one paho client on paho's own network thread, or, given a ``NetLoop`` (``mqtt/netloop.py``:
+many simulated nodes in one process), on that loop's shared thread. It sets the will, reconnects with back-off,
 re-subscribes after every reconnect, and turns paho's two callback styles into one. Callbacks here never raise:
 they hand plain values to the owner's callbacks (the agent queues them for its single loop thread).
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import ssl
 import sys
 import threading
@@ -21,6 +21,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from nodeagent.mqtt import connect_error, paho16
+from nodeagent.mqtt.netloop import NetLoop, set_nodelay
 from nodeagent.mqtt.settings import Broker, Credentials
 
 log = logging.getLogger("picluster.link")
@@ -78,8 +79,12 @@ class Link:
         on_disconnect: Callable[[int], None] | None = None,
         on_message: Callable[[str, bytes, bool], None] | None = None,
         on_publish: Callable[[int], None] | None = None,
+        net: NetLoop | None = None,
     ) -> None:
         self.broker = broker
+        self.net = net
+        self.reconnect_min_s = max(1, round(reconnect_min_s))
+        self.reconnect_max_s = round(reconnect_max_s)
         self.client_id = client_id
         self._keepalive = keepalive_s
         self._subs: dict[str, int] = {}
@@ -111,9 +116,12 @@ class Link:
         self._client.on_connect_fail = lambda c, u: self._connect_failed(
             connect_error.explain(sys.exc_info()[1], broker)
         )
-        if not PAHO2:
+        if net is not None:  # the shared loop reads and writes; paho tells it when there is output
+            self._client.on_socket_close = lambda c, u, sock: net.closed(self, sock)
+            self._client.on_socket_register_write = lambda c, u, sock: net.want_write(self)
+        elif not PAHO2:
             paho16.keep_thread_alive(self._client, self._tls_error)
-        self._client.reconnect_delay_set(min_delay=max(1, round(reconnect_min_s)), max_delay=round(reconnect_max_s))
+        self._client.reconnect_delay_set(min_delay=self.reconnect_min_s, max_delay=self.reconnect_max_s)
         # QoS 1 messages wait in paho's queue while the broker is away; unbounded by design, the spool bounds it.
         self._client.max_queued_messages_set(0)
         creds = credentials or Credentials()
@@ -130,10 +138,19 @@ class Link:
             self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
 
     # --- lifecycle -------------------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Connect in the background; paho's thread retries until the broker answers."""
+    @property
+    def client(self) -> Any:
+        """The paho client (for the shared loop)."""
+        return self._client
+
+    def start(self, delay_s: float = 0.0) -> None:
+        """Connect in the background; paho's thread (or the shared loop) retries until the broker answers.
+        ``delay_s``: the shared loop's first attempt waits this long (a fleet spreads its connections)."""
         self._client.connect_async(self.broker.host, self.broker.port, keepalive=self._keepalive)
-        self._client.loop_start()
+        if self.net is not None:
+            self.net.add(self, delay_s)
+        else:
+            self._client.loop_start()
 
     def stop(self, goodbye: Will | None = None, timeout_s: float = 2.0) -> None:
         """Publish ``goodbye`` (the clean-exit twin of the will, which a clean disconnect does not send), then
@@ -144,7 +161,10 @@ class Link:
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout_s) if PAHO2 else _wait(info, timeout_s)
         self._client.disconnect()
-        self._client.loop_stop()
+        if self.net is not None:
+            self.net.remove(self)
+        else:
+            self._client.loop_stop()
         self._connected.clear()
 
     @property
@@ -184,9 +204,16 @@ class Link:
     # --- paho callbacks (paho's thread; must not raise) ------------------------------------------------------
     def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
         self._socket_open = True
-        # Small request/response messages otherwise wait for Nagle's algorithm (~40 ms a round trip).
-        with contextlib.suppress(OSError, AttributeError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_nodelay(sock)
+        if self.net is not None:
+            self.net.opened(self, sock)
+
+    def connect_failed(self, exc: Exception) -> None:
+        """The shared loop's connection attempt, or a read or write of the session, raised: say why when a person
+        must act (TLS), and treat a live session as lost (the loop reconnects it)."""
+        self._connect_failed(connect_error.explain(exc, self.broker))
+        if self._connected.is_set():
+            self._on_disconnect(mqtt.MQTT_ERR_CONN_LOST)
 
     def _on_connect(self, flags: Any, rc: Any) -> None:
         code = _code(rc)
@@ -200,6 +227,8 @@ class Link:
         if subs:
             self._client.subscribe(subs)
         self._connected.set()
+        if self.net is not None:
+            self.net.connected(self)
         log.info("event=mqtt_connected broker=%s client_id=%s", self.broker, self.client_id)
         self._call(self._user_connect, _session_present(flags))
 
@@ -211,6 +240,8 @@ class Link:
         self._socket_open = False
         if was and not self._stopping:
             log.warning("event=mqtt_lost broker=%s reason=%s (reconnecting with back-off)", self.broker, rc)
+        if self.net is not None and not self._stopping:
+            self.net.lost(self)
         self._call(self._user_disconnect, _code(rc))
 
     def _tls_error(self, exc: ssl.SSLError) -> None:

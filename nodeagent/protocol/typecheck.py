@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -119,6 +120,8 @@ def check(value: Any, tp: Any, path: str = "") -> Any:
     elif origin is tuple:
         if isinstance(value, (list, tuple)):
             (item_tp, *_rest) = get_args(tp)
+            if item_tp is str and all(type(v) is str for v in value):
+                return tuple(value)  # the common case (node names, argv) without a check and a path per item
             return tuple(check(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value))
     elif origin in (dict, Mapping):
         if isinstance(value, Mapping):
@@ -151,8 +154,7 @@ def build(
 
     ``strict`` makes unknown keys an error with a did-you-mean (config files); the wire ignores them.
     """
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints, fields = _shape(cls)
     if strict:
         for key in data:
             if key not in fields:
@@ -170,6 +172,13 @@ def build(
         if problem:
             raise FieldError(_join(path, name), problem)
     return obj
+
+
+@functools.cache
+def _shape(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
+    """A dataclass's resolved annotations and its init fields. Resolving the annotations (strings, under
+    ``from __future__ import annotations``) was most of the cost of decoding a message; a class never changes."""
+    return get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls) if f.init}
 
 
 def unknown_key(key: str, known: list[str], path: str = "") -> FieldError:

@@ -125,6 +125,22 @@ def test_queued_and_ready_are_followed_without_ending_the_run() -> None:
     assert not f.done and f.expire(130.0) == []  # neither is waiting for an answer any more
 
 
+@given(
+    st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), kinds, st.booleans(), st.floats(0, 0.5)), max_size=40),
+)
+def test_done_and_expire_follow_the_runs_as_a_full_scan_would(script: list) -> None:
+    """done and expire keep the nodes still in the job as they end, instead of scanning every node each time."""
+    f = follower("a", "b", "c")
+    now = 100.0
+    for seq, (node, kind, offline, step) in enumerate(script, start=1):
+        f.apply(Received(T.status(node), b"offline", False) if offline else ev(node, seq, kind))
+        now += step * 200  # crosses the accept deadline (115) and the verdict deadline (190) somewhere
+        f.expire(now)
+        assert f.done == all(r.ended for r in f.runs.values())
+        if now > 115.0 + 0.1:
+            assert not any(r.state == "submitted" for r in f.runs.values())
+
+
 class _Session:
     """The part of a Session that catch_up and resync use: its connects, the commands it sends, nothing to read."""
 

@@ -25,6 +25,7 @@ from nodeagent.jobs.kinds.template import TemplateKind
 from nodeagent.jobs.template_config import JobTemplate
 from nodeagent.mpi.cluster_kind import ClusterHplKind
 from nodeagent.mpi.control import ControlDir
+from nodeagent.mpi.leaders import Leaders
 from nodeagent.protocol import OFFLINE, ONLINE, Event, NodeFacts, Telemetry, Topics, encode
 from nodeagent.protocol.messages import EventKind
 
@@ -41,7 +42,8 @@ def plans(tmp_path: Path) -> dict[str, Mapping[str, Any]]:
         (tmp_path / job).mkdir()
         return JobContext(job, tmp_path / job, cores=4, sim=True, cfg=JobsSection())
 
-    hpl = ClusterHplKind(MpiSection(), control=ControlDir(tmp_path / "control"))
+    leaders = Leaders(opener=lambda: tmp_path / "launch.sock")  # where the agent would listen for the launcher
+    hpl = ClusterHplKind(MpiSection(), control=ControlDir(tmp_path / "control"), leaders=leaders)
     leader = {"role": "leader", "n": 5888, "nb": 128, "p": 1, "q": 2, "ranks_per_node": 1, "hosts": "sim1,sim2"}
     template = TemplateKind(JobTemplate("light", ("true",)))
     out = {

@@ -269,3 +269,15 @@ def test_a_spool_that_cannot_write_says_why(tmp_path: Path) -> None:
     spool._db.execute("PRAGMA query_only = OFF")
     assert spool.flush() and spool.trouble == ""
     spool.close()
+
+
+def test_job_ids_are_trimmed_in_batches_to_the_newest(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_seen_jobs=100)
+    for i in range(250):
+        assert spool.first_sight(f"j{i}", now=i)
+        kept = spool._db.execute("SELECT count(*) FROM seen_jobs").fetchone()[0]
+        assert kept <= 110  # at most a tenth over the bound between two trims
+    assert all(not spool.first_sight(f"j{i}", now=300) for i in range(150, 250))  # the newest 100 are known
+    assert spool.first_sight("j0", now=301)  # the oldest were forgotten
+    spool.close()
+    assert Spool(tmp_path, max_seen_jobs=100)._seen <= 110  # the count survives a restart
