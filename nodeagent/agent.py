@@ -461,6 +461,13 @@ def configure_gate(gate: CommandGate, cfg: AgentConfig) -> None:
     )
     level = logging.WARNING if cfg.signed_only and not keys.keys else logging.INFO
     log.log(level, "event=operator_keys require_signed=%s %s", cfg.signed_only, describe(keys))
+    if not cfg.signed_only:  # loudly: whoever can publish on the broker can command this node
+        why = "unset on a simulated node" if cfg.security.require_signed is None else "false in the config"
+        log.warning(
+            "event=unsigned_commands_obeyed reason='security.require_signed is %s' "
+            "fix='set security.require_signed = true (docs/security.md)'",
+            why,
+        )
 
 
 def ha_config(cfg: AgentConfig) -> HomeAssistantConfig:
