@@ -362,7 +362,7 @@ def build(
     hooks = JobHooks(agent.safety, agent.power, governor, lambda: agent.runner.cfg)
     control, agent.leaders = ControlDir(cfg.control_dir), Leaders(opener=lambda: agent.open_launch_socket())
     # hpl on one node, or one role of a cluster run
-    hpl = ClusterHplKind(cfg.mpi, control=control, leaders=agent.leaders, signed_only=cfg.signed_only)
+    hpl = ClusterHplKind(cfg.mpi, control=control, leaders=agent.leaders, signed_only=lambda: agent.cfg.signed_only)
     agent.runner = Runner(
         cfg.jobs, cfg.work_dir, cores=facts.cores, sim=agent.sim, emit=emit, kinds={**KINDS, "hpl": hpl}, hooks=hooks
     )

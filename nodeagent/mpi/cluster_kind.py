@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from nodeagent.config import MpiSection
@@ -91,8 +91,8 @@ def _ranks_per_node(params: Mapping[str, Scalar]) -> int:
 
 class ClusterHplKind:
     """``hpl`` for one node, or one role of a cluster run (see the module docstring). ``control``: where a member's
-    files go; ``leaders``: the leader jobs whose launches the agent relays; ``signed_only``: the node requires
-    signed commands, so a member needs its leader's key."""
+    files go; ``leaders``: the leader jobs whose launches the agent relays; ``signed_only()``: whether the node
+    requires signed commands now (a reload may change it), so that a member needs its leader's key."""
 
     name = "hpl"
 
@@ -103,7 +103,7 @@ class ClusterHplKind:
         *,
         control: ControlDir,
         leaders: Leaders | None = None,
-        signed_only: bool = False,
+        signed_only: Callable[[], bool] = lambda: False,
     ) -> None:
         self.mpi = mpi
         self.base = base or HplKind()
@@ -207,7 +207,7 @@ class ClusterHplKind:
             )
         if not NAME_RE.match(leader):
             raise JobRejected(f"params.leader {echo(leader)} is not a node name", "params.leader")
-        key = _leader_key(params, leader, self.signed_only)
+        key = _leader_key(params, leader, self.signed_only())
         self.control.prune()
         self.control.write(ctx.job_id, MEMBER_FILE, {"leader": leader, "key": key})
         control = str(self.control.of(ctx.job_id))
