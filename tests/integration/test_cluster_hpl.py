@@ -104,7 +104,7 @@ def test_a_member_refuses_launches_that_are_not_its_leaders_mpi_daemon(
         assert event.kind == "rejected" and why in event.reason
     assert "busy with job j-member" in busy[0].reason
     assert not marker.exists()
-    assert not (agents.tmp_path / "node2" / "jobs" / "j-member" / "launch.json").exists()
+    assert not (agents.tmp_path / "node2" / "control" / "j-member" / "launch.json").exists()
 
 
 def test_a_member_lets_go_when_its_leaders_will_fires(agents: AgentFactory, broker: Mosquitto, cluster: str) -> None:
