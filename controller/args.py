@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from nodeagent.mqtt.env import ENV_CA_FILE, ENV_PASSWORD_FILE, ENV_USERNAME
+from nodeagent.mqtt.env import ENV_CA_FILE, ENV_KEY, ENV_PASSWORD_FILE, ENV_USERNAME
 from nodeagent.protocol.version import __version__
 
 TYPE_CHECKING = False  # not typing's: importing typing costs --version a few milliseconds
@@ -63,6 +63,12 @@ def common(parser: argparse.ArgumentParser, default: Any) -> None:
     parser.add_argument(
         "--mqtt-ca-file", metavar="FILE", default=default, help=f"CA for an mqtts:// broker (or {ENV_CA_FILE})"
     )
+    parser.add_argument(
+        "--key",
+        metavar="FILE",
+        default=default,
+        help=f"operator key to sign commands with (or {ENV_KEY}; default ~/.config/picluster/operator.key if present)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,11 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     pwr.add_argument("action", choices=("on", "off", "cycle"))
     pwr.add_argument("nodes", metavar="NODESET")
     pwr.add_argument("--force", action="store_true", help="off: hold the line 8 s (cut power) instead of asking")
+    keygen = sub.add_parser("keygen", help="make an operator signing key and say where its public half goes")
+    keygen.add_argument(
+        "--out", metavar="FILE", help="the private key file (default ~/.config/picluster/operator.key); .pub beside it"
+    )
     forget = sub.add_parser("forget", help="remove a decommissioned node from the broker and Home Assistant")
     forget.add_argument("node", metavar="NODE")
     forget.add_argument("--force", action="store_true", help="even when the node is online")
     forget.add_argument("--ha-prefix", default="homeassistant", metavar="PREFIX", help="HA discovery prefix")
-    for cmd in (fan, identify, policy, pwr, forget):
+    for cmd in (fan, identify, policy, pwr, forget, keygen):
         common(cmd, argparse.SUPPRESS)
     jobs_parsers(sub, common)
     live_parsers(sub, common)

@@ -28,6 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         _login_from_options(args)
+        if args.command == "keygen":
+            from controller.signing import keygen
+
+            return keygen(args)
         broker = Broker.parse(args.broker or os.environ.get("PICLUSTER_BROKER") or DEFAULT_BROKER)
         topics = Topics(args.cluster or os.environ.get("PICLUSTER_CLUSTER") or "default")
         return _run(args, broker, topics)
@@ -79,12 +83,14 @@ def _run(args: argparse.Namespace, broker: Broker, topics: Topics) -> int:
 def _login_from_options(args: argparse.Namespace) -> None:
     """The --mqtt-* options override the environment every session reads its login from; an unreadable
     password file is a usage error now rather than a refused connection later."""
+    from nodeagent.mqtt.env import ENV_KEY
     from nodeagent.mqtt.settings import ENV_CA_FILE, ENV_PASSWORD_FILE, ENV_USERNAME, Credentials
 
     for value, key in (
         (args.mqtt_user, ENV_USERNAME),
         (args.mqtt_password_file, ENV_PASSWORD_FILE),
         (args.mqtt_ca_file, ENV_CA_FILE),
+        (args.key, ENV_KEY),
     ):
         if value:
             os.environ[key] = value

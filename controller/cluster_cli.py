@@ -53,7 +53,9 @@ def run(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
         over_budget = power.budget_refusals(fleet, list(plan.nodes))
         if over_budget and not args.force:
             raise PlanError("power budget: " + "; ".join(over_budget) + " (select fewer nodes, or --force)")
-        job = cluster_job(plan, new_job_id("hpl"), timeout_s=args.timeout, force=args.force)
+        leader_facts = fleet.nodes[plan.leader].facts
+        leader_key = leader_facts.key if leader_facts is not None else ""
+        job = cluster_job(plan, new_job_id("hpl"), timeout_s=args.timeout, force=args.force, leader_key=leader_key)
         track.started(job, list(plan.nodes), plan.to_dict(), jobs_cli.facts_of(fleet, list(plan.nodes)))
         # The plan goes to stderr before the run, --json or not (stdout stays one JSON document).
         report.say(f"job {job.id}: one HPL over {len(plan.nodes)} node(s)", stderr=True)

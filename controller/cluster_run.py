@@ -28,12 +28,21 @@ BLAME_GRACE_S = 2.0  # after a failed leader, how long a member's will may lag b
 RELEASE_WAIT_S = 12.0
 
 
-def cluster_job(plan: ClusterPlan, job_id: str, *, timeout_s: float, force: bool) -> JobSpec:
-    """The one job every node of ``plan`` receives; ``node_params`` give each its role."""
+def cluster_job(plan: ClusterPlan, job_id: str, *, timeout_s: float, force: bool, leader_key: str = "") -> JobSpec:
+    """The one job every node of ``plan`` receives; ``node_params`` give each its role. ``leader_key``: the
+    leader's own public key (its facts): members accept only launches it signed, for this job."""
     leader, members = plan.leader, [n for n in plan.nodes if n != plan.leader]
     node_params: dict[str, dict[str, Any]] = {leader: {"role": "leader", "hosts": ",".join(plan.nodes)}}
     node_params |= {m: {"role": "member", "leader": leader} for m in members}
-    params = {"n": plan.n, "nb": plan.nb, "p": plan.p, "q": plan.q, "ranks_per_node": plan.ranks_per_node}
+    params: dict[str, Any] = {
+        "n": plan.n,
+        "nb": plan.nb,
+        "p": plan.p,
+        "q": plan.q,
+        "ranks_per_node": plan.ranks_per_node,
+    }
+    if leader_key:  # once for the whole job, not once per member: a 1,050-node command stays small
+        params["leader_key"] = leader_key
     if plan.oversubscribe:
         params["oversubscribe"] = True
     return JobSpec(id=job_id, kind="hpl", params=params, node_params=node_params, timeout_s=timeout_s, force=force)
@@ -70,7 +79,9 @@ class ClusterRun:
         self.job = job
         self.on_change = on_change
         self.clock = clock
-        self.follower = Follower(session.topics, job.id, plan.nodes, started=clock(), timeout_s=job.timeout_s)
+        self.follower = Follower(
+            session.topics, job.id, plan.nodes, started=clock(), timeout_s=job.timeout_s, sent=session.sent
+        )
         self.recorder = Recorder(plan.nodes)
         self.recording = False
         self.started = 0.0

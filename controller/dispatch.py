@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from controller.session import Received, Session
 from nodeagent.errors import ProtocolError
-from nodeagent.protocol import OFFLINE, Command, Event, JobSpec, Topics, decode, encode
+from nodeagent.protocol import OFFLINE, Command, Event, JobSpec, Topics, decode
 
 ACCEPT_TIMEOUT_S = 15.0
 # The agent enforces the job's timeout itself; the controller waits this much longer for the verdict.
@@ -39,6 +39,7 @@ class NodeRun:
     last_seq: int = 0
     ready: dict[str, Any] = field(default_factory=dict)  # a cluster worker's ready event data (its address)
     forced_reasons: list[str] = field(default_factory=list)  # what --force overrode on this node (accepted event)
+    auth: str = ""  # the node refused the command's signature (or its lack): the code (security/gate.py)
 
     @property
     def ended(self) -> bool:
@@ -66,7 +67,9 @@ def new_job_id(kind: str, now: float | None = None) -> str:
 
 
 class Follower:
-    """Pure bookkeeping of one job's events per node (no I/O, time passed in)."""
+    """Pure bookkeeping of one job's events per node (no I/O, time passed in). ``sent``: digests of the commands
+    this controller sent (``Session.sent``); a node's refusal of a signature counts only when it quotes one of
+    them, since whoever reaches the broker can make a node refuse a forged copy that carries the job's id."""
 
     def __init__(
         self,
@@ -77,8 +80,10 @@ class Follower:
         started: float,
         timeout_s: float,
         accept_timeout_s: float = ACCEPT_TIMEOUT_S,
+        sent: Container[str] = frozenset(),
     ) -> None:
         self.topics = topics
+        self.sent = sent
         self.job_id = job_id
         self.runs = {n: NodeRun(n) for n in nodes}
         self.started = started
@@ -127,6 +132,12 @@ class Follower:
     def _event(self, run: NodeRun, event: Event) -> NodeRun | None:
         if event.kind == "rejected" and event.data.get("duplicate"):
             return None  # a redelivered copy refused; the first copy's verdict is still to come
+        if event.kind == "rejected" and "auth" in event.data:
+            # Our command refused (unsigned, unknown key, stale...) is this node's end, unless it answered ours.
+            if run.state != "submitted" or event.data.get("digest") not in self.sent:
+                return None
+            run.state, run.reason, run.auth = "rejected", event.reason, str(event.data["auth"])
+            return run
         if event.kind == "accepted":
             run.state = "accepted"
             run.plan = dict(event.data.get("plan") or {})
@@ -183,7 +194,7 @@ def submit_and_follow(
 ) -> dict[str, NodeRun]:
     """Publish ``job`` once for all ``nodes`` and follow it to the end. Ctrl-C cancels it on every node.
     ``tap`` sees every message received meanwhile (a telemetry recorder)."""
-    follower = Follower(session.topics, job.id, nodes, started=clock(), timeout_s=job.timeout_s)
+    follower = Follower(session.topics, job.id, nodes, started=clock(), timeout_s=job.timeout_s, sent=session.sent)
     submit(session, job, nodes)
     try:
         while not follower.done:
@@ -223,7 +234,7 @@ def follow_once(
 def submit(session: Session, job: JobSpec, nodes: list[str]) -> None:
     """One ``run`` command on the cluster topic for every node of the selection."""
     cmd = Command(id=job.id, cmd="run", nodes=tuple(nodes), job=job, sender=session.client_id, t=time.time())
-    session.publish(session.topics.cluster_cmd(), encode(cmd))
+    session.command(session.topics.cluster_cmd(), cmd)
 
 
 def resend(session: Session, job_id: str, nodes: list[str]) -> None:
@@ -253,4 +264,4 @@ def _about(session: Session, what: Literal["cancel", "resend"], job_id: str, nod
         cmd = Command(
             id=f"{job_id}.{what}", cmd=what, nodes=tuple(nodes), job_id=job_id, sender=session.client_id, t=time.time()
         )
-        session.publish(session.topics.cluster_cmd(), encode(cmd))
+        session.command(session.topics.cluster_cmd(), cmd)

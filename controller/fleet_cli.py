@@ -117,18 +117,18 @@ def cmd_ops(broker: Broker, topics: Topics, args: argparse.Namespace) -> int:
             ops.print_policy(fleet, nodes, bool(args.json))
             return 0
         online = [n for n in nodes if fleet.nodes[n].online]
-        ops.send(session, args.command, online, getattr(args, "mode", ""))
+        cmd_id = ops.send(session, args.command, online, getattr(args, "mode", ""))
         silent = (
-            ops.confirm_fan(session, online, args.mode)
+            ops.confirm_fan(session, online, args.mode, cmd_id)
             if args.command == "fan"
-            else ops.confirm_identify(session, online)
+            else ops.confirm_identify(session, online, cmd_id)
         )
-    missing = sorted(set(nodes) - set(online)) + silent
+    missing = {**dict.fromkeys(sorted(set(nodes) - set(online)), "offline"), **silent}
     for node in online:
         if node not in silent:
             print(f"{node}: {args.command} {getattr(args, 'mode', '')}".rstrip() + ": done")
-    for node in missing:
-        print(f"{node}: {'offline' if node not in online else 'no confirmation'}", file=sys.stderr)
+    for node, why in missing.items():
+        print(f"{node}: {why}", file=sys.stderr)
     return 1 if missing else 0
 
 

@@ -261,7 +261,7 @@ class History:
             update = {"state": "running", "reason": ""}
         elif event.kind == "finished":
             update = {"state": "finished", "result": _dumps(event.result or {})}
-        elif event.kind in ("failed", "cancelled") or (event.kind == "rejected" and not event.data.get("duplicate")):
+        elif event.kind in ("failed", "cancelled") or (event.kind == "rejected" and not _copy(event)):
             update = {"state": event.kind, "reason": event.reason}
         if not update:
             return
@@ -336,3 +336,9 @@ class History:
                 "SELECT node, seq, t, kind, body FROM events WHERE job = ? ORDER BY t, node, seq", (job_id,)
             ).fetchall()
         return [{"node": n, "seq": s, "t": t, "kind": k, **_loads(b)} for n, s, t, k, b in rows]
+
+
+def _copy(event: Event) -> bool:
+    """A refusal that is not the node's word on the job: of a duplicate, or of a command's signature (which a
+    forged copy may earn; the controller that sent the refused command records that refusal itself)."""
+    return bool(event.data.get("duplicate")) or "auth" in event.data

@@ -157,7 +157,9 @@ class Tracker:
 
     def detach(self, job: JobSpec, nodes: list[str], as_json: bool) -> int:
         """Submit, wait until every node has answered (accepted or rejected), and leave the rest to the history."""
-        follower = Follower(self.topics, job.id, nodes, started=time.monotonic(), timeout_s=job.timeout_s)
+        follower = Follower(
+            self.topics, job.id, nodes, started=time.monotonic(), timeout_s=job.timeout_s, sent=self.session.sent
+        )
         submit(self.session, job, nodes)
         while any(r.state == "submitted" for r in follower.runs.values()):
             follow_once(self.session, follower, lambda run: None, time.monotonic, lambda msg: None)
@@ -182,7 +184,8 @@ class Tracker:
 
     def _settle(self, job_id: str, runs: list[NodeRun]) -> None:
         """Wait (briefly) until the recorder, a connection of its own, has stored the verdicts the run saw."""
-        want = {r.node: r.state for r in runs if r.state in ("finished", "failed", "rejected", "cancelled")}
+        verdicts = ("finished", "failed", "rejected", "cancelled")
+        want = {r.node: r.state for r in runs if r.state in verdicts and not r.auth}  # auth: _endings stores it
         deadline = time.monotonic() + SETTLE_S
         while time.monotonic() < deadline:
             job = self.history.job(job_id)
@@ -207,7 +210,8 @@ class Tracker:
 
     def _endings(self, job_id: str, runs: Any) -> None:
         for run in runs:
-            if run.state in ("offline", "no-answer", "timeout") or run.reason == "interrupted by the operator":
+            ours = run.state in ("offline", "no-answer", "timeout") or run.auth  # endings the history cannot see
+            if ours or run.reason == "interrupted by the operator":
                 self.history.node_ended(job_id, run.node, run.state, run.reason)
 
 
@@ -270,14 +274,21 @@ def resync(session: Session, jobs: list[JobRecord], now: float | None = None) ->
         resend(session, job.id, nodes)
         asked.update((job.id, node) for node in nodes)
     deadline = time.monotonic() + RESEND_WAIT_S
+    told: set[str] = set()
     while asked and (msg := session.get(deadline - time.monotonic())) is not None:
         parsed = session.topics.parse(msg.topic)
         if parsed is None or parsed[1] != "events":
             continue
         with contextlib.suppress(ValueError):
             event = decode(msg.payload, Event)
+            if session.refused_ours(event):  # a node would not take our resend: say why, once a job
+                job_id = event.job.removesuffix(".resend")
+                if job_id not in told:
+                    told.add(job_id)
+                    print(f"piclusterctl: {parsed[0]} refused to resend job {job_id}: {event.reason}", file=sys.stderr)
+                asked.discard((job_id, parsed[0]))
             # A node's answer ends with its "resent" log, or is the refusal of a job it never received.
-            if "resent" in event.data or (event.kind in VERDICTS and not event.data.get("duplicate")):
+            elif "resent" in event.data or (event.kind in VERDICTS and not event.data.get("duplicate")):
                 asked.discard((event.job, parsed[0]))
 
 
@@ -382,6 +393,9 @@ def _cancel_answers(session: Session, topics: Topics, job_id: str, nodes: list[s
         try:
             event = decode(msg.payload, Event)
         except ValueError:
+            continue
+        if event.job == f"{job_id}.cancel" and session.refused_ours(event):
+            answers[event.node] = f"refused: {event.reason}"
             continue
         if event.job != job_id:
             continue

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 from controller import report
 from controller.dispatch import new_job_id
 from controller.fleet import Fleet, NodeView, telemetry_row
 from controller.session import Session
-from nodeagent.protocol import Command, Event, Telemetry, decode, encode
+from nodeagent.protocol import Command, Event, Telemetry, decode
 from nodeagent.protocol.messages import fan_mode
 
 CONFIRM_TIMEOUT_S = 10.0
 
 
-def send(session: Session, cmd: str, nodes: list[str], value: str = "") -> None:
+def send(session: Session, cmd: str, nodes: list[str], value: str = "") -> str:
+    """One command for ``nodes`` on the cluster topic; its id (a node's refusal names it)."""
     command = Command(
         id=new_job_id(cmd),
         cmd=cmd,
@@ -29,37 +31,53 @@ def send(session: Session, cmd: str, nodes: list[str], value: str = "") -> None:
         sender=session.client_id,
         t=time.time(),
     )
-    session.publish(session.topics.cluster_cmd(), encode(command))
+    session.command(session.topics.cluster_cmd(), command)
+    return command.id
 
 
-def confirm_fan(session: Session, nodes: list[str], value: str, timeout_s: float = CONFIRM_TIMEOUT_S) -> list[str]:
-    """Wait for telemetry with the new fan mode from every node; returns the nodes that did not confirm."""
+def confirm_fan(
+    session: Session, nodes: list[str], value: str, cmd_id: str = "", timeout_s: float = CONFIRM_TIMEOUT_S
+) -> dict[str, str]:
+    """Wait for telemetry with the new fan mode from every node; returns the nodes that did not confirm, each with
+    why (``no confirmation``, or the node's refusal of the command ``cmd_id``)."""
     want = str(fan_mode(value))
-    waiting = set(nodes)
+
+    def took(leaf: str, payload: bytes) -> bool:
+        return leaf == "telemetry" and decode(payload, Telemetry).fan_mode == want
+
+    return _confirm(session, nodes, cmd_id, took, timeout_s)
+
+
+def confirm_identify(
+    session: Session, nodes: list[str], cmd_id: str = "", timeout_s: float = CONFIRM_TIMEOUT_S
+) -> dict[str, str]:
+    def took(leaf: str, payload: bytes) -> bool:
+        return leaf == "events" and bool(decode(payload, Event).data.get("identify"))
+
+    return _confirm(session, nodes, cmd_id, took, timeout_s)
+
+
+def _confirm(
+    session: Session, nodes: list[str], cmd_id: str, took: Callable[[str, bytes], bool], timeout_s: float
+) -> dict[str, str]:
+    waiting = dict.fromkeys(nodes, "no confirmation")
     deadline = time.monotonic() + timeout_s
     while waiting and (msg := session.get(deadline - time.monotonic())) is not None:
         parsed = session.topics.parse(msg.topic)
-        if parsed and parsed[1] == "telemetry" and parsed[0] in waiting:
-            try:
-                if decode(msg.payload, Telemetry).fan_mode == want:
-                    waiting.discard(parsed[0])
-            except ValueError:
-                continue
-    return sorted(waiting)
-
-
-def confirm_identify(session: Session, nodes: list[str], timeout_s: float = CONFIRM_TIMEOUT_S) -> list[str]:
-    waiting = set(nodes)
-    deadline = time.monotonic() + timeout_s
-    while waiting and (msg := session.get(deadline - time.monotonic())) is not None:
-        parsed = session.topics.parse(msg.topic)
-        if parsed and parsed[1] == "events" and parsed[0] in waiting:
-            try:
-                if decode(msg.payload, Event).data.get("identify"):
-                    waiting.discard(parsed[0])
-            except ValueError:
-                continue
-    return sorted(waiting)
+        if not parsed or parsed[0] not in waiting:
+            continue
+        try:
+            if took(parsed[1], msg.payload):
+                del waiting[parsed[0]]
+            elif parsed[1] == "events" and cmd_id:
+                event = decode(msg.payload, Event)
+                if event.job == cmd_id and session.refused_ours(event):
+                    waiting[parsed[0]] = f"refused: {event.reason}"
+                    if all(why != "no confirmation" for why in waiting.values()):
+                        break
+        except ValueError:
+            continue
+    return dict(sorted(waiting.items()))
 
 
 def policy_rows(views: list[NodeView]) -> list[dict[str, Any]]:

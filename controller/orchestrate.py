@@ -130,7 +130,7 @@ def run_cluster(
         timeout_s=timeout_s + 120,
         force=force,
     )
-    follower = Follower(session.topics, wjob.id, workers, started=clock(), timeout_s=wjob.timeout_s)
+    follower = Follower(session.topics, wjob.id, workers, started=clock(), timeout_s=wjob.timeout_s, sent=session.sent)
     pump = _pumper(session, follower, on_change, clock, tap)
     try:
         if workers:

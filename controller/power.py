@@ -13,7 +13,7 @@ from controller.dispatch import new_job_id
 from controller.fleet import Fleet
 from controller.session import Session
 from nodeagent.policy.power_budget import admit_against
-from nodeagent.protocol import Command, Event, decode, encode
+from nodeagent.protocol import Command, Event, decode
 
 ANSWER_TIMEOUT_S = 30.0  # per command, on top of the pulses of the commands queued before it
 
@@ -57,7 +57,7 @@ def send(session: Session, to: str, action: str, slots: dict[str, int]) -> dict[
             sender=session.client_id,
             t=time.time(),
         )
-        session.publish(session.topics.node_cmd(to), encode(cmd))
+        session.command(session.topics.node_cmd(to), cmd)
         ids[node] = cmd.id
     return ids
 

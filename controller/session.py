@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import getpass
 import os
 import queue
@@ -13,9 +14,12 @@ from dataclasses import dataclass
 from controller.args import CommandFailed
 from nodeagent.mqtt.link import Link
 from nodeagent.mqtt.settings import ENV_PASSWORD_FILE, ENV_USERNAME, Broker, Credentials
-from nodeagent.protocol import Topics
+from nodeagent.protocol import Command, Event, Topics, encode
+from nodeagent.protocol.envelope import payload_digest
+from nodeagent.security.keys import SigningKey
 
 CONNECT_TIMEOUT_S = 5.0
+SENT_KEPT = 4096  # digests of the commands this session sent, to recognise refusals of its own
 STATE_LEAVES = ("status", "facts", "telemetry", "power")  # retained, latest value only
 
 
@@ -70,6 +74,9 @@ class Session:
         # The operator's login, if the broker wants one: PICLUSTER_MQTT_* (the --mqtt-* options set them).
         creds = Credentials.from_env(os.environ)
         self.connects = 0  # sessions the broker has granted so far: more than one means events may have been missed
+        self._key: SigningKey | bool | None = False  # the operator's key, loaded at the first command (False: not yet)
+        self.sent: set[str] = set()  # digests of the commands sent: a node's refusal quotes the one it refused
+        self._sent_order: collections.deque[str] = collections.deque()
         self.link = Link(
             self.client_id,
             broker,
@@ -125,6 +132,36 @@ class Session:
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
         self.link.publish(topic, payload, qos=qos)
+
+    @property
+    def key(self) -> SigningKey | None:
+        """The operator's signing key (controller/signing.py), None when there is none: commands go unsigned."""
+        if self._key is False:
+            from controller.signing import operator_key
+
+            self._key = operator_key(os.environ)
+        return self._key  # type: ignore[return-value]
+
+    def command(self, topic: str, cmd: Command) -> bytes:
+        """Publish ``cmd`` on ``topic``, signed with the operator's key when there is one: every command
+        piclusterctl sends goes through here. Returns the payload."""
+        body = encode(cmd)
+        if (key := self.key) is not None:
+            from nodeagent.security.seal import seal
+
+            body = seal(key, topic, body)
+        digest = payload_digest(topic, body)
+        self.sent.add(digest)
+        self._sent_order.append(digest)
+        if len(self._sent_order) > SENT_KEPT:
+            self.sent.discard(self._sent_order.popleft())
+        self.link.publish(topic, body, qos=1)
+        return body
+
+    def refused_ours(self, event: Event) -> bool:
+        """True when ``event`` is a node's refusal of a command this session sent (its signature, or the lack of
+        one): the reason is for the operator. A refusal quoting another payload is about someone else's copy."""
+        return event.kind == "rejected" and "auth" in event.data and event.data.get("digest") in self.sent
 
     def snapshot(self, timeout_s: float = 2.0) -> Iterator[Received]:
         """Every retained message for the subscriptions, ending at our sync marker (or ``timeout_s``)."""

@@ -14,7 +14,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +23,7 @@ from nodeagent import sd
 from nodeagent.config import AgentConfig, mqtt_login, reloaded
 from nodeagent.errors import ConfigError
 from nodeagent.ha.bridge import HaBridge
+from nodeagent.ha.config import HomeAssistantConfig
 from nodeagent.hw.base import Backend, Sample
 from nodeagent.hw.governor import Governor
 from nodeagent.hw.hotplug import HotplugMonitor
@@ -31,7 +32,11 @@ from nodeagent.jobs.kinds import KINDS
 from nodeagent.jobs.runner import Runner
 from nodeagent.metrics.exporter import MetricsExporter
 from nodeagent.mpi.cluster_kind import ClusterHplKind
-from nodeagent.mpi.launch import launcher_env
+from nodeagent.mpi.control import ControlDir
+from nodeagent.mpi.launch import launch_signer
+from nodeagent.mpi.launch_socket import LaunchSocket, jobs_uid
+from nodeagent.mpi.leaders import Leaders
+from nodeagent.mpi.relay import LaunchRelay
 from nodeagent.mqtt.inbox import BoundedInbox
 from nodeagent.mqtt.link import Link, Will
 from nodeagent.mqtt.netloop import NetLoop
@@ -45,6 +50,9 @@ from nodeagent.node.slot_power import SlotPower, open_slot_lines
 from nodeagent.node.telemetry import NodeState, facts_from, telemetry_from
 from nodeagent.protocol import OFFLINE, ONLINE, ChassisPower, Event, NodeFacts, Telemetry, Topics, encode
 from nodeagent.protocol.version import __version__
+from nodeagent.security.gate import CommandGate
+from nodeagent.security.keys import KeyFileError, SigningKey, load_or_create
+from nodeagent.security.operators import describe, read_operator_keys
 
 log = logging.getLogger("picluster.agent")
 
@@ -74,6 +82,9 @@ class Agent:
     ha: HaBridge
     metrics: MetricsExporter
     hotplug: HotplugMonitor | None
+    gate: CommandGate
+    relay: LaunchRelay
+    leaders: Leaders
 
     def __init__(
         self, cfg: AgentConfig, backend: Backend, *, clock: Clock = time.time, inbox: Inbox | None = None
@@ -95,6 +106,8 @@ class Agent:
         self.last_hpl_gflops: float | None = None  # a Home Assistant entity and a Prometheus gauge
         self.addresses: tuple[str, ...] = ()  # read again at every announce: a lease may have changed them
         self.notifier = sd.Notifier()
+        self.node_key = node_key(cfg)  # signs this node's MPI launches; its public half is in the facts
+        self.launch_socket: LaunchSocket | None = None
 
     def is_peer(self, topic: str) -> bool:
         """Another node's telemetry, status, facts or power: in the inbox, each topic's latest message only."""
@@ -140,6 +153,8 @@ class Agent:
     def close(self) -> None:
         self.notifier.send("STOPPING=1")
         self.runner.shutdown()
+        if self.launch_socket is not None:
+            self.launch_socket.close()
         if self.hotplug is not None:
             self.hotplug.stop()
         self.link.stop(goodbye=Will(self.topics.status(self.node), OFFLINE))
@@ -172,6 +187,7 @@ class Agent:
         cap_khz = self.power.tick(sample, self.runner.current is not None, others, mono, now)
         if self.slot_power is not None:
             self.slot_power.tick(mono)  # slot 1's automatic power-cycle
+        self.relay.tick()
         duty, cap_mhz = safe.duty_pct if self.safety.fans else None, None if cap_khz is None else cap_khz / 1000.0
         job = self.runner.current
         progress, phase = self.runner.progress_of(job) if job else (None, "")
@@ -219,8 +235,12 @@ class Agent:
                 self.backend.rescan()
             elif item[0] == "message" and self.ha.owns(item[1]):
                 self.ha.handle(item[1], item[2], item[3], time.monotonic())
-            elif item[0] == "message":
+            elif item[0] == "message" and not self.relay.message(item[1], item[2]):
                 self.commands.handle_message(item[1], item[2], item[3])
+            elif item[0] == "launch":  # a leader job's launcher, over the launch socket
+                self.relay.request(item[1], item[2])
+            elif item[0] == "launch_closed":
+                self.relay.closed(item[1])
             elif item[0] == "reload":
                 self.reload(item[1])
         except Exception:
@@ -246,6 +266,7 @@ class Agent:
             return
         self.cfg, later = reloaded(self.cfg, new)
         logging.getLogger().setLevel(self.cfg.agent.log_level.upper())
+        configure_gate(self.gate, self.cfg)
         if self.runner.reconfigure(new.jobs, self.cfg.work_dir) and self.link.connected:
             self.announce()  # the facts list the job kinds this node accepts
         log.info(
@@ -274,9 +295,29 @@ class Agent:
     def facts_message(self) -> NodeFacts:
         roles = tuple(r for r, on in (("chassis", self.chassis), ("slot-power", self.slot_power)) if on is not None)
         slot, policy, kinds = self.cfg.hardware.slot, asdict(self.cfg.policy), self.runner.capabilities()
-        return facts_from(
+        facts = facts_from(
             self.node, self.node_facts, slot, self.sim, kinds, roles, policy, self.clock(), self.addresses
         )
+        return replace(facts, key=self.node_key.public.b64) if self.node_key is not None else facts
+
+    def open_launch_socket(self) -> Path | None:
+        """The socket a leader job's MPI launcher asks this agent through, made when this node first leads a
+        cluster job ([mpi] launcher = "agent"); its path."""
+        inbox = self.inbox
+        try:
+            self.launch_socket = LaunchSocket(
+                lambda: jobs_uid(self.runner.cfg.user),
+                on_request=lambda conn, request: inbox.put(("launch", conn, request)),
+                on_closed=lambda conn: inbox.put(("launch_closed", conn)),
+            )
+        except OSError as exc:
+            log.error(
+                "event=launch_socket_failed reason=%r effect='this node cannot lead a cluster HPL job'",
+                exc.strerror or str(exc),
+            )
+            return None
+        self.launch_socket.start()
+        return self.launch_socket.path
 
     def emit(self, kind: str, job: str = "", *, lifecycle: bool = True, **fields: Any) -> None:
         """Spool and publish one event (QoS 1). Thread-safe: the job thread calls it too; the lock keeps the
@@ -335,10 +376,11 @@ def build(
     agent.slot_power = SlotPower(node, hw.slot, lines, cfg.policy.auto_cycle, emit) if slots else None
     governor = Governor(SysfsRoot(hw.root)) if backend.name == "real" else None
     hooks = JobHooks(agent.safety, agent.power, governor, lambda: agent.runner.cfg)
-    kinds = {**KINDS, "hpl": ClusterHplKind(cfg.mpi)}  # hpl on one node, or one role of a cluster run
-    job_env = launcher_env(cfg, node)
+    control, agent.leaders = ControlDir(cfg.control_dir), Leaders(opener=lambda: agent.open_launch_socket())
+    # hpl on one node, or one role of a cluster run
+    hpl = ClusterHplKind(cfg.mpi, control=control, leaders=agent.leaders, signed_only=lambda: agent.cfg.signed_only)
     agent.runner = Runner(
-        cfg.jobs, cfg.work_dir, cores=facts.cores, sim=agent.sim, emit=emit, kinds=kinds, hooks=hooks, job_env=job_env
+        cfg.jobs, cfg.work_dir, cores=facts.cores, sim=agent.sim, emit=emit, kinds={**KINDS, "hpl": hpl}, hooks=hooks
     )
     agent.link = link = Link(
         cfg.mqtt.client_id or f"picluster-agent-{node}",
@@ -354,22 +396,45 @@ def build(
         net=net,
     )
     roles = (agent.chassis, agent.slot_power)
+    # Who may ask what: operator keys for commands, the job's leader key for a member's launch.
+    agent.gate = CommandGate(
+        {}, signed_only=True, clock=clock, launch_signer=lambda: launch_signer(agent.runner.current, control)
+    )
+    configure_gate(agent.gate, cfg)
     agent.commands = Commands(
-        *(cfg, facts.hostname, agent.runner, hooks, agent.spool, roles, emit, link.subscribe, clock),
+        cfg,
+        facts.hostname,
+        agent.runner,
+        hooks,
+        agent.spool,
+        roles,
+        emit,
+        link.subscribe,
+        clock,
         agent.outbox.resend,
+        gate=agent.gate,
+    )
+    agent.relay = LaunchRelay(
+        node,
+        topics,
+        cfg.mpi,
+        agent.leaders,
+        agent.runner,
+        agent.node_key,
+        publish=lambda topic, payload: link.publish(topic, payload, qos=1),
+        subscribe=link.subscribe,
         unsubscribe=link.unsubscribe,
     )
     for topic, qos in agent.commands.subscriptions():
         link.subscribe(topic, qos)
     # Home Assistant and Prometheus: where operators already look (nodeagent/ha, nodeagent/metrics).
-    deliver, note = partial(agent.commands.handle_message, retained=False), lambda text: emit("log", message=text)
     agent.ha = HaBridge(
-        cfg.homeassistant,
+        ha_config(cfg),
         topics,
         node,
         link,
-        deliver=deliver,
-        note=note,
+        deliver=agent.commands.local_command,
+        note=lambda text: emit("log", message=text),
         drives_chassis=driver,
         busy=lambda: agent.runner.current is not None,
     )
@@ -383,3 +448,52 @@ def build(
     hotplug = hw.hotplug and backend.name == "real"
     agent.hotplug = HotplugMonitor(lambda event: agent.inbox.put(("hotplug", event))) if hotplug else None
     return agent
+
+
+def node_key(cfg: AgentConfig) -> SigningKey | None:
+    """This node's own key (``security.node_key_file``, by default in the state directory), made on the first
+    start. Unusable: logged, and the node cannot sign its MPI launches (members that require signatures refuse
+    them, saying so); everything else works."""
+    path = cfg.node_key_path
+    try:
+        key, made = load_or_create(path, cfg.node_id)
+    except (KeyFileError, OSError) as exc:
+        log.error("event=node_key_unusable path=%s reason=%r fix='remove it to make a new one'", path, str(exc))
+        return None
+    log.info("event=node_key path=%s id=%s made=%s", path, key.public.id, made)
+    return key
+
+
+def configure_gate(gate: CommandGate, cfg: AgentConfig) -> None:
+    """[security] into the gate: at start and on every reload (the operator keys are read again)."""
+    keys = read_operator_keys(cfg.security.operator_keys_dir)
+    for problem in keys.problems:
+        log.warning("event=operator_keys_problem reason=%r", problem)
+    gate.configure(
+        keys.keys,
+        signed_only=cfg.signed_only,
+        max_skew_s=cfg.security.max_skew_s,
+        nonce_max=cfg.security.nonce_cache_max,
+    )
+    level = logging.WARNING if cfg.signed_only and not keys.keys else logging.INFO
+    log.log(level, "event=operator_keys require_signed=%s %s", cfg.signed_only, describe(keys))
+    if not cfg.signed_only:  # loudly: whoever can publish on the broker can command this node
+        why = "unset on a simulated node" if cfg.security.require_signed is None else "false in the config"
+        log.warning(
+            "event=unsigned_commands_obeyed reason='security.require_signed is %s' "
+            "fix='set security.require_signed = true (docs/security.md)'",
+            why,
+        )
+
+
+def ha_config(cfg: AgentConfig) -> HomeAssistantConfig:
+    """[homeassistant] as the node obeys it: on a node that requires signed commands, Home Assistant (which cannot
+    sign) may set the fan and identify, never restart or reboot the node."""
+    ha = cfg.homeassistant
+    if cfg.signed_only and (ha.allow_restart or ha.allow_reboot):
+        log.warning(
+            "event=ha_restart_refused reason='Home Assistant cannot sign, and this node obeys only signed commands' "
+            "fix='set security.require_signed = false to let it restart or reboot the node'"
+        )
+        return replace(ha, allow_restart=False, allow_reboot=False)
+    return ha

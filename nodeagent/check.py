@@ -28,6 +28,7 @@ from nodeagent.hw.slot_lines import find_chip
 from nodeagent.node.safety import drives_chassis_fan, switches_slots
 from nodeagent.node.telemetry import telemetry_from
 from nodeagent.protocol import to_wire
+from nodeagent.security.operators import read_operator_keys
 
 
 def _dev(root: SysfsRoot, path: str) -> str:
@@ -90,6 +91,26 @@ def job_problems(cfg: AgentConfig) -> list[str]:
     return problems
 
 
+def security_state(cfg: AgentConfig) -> tuple[dict[str, Any], list[str]]:
+    """Whose commands this node obeys, and what stands in the way (no key, a key file it must skip)."""
+    keys = read_operator_keys(cfg.security.operator_keys_dir)
+    where = cfg.security.operator_keys_dir
+    info = {
+        "require_signed": cfg.signed_only,
+        "operator_keys": f"{', '.join(keys.names) or 'none'} ({where})",
+        "node_key": f"{cfg.node_key_path}" + ("" if cfg.node_key_path.exists() else " (made on the first start)"),
+    }
+    if not cfg.signed_only:
+        return info, []
+    problems = [f"security: {p}" for p in keys.problems if not p.endswith("no operator key is trusted")]
+    if not keys.keys:
+        problems.append(
+            f"security: no operator key in {where}: this node requires signed commands and refuses every one; "
+            f"install the operator's .pub there (piclusterctl keygen prints it), then systemctl reload picluster-agent"
+        )
+    return info, problems
+
+
 def chassis_duties(cfg: AgentConfig, board: str, ladder: tuple[int, ...], root: SysfsRoot) -> tuple[dict, list[str]]:
     """What this node does for its chassis, and what stands in the way (the slot power expander)."""
     info: dict[str, Any] = {
@@ -130,7 +151,9 @@ def collect(cfg: AgentConfig, backend: Backend | None = None) -> dict[str, Any]:
         problems += trouble
     chassis, chassis_problems = chassis_duties(cfg, facts.board, ladder, root)
     boot = check_boot_config(facts.model, facts.board, simulated=backend.name == "sim")
+    security, security_problems = security_state(cfg)
     problems += job_problems(cfg) + link_problems(sample.pcie) + chassis_problems + list(boot.problems)
+    problems += security_problems
     problems += [p for d in sample.pcie for p in aer_problems(d.bdf, d.pci_id, d.counters)]
     telemetry = to_wire(telemetry_from(cfg.node_id, 0, sample, None))
     return {
@@ -142,6 +165,7 @@ def collect(cfg: AgentConfig, backend: Backend | None = None) -> dict[str, Any]:
         "sources": sources,
         "fans": {"from": fan_from, "fans": fan_rows},
         "chassis": chassis,
+        "security": security,
         "boot_config": boot.as_dict(),
         "sample": {k: v for k, v in telemetry.items() if k not in ("v", "type", "seq", "node")},
         "problems": problems,
@@ -164,6 +188,9 @@ def report(data: dict[str, Any], out: TextIO) -> None:
         print(f"  {fan['backend']:<14} {fan['device']}{'' if fan['ok'] else '  (problem below)'}", file=out)
     print("\nchassis:", file=out)
     for name, value in data["chassis"].items():
+        print(f"  {name:<22} {value}", file=out)
+    print("\nsecurity:", file=out)
+    for name, value in data["security"].items():
         print(f"  {name:<22} {value}", file=out)
     print_boot_config(data["boot_config"], out)
     s = data["sample"]

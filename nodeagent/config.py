@@ -30,6 +30,7 @@ from nodeagent.policy.config import PolicyConfig
 from nodeagent.protocol.jobs import DEFAULT_MAX_RANKS_PER_CORE
 from nodeagent.protocol.topics import NAME_RE
 from nodeagent.protocol.typecheck import FieldError, build, check, unknown_key
+from nodeagent.security.config import SecurityConfig
 from nodeagent.state import state_dir_for
 
 DEFAULT_PATH = Path("/etc/picluster/agent.toml")
@@ -207,6 +208,7 @@ class AgentConfig:
     slot_power: SlotPowerConfig = field(default_factory=SlotPowerConfig)
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     source: str = "(defaults)"
 
     @property
@@ -226,6 +228,21 @@ class AgentConfig:
     @property
     def work_dir(self) -> Path:
         return Path(self.jobs.work_dir) if self.jobs.work_dir else self.state_dir / "jobs"
+
+    @property
+    def signed_only(self) -> bool:
+        """Commands must be signed (``security.require_signed``; unset: true except on a simulated node)."""
+        return self.security.signed_only(self.hardware.backend == "sim")
+
+    @property
+    def node_key_path(self) -> Path:
+        """This node's own signing key (its MPI launches)."""
+        return Path(self.security.node_key_file) if self.security.node_key_file else self.state_dir / "node.key"
+
+    @property
+    def control_dir(self) -> Path:
+        """Files the agent writes for a job to read (a member's launch), where the jobs user cannot write."""
+        return self.state_dir / "control"
 
 
 _VALIDATORS: dict[type, dict[str, Any]] = {
@@ -277,6 +294,7 @@ _SECTIONS: dict[str, type] = {
     "mpi": MpiSection,
     "homeassistant": HomeAssistantConfig,
     "prometheus": PrometheusConfig,
+    "security": SecurityConfig,
 }
 
 
@@ -380,7 +398,7 @@ def mqtt_login(cfg: AgentConfig) -> Credentials:
 
 
 # What a reload (SIGHUP) applies at once; other changes are logged as needing a restart.
-LIVE = ("agent", "jobs", "source", "agent.tick_s", "agent.log_level")
+LIVE = ("agent", "jobs", "security", "source", "agent.tick_s", "agent.log_level")
 
 
 def _changed(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -389,8 +407,12 @@ def _changed(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def reloaded(old: AgentConfig, new: AgentConfig) -> tuple[AgentConfig, list[str]]:
-    """The running config with what a reload applies at once (``agent.tick_s``, ``agent.log_level``, [jobs]) taken
-    from ``new``, and the keys that changed but need a restart."""
+    """The running config with what a reload applies at once (``agent.tick_s``, ``agent.log_level``, [jobs],
+    [security]: the operator keys are read again) taken from ``new``, and the keys that changed but need a
+    restart."""
     later = [k for k in _changed(old, new) + _changed(old.agent, new.agent, "agent.") if k not in LIVE]
+    if new.security.node_key_file != old.security.node_key_file:  # the node's key is loaded once, at start
+        later.append("security.node_key_file")
     agent = replace(old.agent, tick_s=new.agent.tick_s, log_level=new.agent.log_level)
-    return replace(old, agent=agent, jobs=new.jobs), later
+    security = replace(new.security, node_key_file=old.security.node_key_file)
+    return replace(old, agent=agent, jobs=new.jobs, security=security), later

@@ -11,7 +11,7 @@ VENV=.venv
 # distcc with build-essential's make and gcc runs the distcc job kind's tests; python3-matplotlib draws `plot`.
 APT_PACKAGES=(
   mosquitto mosquitto-clients hpcc openmpi-bin libopenblas0 python3-venv python3-pip
-  python3-paho-mqtt python3-msgpack python3-clustershell python3-rich python3-systemd
+  python3-paho-mqtt python3-msgpack python3-clustershell python3-rich python3-systemd python3-cryptography
   python3-gpiozero python3-smbus2 python3-pyudev prometheus-node-exporter stress-ng iproute2
   prometheus openssl cmake build-essential faketime python3-matplotlib distcc
   # bench/dispatch.py's peers only (clush and pdsh over a private loopback sshd), never needed at run time.

@@ -29,6 +29,7 @@ from scripts.localcluster import (
     start_mosquitto,
     stop,
 )
+from tests.signing import operator  # noqa: F401 (a fixture: an operator key piclusterctl signs with)
 
 REPO = Path(__file__).resolve().parent.parent
 

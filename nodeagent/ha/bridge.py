@@ -1,9 +1,13 @@
 """The thin I/O side of Home Assistant: publish discovery and state through the agent's link, listen to HA.
 
 Runs on the agent's loop thread (``tick`` from ``step()``, ``handle`` from ``dispatch()``). HA's button and
-select payloads become the same ``Command`` piclusterctl sends and go through the agent's own command path, so
-validation and policy are one. Discovery goes out on every (re)connect and again a random moment after HA's
-birth message (HA forgets MQTT entities when it restarts; many nodes answering at once would be a burst).
+select payloads become the same ``Command`` piclusterctl sends and go to the agent's command handling for this
+node's own bridge (``Commands.local_command``), which obeys only ``fan`` and ``identify`` from it and validates
+them as the wire does. They never cross the broker as commands: Home Assistant cannot sign, so the HA topics'
+only gate is the broker's ACL, and what can come through them is capped by the code, not by a key.
+
+Discovery goes out on every (re)connect and again a random moment after HA's birth message (HA forgets MQTT
+entities when it restarts; many nodes answering at once would be a burst).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from nodeagent.ha.entities import command_names
 from nodeagent.ha.state import drives, has_pcie, significant, state_document
 from nodeagent.mqtt.link import Link
 from nodeagent.mqtt.ratelog import RateLog
-from nodeagent.protocol import Command, NodeFacts, Telemetry, Topics, encode
+from nodeagent.protocol import Command, NodeFacts, Telemetry, Topics
 from nodeagent.protocol.topics import discovery_topic
 
 log = logging.getLogger("picluster.ha")
@@ -33,7 +37,7 @@ _ids = itertools.count(1)
 
 
 class HaBridge:
-    """Home Assistant for one node. ``deliver(topic, payload)`` hands a command to the agent's command path;
+    """Home Assistant for one node. ``deliver(command)`` hands a command to the node's local command path;
     ``busy()`` says whether a job runs (restart and reboot wait for it); ``note(message)`` logs a line to the
     node's events."""
 
@@ -44,7 +48,7 @@ class HaBridge:
         node: str,
         link: Link,
         *,
-        deliver: Callable[[str, bytes], None],
+        deliver: Callable[[Command], None],
         busy: Callable[[], bool],
         note: Callable[[str], None],
         drives_chassis: bool,
@@ -131,7 +135,7 @@ class HaBridge:
 
     # --- inside --------------------------------------------------------------------------------------------
     def _deliver(self, cmd: Command) -> None:
-        self.deliver(self.topics.node_cmd(self.node), encode(cmd))
+        self.deliver(cmd)
 
     def _publish_discovery(self, state: dict[str, Any]) -> None:
         assert self.facts is not None

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from nodeagent.config import JobsSection
 from nodeagent.errors import JobFailed, JobRejected, echo
+from nodeagent.jobs.environ import job_environ
 from nodeagent.jobs.files import AgentFile
 from nodeagent.jobs.kind import JobContext, JobKind, Prepared
 from nodeagent.jobs.kinds import KINDS
@@ -141,7 +142,7 @@ class Runner:
     ) -> None:
         self.cfg = cfg
         self.hooks: Hooks = hooks or NoHooks()  # admission, and the node's preparation and its undoing
-        self.job_env = dict(job_env or {})  # given to every job (the MPI launcher finds its broker and job in it)
+        self.job_env = dict(job_env or {})  # given to every job
         self.work_dir = work_dir
         self.cores = cores
         self.sim = sim
@@ -195,6 +196,12 @@ class Runner:
         with self._lock:
             running = self._jobs.get(job_id)
             return running.progress if running is not None else (None, "")
+
+    def session_of(self, job_id: str) -> int | None:
+        """The session of a running job's processes (the pid of the one it started), None before or after."""
+        with self._lock:
+            running = self._jobs.get(job_id)
+            return running.proc.pid if running is not None and running.proc is not None else None
 
     @property
     def queued(self) -> tuple[str, ...]:
@@ -432,7 +439,7 @@ class Runner:
             if running.heavy:  # light jobs leave the governor and the fan boost to the heavy one
                 self.hooks.prepare()
             tmp = _private_tmp(spec.id, user, self.work_dir)
-            env = {**os.environ, **self.job_env, **running.prepared.env, **_tmp_env(tmp)}
+            env = {**job_environ(os.environ), **self.job_env, **running.prepared.env, **_tmp_env(tmp)}
             argv, user_kwargs = self._argv(running, user)
             machine = running.machine
             with open(running.output.fd, "wb", closefd=False) as out:

@@ -5,16 +5,19 @@ A job's ``params`` pick the role. Without ``role`` it is today's single-node HPL
 launcher (``plm_rsh_agent``) set to ``[mpi] launch_agent`` (or ssh). With ``role = "member"`` the node holds
 itself for the job (one heavy job at a time, governor and fan prepared) and runs ``nodeagent.mpi.member``,
 which becomes the MPI daemon once the leader's launch request has been accepted (see ``launch.py``).
+
+The leader's launcher reaches its own agent over a Unix socket (``launch_socket``/``relay``) with a token the job
+gets in its environment and loses with the job; the agent signs the launch with the node's key. A member keeps
+the leader's name and key (from the operator's job) in its control directory (``control``), out of the job's
+reach, and accepts only a launch signed by that key where the node requires signed commands.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import sys
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from nodeagent.config import MpiSection
@@ -23,9 +26,13 @@ from nodeagent.jobs.kind import JobContext, Prepared, Progress
 from nodeagent.jobs.kinds.hpl import render_input
 from nodeagent.jobs.kinds.hpl_kind import SINGLE_PARAMS, HplKind, _last_words, oversubscribe, params_from
 from nodeagent.jobs.params import refuse_undeclared
+from nodeagent.mpi.control import LAUNCH_FILE, MEMBER_FILE, NO_LAUNCH_EXIT, ControlDir
+from nodeagent.mpi.launcher import ENV_JOB, ENV_SOCKET, ENV_TOKEN
+from nodeagent.mpi.leaders import Leaders
 from nodeagent.protocol.jobs import check_node_ranks, check_ranks
 from nodeagent.protocol.messages import Scalar
 from nodeagent.protocol.topics import NAME_RE
+from nodeagent.security.keys import KeyFileError, PublicKey
 
 DEFAULT_LAUNCH_AGENT = MpiSection().launch_agent
 
@@ -38,13 +45,11 @@ def launch_agent(mpi: MpiSection) -> str:
     return mpi.launch_agent
 
 
-MEMBER_FILE = "member.json"  # written at accept: who the leader is
-LAUNCH_FILE = "launch.json"  # written when the leader's launch request is accepted: the daemon's argv
 HOSTFILE = "hostfile"
-NO_LAUNCH_EXIT = 3  # the member's exit status when no launch came (nodeagent/mpi/member.py)
 # Every parameter each role takes (params common to the whole job reach every node, so a member accepts the grid's).
-LEADER_PARAMS = (*SINGLE_PARAMS, "role", "hosts", "ranks_per_node")
-MEMBER_PARAMS = (*SINGLE_PARAMS, "role", "leader", "ranks_per_node")
+LEADER_PARAMS = (*SINGLE_PARAMS, "role", "hosts", "ranks_per_node", "leader_key")  # its own key: nothing to do
+MEMBER_PARAMS = (*SINGLE_PARAMS, "role", "leader", "leader_key", "ranks_per_node")
+
 # TCP keepalive on a member's end of Open MPI's out-of-band channel (daemon <-> mpirun), idle for most of a run: a
 # daemon cut off from its mpirun (a partition, a leader that vanished) exits after 10 + 3 x 5 s instead of Open
 # MPI's 300 + 9 x 20 s, so its node is free when it comes back. In the member's environment only: in mpirun's, it
@@ -85,13 +90,26 @@ def _ranks_per_node(params: Mapping[str, Scalar]) -> int:
 
 
 class ClusterHplKind:
-    """``hpl`` for one node, or one role of a cluster run (see the module docstring)."""
+    """``hpl`` for one node, or one role of a cluster run (see the module docstring). ``control``: where a member's
+    files go; ``leaders``: the leader jobs whose launches the agent relays; ``signed_only()``: whether the node
+    requires signed commands now (a reload may change it), so that a member needs its leader's key."""
 
     name = "hpl"
 
-    def __init__(self, mpi: MpiSection, base: HplKind | None = None) -> None:
+    def __init__(
+        self,
+        mpi: MpiSection,
+        base: HplKind | None = None,
+        *,
+        control: ControlDir,
+        leaders: Leaders | None = None,
+        signed_only: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.mpi = mpi
         self.base = base or HplKind()
+        self.control = control
+        self.leaders = leaders or Leaders()
+        self.signed_only = signed_only
 
     def prepare(self, params: Mapping[str, Scalar], ctx: JobContext) -> Prepared:
         role = params.get("role")
@@ -148,7 +166,16 @@ class ClusterHplKind:
             argv += ["--mca", "oob_tcp_if_include", self.mpi.if_include]
             argv += ["--mca", "btl_tcp_if_include", self.mpi.if_include]
         argv += ["-x", "OPENBLAS_NUM_THREADS", ctx.cfg.hpcc]
-        env = {"OPENBLAS_NUM_THREADS": "1", "PICLUSTER_JOB": ctx.job_id}
+        env = {"OPENBLAS_NUM_THREADS": "1", ENV_JOB: ctx.job_id}
+        if agent_mode:  # the launcher asks this node's agent, which signs and publishes: no broker login here
+            if (socket_path := self.leaders.socket_path) is None:
+                raise JobRejected(
+                    "this agent could not open the socket its MPI launcher reaches it through (its log says why: "
+                    'event=launch_socket_failed); restart it, or set [mpi] launcher = "ssh"',
+                    "mpi.launcher",
+                )
+            env[ENV_TOKEN] = self.leaders.add(ctx.job_id, hosts)
+            env[ENV_SOCKET] = str(socket_path)
         launcher = (launch_agent(self.mpi) if agent_mode else self.mpi.ssh).split()[0]
         plan = {
             "role": "leader",
@@ -178,33 +205,56 @@ class ClusterHplKind:
             )
         if not NAME_RE.match(leader):
             raise JobRejected(f"params.leader {echo(leader)} is not a node name", "params.leader")
-        (ctx.work_dir / MEMBER_FILE).write_text(json.dumps({"leader": leader}))
-        argv = (sys.executable, "-m", "nodeagent.mpi.member", f"{self.mpi.launch_timeout_s:g}")
+        key = _leader_key(params, leader, self.signed_only())
+        self.control.prune()
+        self.control.write(ctx.job_id, MEMBER_FILE, {"leader": leader, "key": key})
+        control = str(self.control.of(ctx.job_id))
+        argv = (sys.executable, "-m", "nodeagent.mpi.member", f"{self.mpi.launch_timeout_s:g}", control)
         env = {"OPENBLAS_NUM_THREADS": "1", **OOB_KEEPALIVE}
         return Prepared(argv=argv, env=env, plan={"role": "member", "leader": leader})
 
     # --- both ----------------------------------------------------------------------------------------------------
     def progress(self, ctx: JobContext, output_tail: str) -> Progress | None:
-        if (ctx.work_dir / MEMBER_FILE).exists():
-            launched = (ctx.work_dir / LAUNCH_FILE).exists()
+        if self.control.exists(ctx.job_id, MEMBER_FILE):
+            launched = self.control.exists(ctx.job_id, LAUNCH_FILE)
             return Progress(None, "MPI daemon running" if launched else "waiting for the leader's launch")
         return self.base.progress(ctx, output_tail)
 
     def result(self, ctx: JobContext, prepared: Prepared, output: str, returncode: int) -> dict[str, Any]:
         role = prepared.plan.get("role")
         if role == "member":
-            return _member_result(ctx.work_dir, prepared, output, returncode, self.mpi.launch_timeout_s)
+            launched = self.control.exists(ctx.job_id, LAUNCH_FILE)
+            return _member_result(launched, prepared, output, returncode, self.mpi.launch_timeout_s)
         result = self.base.result(ctx, prepared, output, returncode)
         if role == "leader":
             result |= {"role": "leader", "hosts": list(prepared.plan["hosts"]), "ranks": prepared.plan["ranks"]}
         return result
 
 
+def _leader_key(params: Mapping[str, Scalar], leader: str, signed_only: bool) -> str:
+    """The leader's public key (base64) the operator's job names, checked; "" when it names none, which only a
+    node that accepts unsigned commands allows."""
+    value = params.get("leader_key", "")
+    if value == "" and signed_only:
+        raise JobRejected(
+            f"params.leader_key is missing: this node obeys only signed commands (security.require_signed), so it "
+            f"accepts its MPI daemon only from a launch signed by the leader {leader}'s key, which the job must "
+            "name; piclusterctl takes it from the leader's facts (is the leader's agent older than this one?)",
+            "params.leader_key",
+        )
+    if value == "":
+        return ""
+    try:
+        return PublicKey.parse(str(value)).b64
+    except KeyFileError as exc:
+        raise JobRejected(f"params.leader_key: {exc}", "params.leader_key") from None
+
+
 def _member_result(
-    work_dir: Path, prepared: Prepared, output: str, returncode: int, timeout_s: float
+    launched: bool, prepared: Prepared, output: str, returncode: int, timeout_s: float
 ) -> dict[str, Any]:
     leader = prepared.plan.get("leader")
-    if not (work_dir / LAUNCH_FILE).exists() and returncode == NO_LAUNCH_EXIT:
+    if not launched and returncode == NO_LAUNCH_EXIT:
         raise JobFailed(f"the leader {leader} did not launch this node's MPI daemon within {timeout_s:g} s")
     if returncode != 0:
         raise JobFailed(f"the MPI daemon exited with status {returncode}: {_last_words(output)}")

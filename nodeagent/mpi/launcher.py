@@ -1,33 +1,32 @@
 """``picluster-mpi-launch``: Open MPI's ``plm_rsh_agent`` that starts remote daemons through the agents, not SSH.
 
-mpirun on the leader calls ``picluster-mpi-launch <node> orted <args...>``. This program asks ``<node>``'s agent
-over MQTT to start that daemon for the running job, then lives exactly as long as the daemon does: it exits 0
-when the node reports the job's part finished, 1 when the launch is refused or the daemon fails (with the
-node's reason on stderr), and 255, like ssh, when the node goes offline or never answers. mpirun treats the
-daemon as gone when this program exits.
+mpirun on the leader calls ``picluster-mpi-launch <node> orted <args...>``. This program asks its own node's agent,
+over the agent's Unix socket, to have ``<node>``'s agent start that daemon for the running job; the agent checks
+the request, signs it with the node's key and publishes it, and relays the member's answers. This program then
+lives exactly as long as the daemon does: it exits 0 when the node reports the job's part finished, 1 when the
+launch is refused or the daemon fails (with the reason on stderr), and 255, like ssh, when the node goes offline,
+never answers, or the agent cannot be reached. mpirun treats the daemon as gone when this program exits.
 
-It reads from the environment the runner gives the leader's job: ``PICLUSTER_BROKER``, ``PICLUSTER_CLUSTER``,
-``PICLUSTER_NODE`` (the leader), ``PICLUSTER_JOB`` and optionally ``PICLUSTER_MQTT_USERNAME`` /
-``PICLUSTER_MQTT_PASSWORD`` / ``PICLUSTER_MQTT_CA_FILE``.
+It holds no broker login and no key: it reads from the environment the runner gives the leader's job only
+``PICLUSTER_LAUNCH_SOCKET`` (the agent's socket), ``PICLUSTER_LAUNCH_TOKEN`` (valid while the job runs) and
+``PICLUSTER_JOB``. Standard library only, so mpirun's many launchers start fast.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
-import queue
-import secrets
+import socket
 import sys
-import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from nodeagent.errors import ProtocolError
-from nodeagent.mqtt.link import Link
-from nodeagent.mqtt.settings import Broker, Credentials
-from nodeagent.protocol import OFFLINE, Command, Event, Topics, decode, encode
+from nodeagent.mpi.unix_path import unix_address
 
-CONNECT_TIMEOUT_S = 10.0
-ANSWER_TIMEOUT_S = 30.0
+ENV_SOCKET, ENV_TOKEN, ENV_JOB = "PICLUSTER_LAUNCH_SOCKET", "PICLUSTER_LAUNCH_TOKEN", "PICLUSTER_JOB"
 UNREACHABLE = 255  # what ssh returns when it cannot reach the host
+MAX_LINE = 64 * 1024
+EXIT = {"accepted": None, "end": None, "rejected": 1, "refused": 1, "offline": UNREACHABLE, "unreachable": UNREACHABLE}
 
 
 class LaunchFailed(Exception):
@@ -46,62 +45,44 @@ def _env(env: Mapping[str, str], key: str) -> str:
 
 
 def launch(target: str, words: list[str], env: Mapping[str, str]) -> int:
-    """Ask ``target`` to start the daemon ``words`` and follow it to its end; the exit status for mpirun."""
-    topics = Topics(_env(env, "PICLUSTER_CLUSTER"))
-    leader, job = _env(env, "PICLUSTER_NODE"), _env(env, "PICLUSTER_JOB")
-    broker = Broker.parse(_env(env, "PICLUSTER_BROKER"))
-    launch_id = f"{job[:64]}.launch-{secrets.token_hex(3)}"
-    inbox: queue.SimpleQueue[tuple[str, bytes, bool]] = queue.SimpleQueue()
-    link = Link(
-        f"picluster-launch-{leader}-{os.getpid()}"[:64],
-        broker,
-        credentials=Credentials.from_env(env),
-        on_message=lambda t, p, r: inbox.put((t, p, r)),
-    )
-    link.subscribe(topics.events(target), qos=1)
-    link.subscribe(topics.status(target), qos=1)
-    link.start()
+    """Ask for the daemon ``words`` on ``target`` and follow it to its end; the exit status for mpirun."""
+    path = _env(env, ENV_SOCKET)
+    request = {"job": _env(env, ENV_JOB), "token": _env(env, ENV_TOKEN), "node": target, "argv": words}
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        if not link.wait_connected(CONNECT_TIMEOUT_S):
-            raise LaunchFailed(f"cannot reach the broker at {broker} to launch on {target}", UNREACHABLE)
-        cmd = Command(id=launch_id, cmd="launch", job_id=job, argv=tuple(words), sender=leader, t=time.time())
-        link.publish(topics.launch(target, leader), encode(cmd), qos=1)
-        return _follow(inbox, topics, target, job, launch_id)
+        try:
+            with unix_address(path) as address:
+                sock.connect(address)
+        except OSError as exc:
+            raise LaunchFailed(f"cannot reach the agent at {path}: {exc.strerror or exc}", UNREACHABLE) from None
+        with contextlib.suppress(OSError):  # refused at once: the agent's answer is still there to read
+            sock.sendall((json.dumps(request) + "\n").encode())
+        try:
+            return _follow(sock.makefile("rb"), target)
+        except OSError as exc:
+            raise LaunchFailed(f"lost the agent at {path}: {exc.strerror or exc}", UNREACHABLE) from None
     finally:
-        link.stop()
+        sock.close()
 
 
-Inbox = queue.SimpleQueue[tuple[str, bytes, bool]]
-
-
-def _follow(inbox: Inbox, topics: Topics, target: str, job: str, launch_id: str) -> int:
-    answer_by = time.monotonic() + ANSWER_TIMEOUT_S
-    accepted = False
-    while True:
+def _follow(answers: Iterable[bytes], target: str) -> int:
+    for raw in answers:
+        if len(raw) > MAX_LINE:
+            raise LaunchFailed("the agent's answer is too long", UNREACHABLE)
         try:
-            topic, payload, _ = inbox.get(timeout=1.0)
-        except queue.Empty:
-            if not accepted and time.monotonic() > answer_by:
-                raise LaunchFailed(
-                    f"{target} did not answer the launch within {ANSWER_TIMEOUT_S:g} s", UNREACHABLE
-                ) from None
-            continue
-        if topic == topics.status(target):
-            if payload.decode(errors="replace") == OFFLINE:
-                raise LaunchFailed(f"node {target} is offline (its agent stopped or lost the broker)", UNREACHABLE)
-            continue
-        try:
-            event = decode(payload, Event)
-        except ProtocolError:
-            continue
-        if event.job == launch_id:
-            if event.kind == "rejected":
-                raise LaunchFailed(f"{target} refused the MPI daemon: {event.reason}")
-            accepted = accepted or event.kind == "accepted"
-        elif event.job == job and event.terminal:
-            if event.kind == "finished":
+            answer = json.loads(raw)
+            event = answer["event"]
+        except (ValueError, KeyError, TypeError):
+            raise LaunchFailed("the agent's answer is not one picluster-mpi-launch understands", UNREACHABLE) from None
+        reason = str(answer.get("reason", ""))
+        if event == "end":
+            if answer.get("kind") == "finished":
                 return 0
-            raise LaunchFailed(f"{target}: the job's MPI daemon ended {event.kind}: {event.reason}")
+            raise LaunchFailed(reason or f"{target}: the job's MPI daemon ended")
+        status = EXIT.get(event, UNREACHABLE)
+        if status is not None:
+            raise LaunchFailed(reason or f"{target}: {event}", status)
+    raise LaunchFailed(f"the agent hung up while {target}'s MPI daemon ran (did the agent stop?)", UNREACHABLE)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return launch(args[0], args[1:], os.environ)
-    except (LaunchFailed, ProtocolError, ValueError) as exc:
+    except LaunchFailed as exc:
         print(f"picluster-mpi-launch: {exc}", file=sys.stderr)
-        return exc.status if isinstance(exc, LaunchFailed) else UNREACHABLE
+        return exc.status
 
 
 if __name__ == "__main__":

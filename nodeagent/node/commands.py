@@ -20,6 +20,7 @@ from nodeagent.hw.base import Sample
 from nodeagent.hw.events import HwEvent
 from nodeagent.hw.governor import Governor
 from nodeagent.jobs.runner import DuplicateJob, Runner
+from nodeagent.mpi.control import ControlDir
 from nodeagent.mpi.launch import accept_launch, leader_of, member_of
 from nodeagent.mqtt.ratelog import RateLog
 from nodeagent.mqtt.spool import Spool
@@ -36,9 +37,12 @@ from nodeagent.protocol import (
     Telemetry,
     Topics,
     decode,
+    encode,
     reply_address,
 )
+from nodeagent.protocol.envelope import payload_digest
 from nodeagent.protocol.messages import fan_mode
+from nodeagent.security.gate import CommandGate, Refused
 
 log = logging.getLogger("picluster.agent")
 bad_input = RateLog(log)  # lines about received messages: anyone who reaches the broker could flood them
@@ -49,6 +53,7 @@ Emit = Callable[..., None]
 IDENTIFY_S = 30.0  # how long identify lights the LEDs
 PEER_LEAVES = ("telemetry", "status", "facts", "power")  # other nodes' retained messages
 MAX_LEADERS = 32  # cluster job leaders whose status a member follows (the oldest is let go past this)
+LOCAL_MAY = ("fan", "identify")  # what this node's own Home Assistant bridge may ask (it cannot sign)
 
 
 class JobHooks:
@@ -116,9 +121,11 @@ class Commands:
         say_again: Callable[[str], int] = lambda job: 0,
         *,
         unsubscribe: Callable[[str], None] = lambda topic: None,
+        gate: CommandGate | None = None,
     ) -> None:
         self.node, self.topics, self.hostname = cfg.node_id, Topics(cfg.agent.cluster), hostname
         self.mpi, self.critical_c = cfg.mpi, cfg.policy.guard.critical_c  # both need a restart to change
+        self.control = ControlDir(cfg.control_dir)  # a member job's leader and launch (nodeagent/mpi/control.py)
         self.runner, self.hooks, self.safety, self.power = runner, hooks, hooks.safety, hooks.power
         self.spool = spool
         self.chassis, self.slot_power = roles
@@ -126,6 +133,8 @@ class Commands:
         self.say_again = say_again  # publish again what this node said about a job (the outbox); how many events
         self.unsubscribe = unsubscribe
         self._leaders: dict[str, None] = {}  # leaders' status topics followed for member jobs, oldest first
+        # Who may ask what (nodeagent/security/gate.py); without one (tests of other parts), unsigned commands pass.
+        self.gate = gate or CommandGate({}, signed_only=False, clock=clock)
         self._identify_until = 0.0
         self._degraded_links: frozenset[str] = frozenset()
 
@@ -164,8 +173,12 @@ class Commands:
                 clip(topic, MAX_ECHO),
             )
             return
+        launch = self.topics.parse_launch(topic)
         try:
-            cmd = decode(payload, Command)
+            admitted = self.gate.admit(topic, payload, launch_sender=launch[1] if launch else None)
+        except Refused as exc:
+            self.refused(topic, payload, exc)
+            return
         except ProtocolError as exc:
             job = reply_address(payload)
             bad_input.warning(
@@ -179,9 +192,11 @@ class Commands:
             if job:
                 self.answer_bad(job, f"invalid command: {exc.reason}", exc.field)
             return
+        cmd = admitted.cmd
         if topic == self.topics.cluster_cmd() and self.node not in cmd.nodes:
             return
-        launch = self.topics.parse_launch(topic)
+        if admitted.ignored:
+            bad_input.info("signature_ignored", "event=signature_ignored job=%s reason=%r", cmd.id, admitted.ignored)
         if (cmd.cmd == "launch") != (launch is not None) or (launch and launch[1] != cmd.sender):
             # The leader's name in the topic is what a broker ACL vouches for; the payload's is only a claim.
             where = f"on {self.topics.launch_inbox(self.node)[:-1]}<leader>, from the leader named there"
@@ -216,6 +231,37 @@ class Commands:
                 BAD_ANSWERS,
                 BAD_ANSWERS_S,
             )
+
+    def refused(self, topic: str, payload: bytes, exc: Refused) -> None:
+        """A command the gate refused: logged and answered (``rejected``, ``data.auth`` the code) at a bounded
+        rate, since anyone who reaches the broker can send them; not at all when it was meant for other nodes."""
+        if topic == self.topics.cluster_cmd() and self.node not in exc.nodes:
+            return
+        logged = bad_input.warning(
+            "command_refused",
+            "event=command_refused code=%s key=%s topic=%s job=%s reason=%r",
+            *(exc.code, exc.key or "-", clip(topic, MAX_ECHO), exc.reply or "-", exc.reason),
+        )
+        if logged and exc.reply:
+            data = {"auth": exc.code, "digest": payload_digest(topic, payload)}
+            # Not this node's word on the job (a forged copy may carry its id): followers match the digest.
+            self.emit("rejected", exc.reply, reason=exc.reason, field="signature", data=data, lifecycle=False)
+
+    def local_command(self, cmd: Command) -> None:
+        """A command from this node's own Home Assistant bridge, which cannot sign: only fan and identify, with the
+        wire's validation. Whoever may publish on the node's HA topics may ask these (the broker's ACL lets only
+        Home Assistant's login), and nothing else ever comes this way."""
+        if cmd.cmd not in LOCAL_MAY:
+            why = f"{cmd.cmd} may not come from Home Assistant (only {' and '.join(LOCAL_MAY)})"
+            bad_input.warning("local_refused", "event=command_refused code=not_allowed source=ha reason=%r", why)
+            self.emit("rejected", cmd.id, reason=why, field="cmd")
+            return
+        try:
+            checked = decode(encode(cmd), Command)
+        except ProtocolError as exc:
+            self.emit("rejected", cmd.id, reason=f"invalid command: {exc.reason}", field=exc.field)
+            return
+        self.operator_command(checked)
 
     # --- jobs ----------------------------------------------------------------------------------------------------
     def start_job(self, cmd: Command) -> None:
@@ -282,13 +328,13 @@ class Commands:
     def leader_status(self, node: str, payload: bytes) -> None:
         """Another node's status: when it leads the cluster job this member holds and went offline, release."""
         job = self.runner.current
-        if payload == OFFLINE.encode() and job and leader_of(job, self.runner.work_dir) == node:
+        if payload == OFFLINE.encode() and job and leader_of(job, self.control) == node:
             self.runner.cancel(job, reason=f"the job's leader {node} went offline")
 
     def mpi_launch(self, cmd: Command) -> None:
         """A cluster job's leader asks this member to start Open MPI's daemon (nodeagent/mpi/launch.py)."""
         try:
-            argv = accept_launch(cmd, self.runner.current, self.runner.work_dir, self.mpi, sim=self.runner.sim)
+            argv = accept_launch(cmd, self.runner.current, self.control, self.mpi, sim=self.runner.sim)
         except JobRejected as exc:
             bad_input.warning(
                 "mpi_launch_refused",

@@ -103,6 +103,7 @@ class NodeFacts:
     capabilities: tuple[str, ...] = ()  # job kinds this node will run
     roles: tuple[str, ...] = ()  # chassis duties: "chassis" (fan and power budget), "slot-power"
     policy: dict[str, Any] = field(default_factory=dict)  # the effective [policy] settings
+    key: str = ""  # the node's own Ed25519 public key (base64): it signs the node's MPI launches as a job's leader
     t: float = 0.0
 
 
@@ -351,13 +352,23 @@ def reply_address(payload: bytes) -> str:
         data = codec.unpackb(payload)
     except ProtocolError:
         return ""
+    return peek(data)[0]
+
+
+def peek(data: Any) -> tuple[str, tuple[str, ...]]:
+    """Best effort, from a decoded command that may be invalid or unverified: the id to answer (``id``,
+    ``job.id`` or ``job_id``, whichever is a valid job id first) and the nodes a cluster command names."""
     if not isinstance(data, Mapping):
-        return ""
+        return "", ()
+    reply = ""
     for candidate in (
         data.get("id"),
         (data.get("job") or {}).get("id") if isinstance(data.get("job"), Mapping) else None,
         data.get("job_id"),
     ):
         if isinstance(candidate, str) and JOB_ID_RE.match(candidate):
-            return candidate
-    return ""
+            reply = candidate
+            break
+    nodes = data.get("nodes")
+    named = tuple(n for n in nodes if isinstance(n, str)) if isinstance(nodes, (list, tuple)) else ()
+    return reply, named

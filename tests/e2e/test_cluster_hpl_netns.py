@@ -1,5 +1,5 @@
 """Cluster HPL across network namespaces: every node its own host with its own address and agent, the broker on a
-bridge, one real hpcc under one mpirun whose daemons the agents launch over MQTT (no SSH)."""
+bridge, one real hpcc under one mpirun whose daemons the agents launch over MQTT (no SSH), signed."""
 
 from __future__ import annotations
 
@@ -15,13 +15,16 @@ import pytest
 from tests.conftest import REPO, paho_env
 from tests.e2e.netns import NetCluster, net_cluster
 from tests.integration.helpers import Watcher
+from tests.signing import OperatorKey
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def netcluster(tmp_path: Path, cluster: str) -> Iterator[NetCluster]:
-    with net_cluster(tmp_path, cluster, 3) as net:
+def netcluster(tmp_path: Path, cluster: str, operator: OperatorKey) -> Iterator[NetCluster]:
+    """Three nodes that obey only signed commands: piclusterctl signs with the operator's key (PICLUSTER_KEY), the
+    leader's agent signs each launch with its own."""
+    with net_cluster(tmp_path, cluster, 3, config=operator.config()) as net:
         yield net
 
 
@@ -41,7 +44,7 @@ def test_cluster_hpl_over_three_namespaced_nodes(netcluster: NetCluster) -> None
     for key, value in (("HPL_N", 1536), ("HPL_NB", 128), ("HPL_nprow", 1), ("HPL_npcol", 3)):
         assert f"\n{key}={value}\n" in text
     for i in (2, 3):  # each member hosted an MPI daemon started through its agent, in its own namespace
-        launch = json.loads((net.tmp / f"node{i}" / "jobs" / out["job"] / "launch.json").read_text())
+        launch = json.loads((net.tmp / f"node{i}" / "control" / out["job"] / "launch.json").read_text())
         assert launch["argv"][0] == "orted" and launch["leader"] == "node1"
     assert [r["state"] for r in out["runs"]] == ["finished"] * 3
 

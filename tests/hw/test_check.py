@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.hw.trees import DATA, VCGENCMD
+from tests.signing import make_operator_key
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,6 +70,19 @@ def test_a_healthy_simulated_node_has_no_problems(tmp_path: Path) -> None:
     assert data["backend"] == "sim" and data["sample"]["nvme"][0]["present"]
     sim_problems = [p for p in data["problems"] if not p.startswith("jobs:")]  # hpcc may be absent here
     assert sim_problems == [] and proc.returncode in (0, 1)
+
+
+def test_whose_commands_the_node_obeys_and_a_node_that_would_obey_none(tmp_path: Path) -> None:
+    keys = make_operator_key(tmp_path / "op", "alice")
+    signed = f'[security]\nrequire_signed = true\noperator_keys_dir = "{keys.keys_dir}"\n'
+    data = json.loads(check(tmp_path, "--sim", "--json", config=signed).stdout)
+    assert data["security"]["require_signed"] is True and data["security"]["operator_keys"].startswith("alice (")
+    assert not [p for p in data["problems"] if p.startswith("security:")]
+    none = signed.replace(str(keys.keys_dir), str(tmp_path / "absent"))
+    data = json.loads(check(tmp_path, "--sim", "--json", config=none).stdout)
+    (problem,) = [p for p in data["problems"] if p.startswith("security:")]
+    assert "refuses every one" in problem and "piclusterctl keygen" in problem
+    assert not json.loads(check(tmp_path, "--sim", "--json").stdout)["security"]["require_signed"]  # --sim default
 
 
 def test_a_bad_config_is_exit_2(tmp_path: Path) -> None:

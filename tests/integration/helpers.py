@@ -9,7 +9,7 @@ from controller.fleet import Fleet, subscriptions
 from controller.session import Received, Session
 from nodeagent.errors import ProtocolError
 from nodeagent.mqtt.settings import Broker
-from nodeagent.protocol import Event, Topics, decode
+from nodeagent.protocol import Command, Event, Topics, decode
 from tests.waits import wait_until
 
 
@@ -62,3 +62,7 @@ class Watcher:
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         self.session.link.publish(topic, payload, qos=1, retain=retain)
+
+    def command(self, topic: str, cmd: Command) -> bytes:
+        """``cmd`` as piclusterctl sends it: signed when PICLUSTER_KEY names a key (tests/signing.py)."""
+        return self.session.command(topic, cmd)

@@ -17,6 +17,7 @@ from nodeagent.protocol import Command, JobSpec, encode
 from tests.conftest import AgentFactory, Mosquitto, ctl, paho_env
 from tests.integration.helpers import Watcher
 from tests.mpi_recorded import member_line
+from tests.signing import OperatorKey
 
 pytestmark = pytest.mark.slow
 
@@ -30,9 +31,13 @@ def wait_online(broker: Mosquitto, cluster: str, *nodes: str) -> None:
         w.wait(f"{nodes} online", lambda: w.online(*nodes))
 
 
-def test_one_hpl_over_two_nodes_launched_by_the_agents(agents: AgentFactory, broker: Mosquitto, cluster: str) -> None:
-    agents.start("node1", paho="2.x", config=LAUNCHER)  # the leader's launcher inherits its paho
-    agents.start("node2", paho="1.6", config=LAUNCHER + SICK)  # gate refuses it
+def test_one_hpl_over_two_nodes_launched_by_the_agents(
+    agents: AgentFactory, broker: Mosquitto, cluster: str, operator: OperatorKey
+) -> None:
+    """Signed, as a real fleet runs: the operator's run command, and the launch the leader's agent signs with its
+    own key for the member, which accepts that key (named in the operator's job) for this job only."""
+    agents.start("node1", paho="2.x", config=LAUNCHER + operator.config())
+    agents.start("node2", paho="1.6", config=LAUNCHER + SICK + operator.config())  # gate refuses it
     with Watcher(broker.url, cluster) as w:
         w.wait("both online", lambda: w.online("node1", "node2"))
 
@@ -48,8 +53,9 @@ def test_one_hpl_over_two_nodes_launched_by_the_agents(agents: AgentFactory, bro
     assert out["gflops"] > 0.1 and out["residual"] < 16.0
     member = out["runs"][1]
     assert member["node"] == "node2" and member["state"] == "finished" and member["result"]["role"] == "member"
-    launch = agents.tmp_path / "node2" / "jobs" / out["job"] / "launch.json"
+    launch = agents.tmp_path / "node2" / "control" / out["job"] / "launch.json"
     assert json.loads(launch.read_text())["argv"][0] == "orted"  # node2 really hosted an MPI daemon
+    assert not (agents.tmp_path / "node2" / "jobs" / out["job"] / "launch.json").exists()  # not where the job writes
     assert out["plan"]["smallest_node"] in ("node1", "node2") and out["plan"]["ranks_per_node"] == 1
     assert set(out["throttled"]) == {"node1", "node2"}
     assert out["telemetry"]["node1"] and out["telemetry"]["node2"]  # both nodes' telemetry recorded with the job
@@ -98,7 +104,7 @@ def test_a_member_refuses_launches_that_are_not_its_leaders_mpi_daemon(
         assert event.kind == "rejected" and why in event.reason
     assert "busy with job j-member" in busy[0].reason
     assert not marker.exists()
-    assert not (agents.tmp_path / "node2" / "jobs" / "j-member" / "launch.json").exists()
+    assert not (agents.tmp_path / "node2" / "control" / "j-member" / "launch.json").exists()
 
 
 def test_a_member_lets_go_when_its_leaders_will_fires(agents: AgentFactory, broker: Mosquitto, cluster: str) -> None:

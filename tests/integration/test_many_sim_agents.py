@@ -92,7 +92,7 @@ def test_five_readme_agents_run_one_cluster_hpl_and_five_per_node(
     members = [r for r in out["runs"] if r["node"] != out["leader"]]
     assert len(members) == 4 and all(r["state"] == "finished" for r in members)
     for member in members:  # each member hosted its MPI daemon in its own job directory
-        assert (root / "sim" / member["node"] / "jobs" / out["job"] / "launch.json").is_file()
+        assert (root / "sim" / member["node"] / "control" / out["job"] / "launch.json").is_file()
 
     each = piclusterctl(broker, env, "run", "hpl", "--nodes", "all", "--per-node", "--json", *SMALL)
     assert each.returncode == 0, each.stdout + each.stderr

@@ -20,6 +20,7 @@ import pytest
 from tests.conftest import AgentFactory, ctl
 from tests.integration.helpers import Watcher
 from tests.shipped_broker import EXAMPLE, ShippedBroker, shipped_broker
+from tests.signing import OperatorKey
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def test_the_shipped_config_listens_plainly_on_loopback_only_and_lets_no_one_in_
     settings = dict(line.split(" ", 1) for line in conf.splitlines() if line and not line.startswith("#"))
     assert settings["allow_anonymous"] == "false" and settings["set_tcp_nodelay"] == "true"
     assert int(settings["message_size_limit"]) == 256 * 1024
-    assert "require_certificate" not in settings  # the MPI launcher has no client certificate (see the comment)
+    assert "require_certificate" not in settings  # an option (see the comment): every client would need a certificate
 
 
 def test_nodes_publish_only_as_themselves(example_broker: ShippedBroker, tmp_path: Path, cluster: str) -> None:
@@ -64,11 +65,12 @@ def test_nodes_publish_only_as_themselves(example_broker: ShippedBroker, tmp_pat
 
 
 def test_only_the_operator_acts_and_cluster_jobs_launch_under_node_logins(
-    example_broker: ShippedBroker, tmp_path: Path, cluster: str, monkeypatch: pytest.MonkeyPatch
+    example_broker: ShippedBroker, tmp_path: Path, cluster: str, monkeypatch: pytest.MonkeyPatch, operator: OperatorKey
 ) -> None:
+    """Signed, as the shipped agent config runs: the operator's login and key act, nothing else does."""
     tls = example_broker.tls()
     agents = AgentFactory(tmp_path, tls, cluster)
-    launcher = f'[mpi]\nlaunch_agent = "{sys.executable} -m nodeagent.mpi.launcher"\n'
+    launcher = f'[mpi]\nlaunch_agent = "{sys.executable} -m nodeagent.mpi.launcher"\n' + operator.config()
     secret = tmp_path / "viewer.pw"
     secret.write_text("pw-viewer\n")
     wrong = tmp_path / "wrong.pw"
@@ -100,8 +102,8 @@ def test_only_the_operator_acts_and_cluster_jobs_launch_under_node_logins(
         assert run.returncode == 0, run.stdout + run.stderr
         out = json.loads(run.stdout)
         assert out["passed"] is True and out["ranks"] == 2
-        launch = tmp_path / "n2" / "jobs" / out["job"] / "launch.json"
-        assert json.loads(launch.read_text())["argv"][0] == "orted"  # n1's launcher reached n2 under the ACL
+        launch = tmp_path / "n2" / "control" / out["job"] / "launch.json"
+        assert json.loads(launch.read_text())["argv"][0] == "orted"  # n1's agent reached n2 under the ACL
         assert f"broker={example_broker.url}" in local.output()
     finally:
         agents.stop_all()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -25,6 +26,7 @@ from tests.integration.helpers import Watcher
 from tests.packaging.conftest import REPO, ensure_apt
 from tests.packaging.debroot import ENV, Root, booted, mounted_under
 from tests.packaging.test_unit import verifiable_copy
+from tests.signing import make_operator_key
 
 pytestmark = [
     pytest.mark.slow,
@@ -118,6 +120,8 @@ def test_install_creates_the_user_state_dir_conffile_and_enables_the_unit(root: 
     assert not re.search(r"^(gpio|i2c):", group, re.M)
     st = (p / "var" / "lib" / "picluster").stat()
     assert (st.st_uid, st.st_gid, oct(st.st_mode & 0o7777)) == (0, 0, "0o755")
+    keys = (p / "etc" / "picluster" / "operators.d").stat()  # root's alone to write: whoever can, commands the node
+    assert (keys.st_uid, keys.st_gid, oct(keys.st_mode & 0o7777)) == (0, 0, "0o755")
     assert (p / ENABLED_LINK).is_symlink()
     assert "/etc/picluster/agent.toml" in root.run("dpkg-query", "-W", "-f=${Conffiles}", "picluster-agent").stdout
     # One file installed everything: the modules come from picluster-agent itself.
@@ -155,15 +159,23 @@ def _connects(broker: Mosquitto, client_id: str) -> int:
     return len(re.findall(rf"New client connected from .* as {re.escape(client_id)} ", text))
 
 
-def test_the_service_under_systemd(root: Root, broker: Mosquitto, cluster: str) -> None:
-    """The installed unit, hardening and all, under a real systemd: READY and STATUS, a job as the jobs user,
-    reload without a new MQTT session, the watchdog restarting a hung loop, the fail-safe hook on every stop."""
+def test_the_service_under_systemd(
+    root: Root, broker: Mosquitto, cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The installed unit, hardening and all, under a real systemd: READY and STATUS, a signed job as the jobs
+    user, an unsigned command refused, reload without a new MQTT session, the watchdog restarting a hung loop, the
+    fail-safe hook on every stop."""
     root.install("systemd", "hpcc", "openmpi-bin", "libopenblas0")
     node, client = "svc1", "picluster-agent-svc1"
-    # The conffile stays as shipped (the upgrade test needs it): a drop-in points the service at a test config.
+    # The conffile stays as shipped (the upgrade test needs it): a drop-in points the service at a test config,
+    # which requires signed commands as the shipped one does (simulated hardware alone would not).
     test_conf = f'[agent]\nnode_id = "{node}"\ncluster = "{cluster}"\ntick_s = 0.5\n'
-    test_conf += f'[mqtt]\nbroker = "{broker.url}"\n[hardware]\nbackend = "sim"\n'
+    test_conf += f'[mqtt]\nbroker = "{broker.url}"\n[hardware]\nbackend = "sim"\n[security]\nrequire_signed = true\n'
     (root.path / "etc/picluster/test.toml").write_text(test_conf)
+    key = make_operator_key(tmp_path / "operator", "tester")
+    installed = root.path / "etc/picluster/operators.d/tester.pub"
+    shutil.copy(key.keys_dir / "tester.pub", installed)  # what keygen says to do
+    installed.chmod(0o644)
     dropin = root.path / "etc/systemd/system" / f"{UNIT}.d"
     dropin.mkdir(parents=True)
     (dropin / "test.conf").write_text(
@@ -192,7 +204,13 @@ def test_the_service_under_systemd(root: Root, broker: Mosquitto, cluster: str) 
             assert re.search(r"^CapBnd:\s+00000000002000e3$", status, re.M), status  # the six in the unit
             assert re.search(r"^NoNewPrivs:\s+1$", status, re.M)
 
+            # Unsigned: refused, saying how to sign.
+            monkeypatch.delenv("PICLUSTER_KEY", raising=False)
+            monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))  # and no default key
+            unsigned = ctl(broker, cluster, "identify", node)
+            assert unsigned.returncode == 1 and "unsigned command refused" in unsigned.stderr, unsigned.stderr
             # A real HPL job, two MPI ranks, as the jobs user, inside the sandbox (MemoryDenyWriteExecute, seccomp).
+            monkeypatch.setenv("PICLUSTER_KEY", str(key.key_file))
             hpl = ("run", "hpl", "--per-node", "--nodes", node, "--param", "n=1000", "--param", "q=2", "--json")
             run = ctl(broker, cluster, *hpl)
             assert run.returncode == 0, run.stdout + run.stderr
@@ -215,7 +233,9 @@ def test_the_service_under_systemd(root: Root, broker: Mosquitto, cluster: str) 
             assert box.run("journalctl", "-u", UNIT, "-o", "cat").stdout.count("picluster-agent failsafe:") == 2
             w.wait(f"{node} offline", lambda: w.fleet.nodes[node].status == OFFLINE)
     finally:
-        subprocess.run(["rm", "-rf", str(dropin), str(root.path / "etc/picluster/test.toml")], check=False)
+        subprocess.run(
+            ["rm", "-rf", str(dropin), str(root.path / "etc/picluster/test.toml"), str(installed)], check=False
+        )
 
 
 def test_piclusterctl_installs_next_to_the_agent(root: Root, debs: dict[str, Path]) -> None:

@@ -23,7 +23,16 @@ FLAT = {name: cls for name, cls in config._SECTIONS.items() if name != "policy"}
 
 
 def _defaults() -> config.AgentConfig:
-    return config.from_mapping({}, source=str(SHIPPED))
+    """The defaults, and the one key the shipped file sets on purpose: a node from the .deb obeys only signed
+    commands, even if someone runs it with --sim."""
+    return config.from_mapping({"security": {"require_signed": True}}, source=str(SHIPPED))
+
+
+def test_the_shipped_config_requires_signed_commands_even_for_a_simulated_node() -> None:
+    shipped = config.load(SHIPPED, env={}, overrides={"hardware": {"backend": "sim"}})
+    assert shipped.security.require_signed is True and shipped.signed_only
+    assert not config.from_mapping({"hardware": {"backend": "sim"}}).signed_only  # the bare default for --sim
+    assert config.from_mapping({}).signed_only  # and for a real node
 
 
 def _uncommented() -> dict[str, object]:

@@ -19,10 +19,13 @@ import pytest
 from nodeagent.mqtt.link import Link
 from nodeagent.mqtt.settings import Broker, Credentials
 from nodeagent.protocol import Command, JobSpec, Topics, encode
+from nodeagent.security.keys import SigningKey
+from nodeagent.security.seal import seal
 from tests.conftest import AgentFactory, Mosquitto
 from tests.integration.helpers import Watcher
 from tests.mpi_recorded import member_line, value
 from tests.shipped_broker import ShippedBroker, shipped_broker
+from tests.signing import OperatorKey
 from tests.waits import wait_until
 
 pytestmark = pytest.mark.slow
@@ -117,5 +120,54 @@ def test_on_an_open_broker_the_agent_refuses_every_forged_daemon_line(
     for name, (_, why) in forged.items():
         (event,) = w.events("node2", f"j-forged.{name}")
         assert event.kind == "rejected" and event.field == "argv" and why in event.reason, (name, event.reason)
-    assert not (agents.tmp_path / "node2" / "jobs" / "j-forged" / "launch.json").exists()  # no daemon started
+    assert not (agents.tmp_path / "node2" / "control" / "j-forged" / "launch.json").exists()  # no daemon started
     assert all(e.phase == "waiting for the leader's launch" for e in progress)
+
+
+def test_with_signing_on_only_the_operators_job_and_its_leaders_launch_get_through(
+    agents: AgentFactory, broker: Mosquitto, cluster: str, operator: OperatorKey
+) -> None:
+    """The finding replayed against a node that requires signed commands (the shipped default), on an open broker
+    where the attacker can publish anywhere: its forged member job is refused unsigned or under its own key; and
+    even for a member job the operator did submit, a launch is refused unless the leader key named in that job
+    signed it, for that job, on that leader's topic. No daemon line is even looked at."""
+    agents.start("node2", config=CONFIG + operator.config())
+    attacker, leader_key = SigningKey.generate("attacker"), SigningKey.generate("node1")
+    words = tuple(member_line(LAUNCHER))
+    with Watcher(broker.url, cluster) as w:
+        w.wait("node2 online", lambda: w.online("node2"))
+        cmd = w.topics.node_cmd("node2")
+        w.publish(cmd, _forged_job("node2", "evil"))  # as in the finding: unsigned
+        w.publish(cmd, seal(attacker, cmd, _forged_job("node2", "evil")))  # signed, by a key no node trusts
+        w.wait("both refused", lambda: len([e for e in w.events("node2", "j-forged") if "auth" in e.data]) == 2)
+        params = {"role": "member", "leader": "node1", "leader_key": leader_key.public.b64}
+        job = JobSpec(id="j-real", kind="hpl", node_params={"node2": params})
+        w.command(cmd, Command(id="j-real", cmd="run", job=job))  # the operator's own
+        w.wait("the member holding", lambda: any(e.kind == "started" for e in w.events("node2", "j-real")))
+        topic, elsewhere = w.topics.launch("node2", "node1"), w.topics.launch("node2", "evil")
+
+        def launch(name: str, job_id: str = "j-real", sender: str = "node1") -> bytes:
+            return encode(Command(id=f"j-real.{name}", cmd="launch", job_id=job_id, argv=words, sender=sender))
+
+        attempts = {
+            "unsigned": (topic, launch("unsigned")),
+            "attacker": (topic, seal(attacker, topic, launch("attacker"))),
+            "operator": (topic, seal(operator.key, topic, launch("operator"))),  # operators do not sign launches
+            "elsewhere": (elsewhere, seal(leader_key, elsewhere, launch("elsewhere", sender="evil"))),
+            "replayed-to": (topic, seal(leader_key, elsewhere, launch("replayed-to"))),
+        }
+        for where, payload in attempts.values():
+            w.publish(where, payload)
+        w.wait("every launch refused", lambda: all(w.events("node2", f"j-real.{n}") for n in attempts))
+        w.command(cmd, Command(id="j-real.c", cmd="cancel", job_id="j-real"))
+        w.wait("released", lambda: any(e.kind == "cancelled" for e in w.events("node2", "j-real")))
+    codes = {n: w.events("node2", f"j-real.{n}")[0].data.get("auth") for n in attempts}
+    assert codes == {
+        "unsigned": "unsigned",
+        "attacker": "unknown_key",
+        "operator": "not_allowed",
+        "elsewhere": "not_allowed",
+        "replayed-to": "wrong_topic",
+    }
+    assert not (agents.tmp_path / "node2" / "control" / "j-real" / "launch.json").exists()  # no daemon
+    assert "event=job_accepted job=j-forged" not in agents.started[0].output()

@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import REPO, AgentFactory, paho_env
 from tests.integration.helpers import Watcher
 from tests.shipped_broker import ShippedBroker, shipped_broker
+from tests.signing import OperatorKey
 from tests.tlsca import ThrowawayCA
 from tests.waits import wait_until
 
@@ -32,7 +33,7 @@ def piclusterctl(
     return subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=REPO, env={**base, **(env or {})})
 
 
-def operator(mosq: ShippedBroker) -> dict[str, str]:
+def operator_login(mosq: ShippedBroker) -> dict[str, str]:
     return {
         "PICLUSTER_MQTT_USERNAME": "operator",
         "PICLUSTER_MQTT_PASSWORD": "pw-operator",
@@ -48,18 +49,25 @@ def tls_broker() -> Iterator[ShippedBroker]:
 
 @pytest.mark.parametrize("paho", ["1.6", "2.x"])
 def test_a_job_runs_end_to_end_over_tls(
-    tls_broker: ShippedBroker, tmp_path: Path, cluster: str, paho: str, monkeypatch: pytest.MonkeyPatch
+    tls_broker: ShippedBroker,
+    tmp_path: Path,
+    cluster: str,
+    paho: str,
+    monkeypatch: pytest.MonkeyPatch,
+    operator: OperatorKey,
 ) -> None:
+    """As a fleet set up by docs/security.md runs: TLS, logins, the ACL, and an agent that obeys only signed
+    commands, which piclusterctl signs with the operator's key."""
     tls = tls_broker.tls()
-    for key, value in operator(tls_broker).items():
+    for key, value in operator_login(tls_broker).items():
         monkeypatch.setenv(key, value)  # this process's watcher
     agents = AgentFactory(tmp_path, tls, cluster)
     try:
-        agent = agents.start("n1", paho=paho, config=tls.login("n1"))
+        agent = agents.start("n1", paho=paho, config=tls.login("n1") + operator.config())
         with Watcher(tls.url, cluster) as w:
             w.wait("n1 online over TLS", lambda: w.online("n1"))
         args = ("run", "hpl", "--nodes", "n1", "--json", "--param", "n=400", "--param", "nb=40")
-        run = piclusterctl(tls.url, cluster, *args, paho=paho, env=operator(tls_broker))
+        run = piclusterctl(tls.url, cluster, *args, paho=paho, env=operator_login(tls_broker) | operator.env)
         assert run.returncode == 0, run.stdout + run.stderr
         out = json.loads(run.stdout)
         assert out["passed"] is True and out["runs"][0]["state"] == "finished"
@@ -73,17 +81,17 @@ def test_wrong_or_missing_trust_fails_at_once_with_the_reason(
     tls_broker: ShippedBroker, tmp_path: Path, cluster: str, paho: str
 ) -> None:
     tls = tls_broker.tls()
-    no_ca = {k: v for k, v in operator(tls_broker).items() if k != "PICLUSTER_MQTT_CA_FILE"}
+    no_ca = {k: v for k, v in operator_login(tls_broker).items() if k != "PICLUSTER_MQTT_CA_FILE"}
     cases = {
         "no CA": (tls.url, no_ca, ["is not trusted (self-signed certificate in certificate chain)", "--mqtt-ca-file"]),
         "plain MQTT to the TLS port": (
             f"mqtt://127.0.0.1:{tls_broker.tls_port}",
-            operator(tls_broker),
+            operator_login(tls_broker),
             [f"if port {tls_broker.tls_port} is its TLS port, use mqtts://"],
         ),
         "TLS to the plain port": (
             f"mqtts://127.0.0.1:{tls_broker.port}",
-            operator(tls_broker),
+            operator_login(tls_broker),
             [f"127.0.0.1:{tls_broker.port} dropped the connection during the TLS handshake: it is most likely a plain"],
         ),
     }
@@ -128,7 +136,7 @@ def test_with_client_certificates_required_only_a_certificate_from_the_ca_gets_i
             config = tls.login("n1") + f'cert_file = "{pair.cert}"\nkey_file = "{pair.key}"\n'
             agent = agents.start("n1", paho=paho, config=config)
             ctl_cert = mosq.ca.client("operator")
-            with_cert = {**operator(mosq), "PICLUSTER_MQTT_CERT_FILE": str(ctl_cert.cert)}
+            with_cert = {**operator_login(mosq), "PICLUSTER_MQTT_CERT_FILE": str(ctl_cert.cert)}
             with_cert["PICLUSTER_MQTT_KEY_FILE"] = str(ctl_cert.key)
             seen = wait_until(
                 "n1 online",
@@ -137,11 +145,11 @@ def test_with_client_certificates_required_only_a_certificate_from_the_ca_gets_i
                 20,
             )
             assert seen.returncode == 0 and "event=mqtt_connected" in agent.output()
-            bare = piclusterctl(tls.url, cluster, "nodes", paho=paho, env=operator(mosq))
+            bare = piclusterctl(tls.url, cluster, "nodes", paho=paho, env=operator_login(mosq))
             assert bare.returncode == 1 and "client certificate" in bare.stderr, bare.stderr
             assert "Traceback" not in bare.stderr
             stranger = ThrowawayCA(tmp_path / "other-ca", "another CA").client("operator")
-            foreign = {**operator(mosq), "PICLUSTER_MQTT_CERT_FILE": str(stranger.cert)}
+            foreign = {**operator_login(mosq), "PICLUSTER_MQTT_CERT_FILE": str(stranger.cert)}
             foreign["PICLUSTER_MQTT_KEY_FILE"] = str(stranger.key)
             other = piclusterctl(tls.url, cluster, "nodes", paho=paho, env=foreign)
             assert other.returncode == 1 and "certificate" in other.stderr and "Traceback" not in other.stderr

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.dispatch import ENDED, NOT_SENT, Follower, NodeRun, catch_up
-from controller.history import JobRecord, NodeRecord
+from controller.history import History, JobRecord, NodeRecord
 from controller.jobs_cli import RESEND_AFTER_S, resync
 from controller.select import SelectionError, fold, select
 from controller.session import Received
-from nodeagent.protocol import Command, Event, Topics, decode, encode
+from nodeagent.protocol import Command, Event, JobSpec, Topics, decode, encode
 
 T = Topics("c")
 
@@ -140,17 +142,21 @@ def test_done_and_expire_follow_the_runs_as_a_full_scan_would(script: list) -> N
 
 
 class _Session:
-    """The part of a Session that catch_up and resync use: its connects, what it publishes, nothing to read."""
+    """The part of a Session that catch_up and resync use: its connects, the commands it sends, nothing to read."""
 
     def __init__(self) -> None:
         self.topics = T
         self.client_id = "ctl"
         self.connects = 1
-        self.sent: list[Command] = []
+        self.commands: list[Command] = []
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+    def command(self, topic: str, cmd: Command) -> bytes:
         assert topic == T.cluster_cmd()
-        self.sent.append(decode(payload, Command))
+        self.commands.append(decode(encode(cmd), Command))
+        return b""
+
+    def refused_ours(self, event: Event) -> bool:
+        return False
 
     def get(self, timeout_s: float) -> Received | None:
         return None
@@ -162,11 +168,11 @@ def test_after_a_reconnect_the_nodes_still_in_the_job_are_asked_to_say_it_again(
     f.apply(ev("b", 1, "finished", result={"passed": True}))
     catch_up(session, f)  # type: ignore[arg-type]
     catch_up(session, f)  # type: ignore[arg-type]
-    assert session.sent == []  # the first session: nothing was missed
+    assert session.commands == []  # the first session: nothing was missed
     session.connects = 2  # the broker came back: what the nodes published meanwhile never reached us
     catch_up(session, f)  # type: ignore[arg-type]
     catch_up(session, f)  # type: ignore[arg-type]
-    assert [(c.cmd, c.job_id, c.nodes) for c in session.sent] == [("resend", "j1", ("a", "c"))]
+    assert [(c.cmd, c.job_id, c.nodes) for c in session.commands] == [("resend", "j1", ("a", "c"))]
 
 
 def test_results_asks_only_about_nodes_without_a_verdict_and_not_too_soon() -> None:
@@ -183,4 +189,34 @@ def test_results_asks_only_about_nodes_without_a_verdict_and_not_too_soon() -> N
     session = _Session()
     resync(session, [job], now=1000.0 + 1)  # type: ignore[arg-type]
     resync(session, [job], now=1000.0 + RESEND_AFTER_S + 1)  # type: ignore[arg-type]
-    assert [c.nodes for c in session.sent] == [("running",), ("running", "silent", "guessed")]
+    assert [c.nodes for c in session.commands] == [("running",), ("running", "silent", "guessed")]
+
+
+# --- refusals of a command's signature ---------------------------------------------------------------------------
+
+
+def refused(node: str, seq: int, digest: str, code: str = "unsigned") -> Received:
+    return ev(node, seq, "rejected", reason="unsigned command refused", data={"auth": code, "digest": digest})
+
+
+def test_a_refusal_of_our_command_ends_the_node_and_one_of_a_forged_copy_does_not() -> None:
+    f = Follower(T, "j1", ["a", "b", "c"], started=100.0, timeout_s=60.0, sent={"ours"})
+    assert f.apply(refused("a", 1, "someone-elses")) is None  # a forged copy's refusal: not our command
+    run = f.apply(refused("b", 1, "ours"))
+    assert run is not None and (run.state, run.auth, run.reason) == ("rejected", "unsigned", "unsigned command refused")
+    f.apply(ev("c", 1, "accepted"))
+    assert f.apply(refused("c", 2, "ours", "replayed")) is None  # a replay of ours refused, after ours was taken
+    assert [f.runs[n].state for n in "abc"] == ["submitted", "rejected", "accepted"]
+
+
+def test_the_history_never_takes_a_refused_signature_for_the_nodes_verdict(tmp_path: Path) -> None:
+    history = History(tmp_path / "h.sqlite3")
+    try:
+        history.job_started(JobSpec(id="j1", kind="stress"), "c", ["a"], {}, {})
+        forged = Event(node="a", seq=1, t=1.0, kind="rejected", job="j1", reason="x", data={"auth": "unsigned"})
+        history.record_event(forged, "c")
+        history.record_event(Event(node="a", seq=2, t=2.0, kind="finished", job="j1", result={"passed": True}), "c")
+        (run,) = history.job("j1").runs  # type: ignore[union-attr]
+        assert run.state == "finished"
+    finally:
+        history.close()

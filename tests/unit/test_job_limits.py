@@ -20,6 +20,7 @@ from nodeagent.jobs.limits import check_light
 from nodeagent.jobs.params import ParamSpec
 from nodeagent.jobs.template_config import JobTemplate
 from nodeagent.mpi.cluster_kind import ClusterHplKind
+from nodeagent.mpi.control import ControlDir
 from nodeagent.protocol.jobs import check_ranks, rank_limit
 
 HPL = {"n": 1000, "nb": 100, "p": 1, "q": 2}
@@ -29,8 +30,12 @@ def ctx(tmp_path: Path, cores: int = 4, **cfg: Any) -> JobContext:
     return JobContext("j1", tmp_path, cores=cores, sim=True, cfg=JobsSection(**cfg))
 
 
-def hpl() -> ClusterHplKind:
-    return ClusterHplKind(MpiSection())  # the hpl kind the agent runs: single node, leader or member
+NOWHERE = Path("/proc/picluster-no-control")  # a refused member writes nothing: writing here would fail
+
+
+def hpl(control: Path = NOWHERE) -> ClusterHplKind:
+    """The hpl kind the agent runs: single node, leader or member."""
+    return ClusterHplKind(MpiSection(), control=ControlDir(control))
 
 
 # --- every kind: undeclared parameters ----------------------------------------------------------------------------
@@ -110,7 +115,7 @@ def test_a_member_refuses_more_ranks_per_node_than_its_own_cores(tmp_path: Path)
     with pytest.raises(JobRejected, match="the leader's ranks_per_node puts 8 MPI ranks on this node") as caught:
         hpl().prepare(member, ctx(tmp_path, cores=4))
     assert caught.value.field == "params.ranks_per_node"
-    hpl().prepare({**member, "oversubscribe": True}, ctx(tmp_path, cores=4))
+    hpl(tmp_path / "control").prepare({**member, "oversubscribe": True}, ctx(tmp_path, cores=4))
 
 
 @given(st.integers(1, 64), st.integers(1, 64), st.integers(1, 16), st.integers(1, 16), st.integers(1, 8), st.booleans())

@@ -64,8 +64,20 @@ def internal(module: str) -> bool:
 # (room, the nodeagent rooms it may import; None: any) and (room, the rooms it must not import).
 ONLY: list[tuple[str, tuple[str, ...]]] = [
     # piclusterctl speaks the protocol through an MQTT session, judges by pure policy: never the node's machinery.
-    ("controller", ("controller", "nodeagent.protocol", "nodeagent.mqtt", "nodeagent.policy", "nodeagent.errors")),
+    (
+        "controller",
+        (
+            "controller",
+            "nodeagent.protocol",
+            "nodeagent.mqtt",
+            "nodeagent.policy",
+            "nodeagent.security",
+            "nodeagent.errors",
+        ),
+    ),
     ("nodeagent.protocol", ("nodeagent.protocol", "nodeagent.errors")),
+    # Keys, signatures and the command gate: the wire contract and nothing of the node's.
+    ("nodeagent.security", ("nodeagent.security", "nodeagent.protocol", "nodeagent.errors")),
     ("nodeagent.policy", ("nodeagent.policy", "nodeagent.protocol", "nodeagent.errors")),
     ("nodeagent.mqtt", ("nodeagent.mqtt", "nodeagent.protocol", "nodeagent.errors")),
     ("nodeagent.hw", ("nodeagent.hw", "nodeagent.protocol", "nodeagent.errors")),
@@ -83,6 +95,7 @@ ONLY: list[tuple[str, tuple[str, ...]]] = [
             "nodeagent.config",
             "nodeagent.mqtt",
             "nodeagent.protocol",
+            "nodeagent.security",
             "nodeagent.errors",
         ),
     ),

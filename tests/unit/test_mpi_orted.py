@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from nodeagent.config import MpiSection
 from nodeagent.errors import JobRejected
+from nodeagent.mpi.control import ControlDir
 from nodeagent.mpi.launch import accept_launch
 from nodeagent.mpi.leader_addr import LeaderUnknown, is_local, leader_check
 from nodeagent.mpi.orted import PARAMS, BadDaemonCommand, HnpUri, daemon_argv, parse_hnp_uri, pin_hnp
@@ -211,11 +212,13 @@ def test_random_parameters_in_a_real_line_are_accepted_only_on_the_list(pairs: l
 # --- accept_launch -----------------------------------------------------------------------------------------------
 
 
+MPI = MpiSection(launch_agent=LAUNCHER)
+
+
 def _member_dir(tmp_path: Path, job: str = "j1", leader: str = "node1") -> Path:
-    job_dir = tmp_path / job
-    job_dir.mkdir()
-    (job_dir / "member.json").write_text(json.dumps({"leader": leader}))
-    return job_dir
+    """The member job's control directory, as the member kind writes it (nodeagent/mpi/control.py)."""
+    ControlDir(tmp_path).write(job, "member.json", {"leader": leader, "key": ""})
+    return tmp_path / job
 
 
 def _launch(job: str = "j1", sender: str = "node1", words: list[str] | None = None) -> Command:
@@ -225,10 +228,10 @@ def _launch(job: str = "j1", sender: str = "node1", words: list[str] | None = No
 def test_a_launch_from_the_leader_for_the_held_job_is_handed_to_the_member(tmp_path: Path) -> None:
     job_dir = _member_dir(tmp_path)
     mpi = MpiSection(launch_agent=LAUNCHER)
-    argv = accept_launch(_launch(), "j1", tmp_path, mpi, resolver=by_name(LEADER_IP))
+    argv = accept_launch(_launch(), "j1", ControlDir(tmp_path), mpi, resolver=by_name(LEADER_IP))
     assert json.loads((job_dir / "launch.json").read_text()) == {"argv": argv, "leader": "node1"}
     with pytest.raises(JobRejected, match="already launched"):
-        accept_launch(_launch(), "j1", tmp_path, mpi, resolver=by_name(LEADER_IP))
+        accept_launch(_launch(), "j1", ControlDir(tmp_path), mpi, resolver=by_name(LEADER_IP))
 
 
 @pytest.mark.parametrize(
@@ -244,18 +247,18 @@ def test_a_launch_from_the_leader_for_the_held_job_is_handed_to_the_member(tmp_p
 def test_other_launches_are_refused(tmp_path: Path, current: str | None, cmd: Command, why: str) -> None:
     job_dir = _member_dir(tmp_path)
     with pytest.raises(JobRejected, match=why):
-        accept_launch(cmd, current, tmp_path, MpiSection(launch_agent=LAUNCHER), resolver=by_name(LEADER_IP))
+        accept_launch(cmd, current, ControlDir(tmp_path), MPI, resolver=by_name(LEADER_IP))
     assert not (job_dir / "launch.json").exists()
 
 
 def test_a_launch_whose_mpirun_is_not_on_the_leader_is_refused(tmp_path: Path) -> None:
     job_dir = _member_dir(tmp_path)
     with pytest.raises(JobRejected, match="none of which is the leader node1's address"):
-        accept_launch(_launch(), "j1", tmp_path, MpiSection(launch_agent=LAUNCHER), resolver=by_name("10.9.9.9"))
+        accept_launch(_launch(), "j1", ControlDir(tmp_path), MPI, resolver=by_name("10.9.9.9"))
     assert not (job_dir / "launch.json").exists()
 
 
 def test_a_launch_for_a_single_node_job_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "j1").mkdir()  # running, but not as a member (no member.json)
+    (tmp_path / "j1").mkdir()  # running, but not as a member (no member.json in its control directory)
     with pytest.raises(JobRejected, match="not a cluster job this node is a member of"):
-        accept_launch(_launch(), "j1", tmp_path, MpiSection(launch_agent=LAUNCHER))
+        accept_launch(_launch(), "j1", ControlDir(tmp_path), MpiSection(launch_agent=LAUNCHER))

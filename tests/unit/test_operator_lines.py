@@ -25,6 +25,8 @@ from nodeagent.jobs.kinds import KINDS, DllamaKind, LlamaBenchKind, LlamaRpcKind
 from nodeagent.jobs.kinds.template import TemplateKind
 from nodeagent.jobs.template_config import JobTemplate
 from nodeagent.mpi.cluster_kind import ClusterHplKind
+from nodeagent.mpi.control import ControlDir
+from nodeagent.mpi.leaders import Leaders
 from nodeagent.protocol import OFFLINE, ONLINE, Event, NodeFacts, Telemetry, Topics, encode
 from nodeagent.protocol.messages import EventKind
 
@@ -44,7 +46,8 @@ def plans(tmp_path: Path) -> dict[str, Mapping[str, Any]]:
     build = tmp_path / "build"
     (build / "proj").mkdir(parents=True)
     (build / "proj" / "Makefile").write_text("all:\n")
-    hpl = ClusterHplKind(MpiSection())
+    leaders = Leaders(opener=lambda: tmp_path / "launch.sock")  # where the agent would listen for the launcher
+    hpl = ClusterHplKind(MpiSection(), control=ControlDir(tmp_path / "control"), leaders=leaders)
     leader = {"role": "leader", "n": 5888, "nb": 128, "p": 1, "q": 2, "ranks_per_node": 1, "hosts": "sim1,sim2"}
     template = TemplateKind(JobTemplate("light", ("true",)))
     out = {
