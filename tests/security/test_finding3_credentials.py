@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.mpi.unix_path import unix_address
+from scripts.localcluster import SIM_JOBS_USER
 from tests.conftest import REPO, AgentFactory, paho_env
 from tests.integration.helpers import Watcher
 from tests.shipped_broker import ShippedBroker, shipped_broker
@@ -84,6 +83,32 @@ def test_a_job_that_prints_its_environment_finds_no_credential(
         agents.stop_all()
 
 
+ASK = """
+import json, socket, sys
+from nodeagent.mpi.unix_path import unix_address
+with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+    with unix_address(sys.argv[1]) as address:
+        s.connect(address)
+    s.sendall(sys.stdin.buffer.read())
+    sys.stdout.buffer.write(s.makefile("rb").readline())
+"""
+
+
+def ask_as_jobs_user(path: str, request: dict[str, object]) -> dict[str, object]:
+    """One request on the launch socket from the user jobs run as: the socket answers no one else about tokens."""
+    user = SIM_JOBS_USER if os.geteuid() == 0 else None
+    done = subprocess.run(
+        [sys.executable, "-c", ASK, path],
+        input=json.dumps(request).encode() + b"\n",
+        capture_output=True,
+        cwd=REPO,
+        user=user,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return json.loads(done.stdout)
+
+
 def _token_holder(job_prefix: str) -> dict[str, str] | None:
     """The environment of a process that holds a launch token (the leader's mpirun), if one runs now."""
     for entry in os.scandir("/proc"):
@@ -124,11 +149,7 @@ def test_a_leaders_launch_token_is_its_only_credential_and_dies_with_the_job(
         assert holder["PICLUSTER_LAUNCH_SOCKET"].endswith("/launch.sock")
         # The job has ended: its token opens nothing any more.
         request = {"job": holder["PICLUSTER_JOB"], "token": holder["PICLUSTER_LAUNCH_TOKEN"], "node": "n2", "argv": []}
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            with unix_address(holder["PICLUSTER_LAUNCH_SOCKET"]) as address:
-                s.connect(address)
-            s.sendall(json.dumps(request).encode() + b"\n")
-            answer = json.loads(s.makefile("rb").readline())
-        assert answer["event"] == "refused" and "with that token" in answer["reason"]
+        answer = ask_as_jobs_user(holder["PICLUSTER_LAUNCH_SOCKET"], request)
+        assert answer["event"] == "refused" and "with that token" in answer["reason"], answer
     finally:
         agents.stop_all()
