@@ -148,10 +148,11 @@ def run(cfg: AgentConfig, reread: Callable[[], AgentConfig] | None = None) -> in
 
 
 def serve(cfg: AgentConfig, reread: Callable[[], AgentConfig] | None = None) -> int:
-    from nodeagent.agent import JobLoad, build
     from nodeagent.config import real_backend_options
     from nodeagent.hw import make_backend
+    from nodeagent.jobs.runner import JobLoad
     from nodeagent.malloc import hold_mmap_threshold
+    from nodeagent.wiring import build
 
     hold_mmap_threshold()  # hostile megabyte payloads must not stay in the heap once dropped
 

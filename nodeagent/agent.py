@@ -1,58 +1,48 @@
 """The agent's loop: sample -> publish, and commands -> runner -> events. One thread owns the logic.
 
-``build()`` wires one node's parts. paho's network thread and the job thread only put items on ``inbox``
-(bounded: nodeagent/mqtt/inbox.py) or publish; everything that decides runs here, in ``step()`` (once a tick) and
-``dispatch()`` (per queued item, handed to ``nodeagent/node/commands.py``). A failure in handling one message is
-logged and answered, never fatal.
+``build()`` (nodeagent/wiring.py) gives it its parts. paho's network thread and the job thread only put items
+on ``inbox`` (bounded: nodeagent/mqtt/inbox.py) or publish; everything that decides runs here, in ``step()``
+(once a tick) and ``dispatch()`` (per queued item, handed to ``nodeagent/node/commands.py``). A failure in
+handling one message is logged and answered, never fatal.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import shutil
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
-from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 from nodeagent import sd
-from nodeagent.config import AgentConfig, mqtt_login, reloaded
+from nodeagent.config import AgentConfig, reloaded
 from nodeagent.errors import ConfigError
 from nodeagent.ha.bridge import HaBridge
-from nodeagent.ha.config import HomeAssistantConfig
 from nodeagent.hw.base import Backend, Sample
-from nodeagent.hw.governor import Governor
 from nodeagent.hw.hotplug import HotplugMonitor
-from nodeagent.hw.root import SysfsRoot
-from nodeagent.jobs.kinds import KINDS
 from nodeagent.jobs.runner import Runner
 from nodeagent.metrics.exporter import MetricsExporter
-from nodeagent.mpi.cluster_kind import ClusterHplKind
-from nodeagent.mpi.control import ControlDir
-from nodeagent.mpi.launch import launch_signer
-from nodeagent.mpi.launch_socket import LaunchSocket, jobs_uid
+from nodeagent.mpi.launch_socket import LaunchSocket, jobs_uid, open_launch_socket
 from nodeagent.mpi.leaders import Leaders
 from nodeagent.mpi.relay import LaunchRelay
 from nodeagent.mqtt.inbox import BoundedInbox
 from nodeagent.mqtt.link import Link, Will
-from nodeagent.mqtt.netloop import NetLoop
 from nodeagent.mqtt.outbox import Outbox
 from nodeagent.mqtt.spool import open_spool
 from nodeagent.netaddr import local_addresses
 from nodeagent.node.chassis_power import PowerBudget
-from nodeagent.node.commands import PEER_LEAVES, Commands, JobHooks
-from nodeagent.node.safety import Chassis, ChassisView, NodeSafety, drives_chassis_fan, open_fans, switches_slots
-from nodeagent.node.slot_power import SlotPower, open_slot_lines
+from nodeagent.node.commands import PEER_LEAVES, Commands
+from nodeagent.node.safety import Chassis, ChassisView, NodeSafety
+from nodeagent.node.slot_power import SlotPower
+from nodeagent.node.spool_watch import SpoolWatch
 from nodeagent.node.telemetry import NodeState, facts_from, telemetry_from
-from nodeagent.protocol import OFFLINE, ONLINE, ChassisPower, Event, NodeFacts, Telemetry, Topics, encode
+from nodeagent.node.trust import configure_gate, node_key
+from nodeagent.protocol import OFFLINE, ONLINE, Event, NodeFacts, Telemetry, Topics, encode
 from nodeagent.protocol.version import __version__
 from nodeagent.security.gate import CommandGate
-from nodeagent.security.keys import KeyFileError, SigningKey, load_or_create
-from nodeagent.security.operators import describe, read_operator_keys
 
 log = logging.getLogger("picluster.agent")
 
@@ -100,7 +90,7 @@ class Agent:
         self.spool = open_spool(cfg.state_dir, cfg.agent.spool_max_events, cfg.agent.seen_jobs_max)
         self.outbox = Outbox(self.spool, lambda topic, payload: self.link.publish(topic, payload, qos=1))
         self._tick_seq = 0
-        self._spool_failing = False
+        self.spool_watch = SpoolWatch(self.spool, cfg.state_dir, self.emit)  # a full disk, said once
         self.orphans: list[str] = []
         self.last_sample: Sample | None = None
         self.last_hpl_gflops: float | None = None  # a Home Assistant entity and a Prometheus gauge
@@ -197,33 +187,16 @@ class Agent:
         telemetry = telemetry_from(self.node, self._tick_seq, sample, job, state)
         self.commands.hardware_events(sample)
         self.link.publish(self.topics.telemetry(self.node), encode(telemetry), qos=0, retain=True)
-        self.spool_health()
+        self.spool_watch.tick()
         self.ha.tick(telemetry, mono, self.last_hpl_gflops)
         self.metrics.tick(telemetry, self.facts_message, self.last_hpl_gflops, mono)
         return telemetry
 
-    def spool_health(self) -> None:
-        """The state dir full or read-only: the spool holds events in memory and retries every tick; the node
-        goes on (its safety needs no disk) and says so once, and again when the disk takes them."""
-        failing = not self.spool.flush()
-        if failing == self._spool_failing:
-            return
-        self._spool_failing = failing
-        where = Path(self.cfg.agent.state_dir)
-        if failing:
-            free = shutil.disk_usage(where).free if where.is_dir() else 0
-            fix = f"free space in {where} (df -h {where}) or point agent.state_dir at a roomier place"
-            reason = self.spool.trouble
-            log.error("event=state_dir_unwritable path=%s reason=%r free_bytes=%d fix=%r", where, reason, free, fix)
-            message = (
-                f"cannot write the event spool in {where}: {reason} ({free} bytes free); events are held in memory "
-                f"and are lost if the agent stops: {fix}"
-            )
-            self.emit("alert", message=message, data={"state_dir": str(where), "spool": "memory", "free_bytes": free})
-        else:
-            log.warning("event=state_dir_writable path=%s", where)
-            message = f"the event spool in {where} is written again; the events held in memory are on disk"
-            self.emit("alert", message=message, data={"state_dir": str(where), "spool": "disk"})
+    def open_launch_socket(self) -> Path | None:
+        """The socket a leader job's MPI launcher asks this agent through, made when this node first leads a
+        cluster job ([mpi] launcher = "agent"); its path."""
+        self.launch_socket = open_launch_socket(lambda: jobs_uid(self.runner.cfg.user), self.inbox.put)
+        return self.launch_socket.path if self.launch_socket is not None else None
 
     def dispatch(self, item: tuple[Any, ...]) -> None:
         """Handle one queued item; nothing raised here may stop the loop."""
@@ -300,25 +273,6 @@ class Agent:
         )
         return replace(facts, key=self.node_key.public.b64) if self.node_key is not None else facts
 
-    def open_launch_socket(self) -> Path | None:
-        """The socket a leader job's MPI launcher asks this agent through, made when this node first leads a
-        cluster job ([mpi] launcher = "agent"); its path."""
-        inbox = self.inbox
-        try:
-            self.launch_socket = LaunchSocket(
-                lambda: jobs_uid(self.runner.cfg.user),
-                on_request=lambda conn, request: inbox.put(("launch", conn, request)),
-                on_closed=lambda conn: inbox.put(("launch_closed", conn)),
-            )
-        except OSError as exc:
-            log.error(
-                "event=launch_socket_failed reason=%r effect='this node cannot lead a cluster HPL job'",
-                exc.strerror or str(exc),
-            )
-            return None
-        self.launch_socket.start()
-        return self.launch_socket.path
-
     def emit(self, kind: str, job: str = "", *, lifecycle: bool = True, **fields: Any) -> None:
         """Spool and publish one event (QoS 1). Thread-safe: the job thread calls it too; the lock keeps the
         wire order the seq order. A job's lifecycle events are also kept for ``resend``."""
@@ -334,166 +288,3 @@ class Agent:
             self.outbox.send(self.topics.events(self.node), kind, make, job if lifecycle else "")
         reason = f" reason={fields['reason']!r}" if fields.get("reason") else ""
         log.info("event=job_%s job=%s%s", kind, job or "-", reason)
-
-
-class JobLoad:
-    """Cores the node's jobs keep busy: what heats a simulated node. Bound to the runner once it exists."""
-
-    def __init__(self) -> None:
-        self.runner: Runner | None = None
-
-    def __call__(self) -> float:
-        return self.runner.busy_cores(time.monotonic()) if self.runner else 0.0
-
-
-def build(
-    cfg: AgentConfig,
-    backend: Backend,
-    *,
-    clock: Clock = time.time,
-    pin_factory: Any = None,
-    net: NetLoop | None = None,
-    inbox: Inbox | None = None,
-) -> Agent:
-    """One node's agent, wired: its safety, chassis roles, runner, command handling, MQTT session, Home Assistant
-    bridge and Prometheus exporter. ``pin_factory``: gpiozero pins for slot power (tests). ``net`` and ``inbox``:
-    a simulated fleet's shared network loop and work queue (``nodeagent/simfleet.py``)."""
-    agent = Agent(cfg, backend, clock=clock, inbox=inbox)
-    node, topics, facts, emit, hw = agent.node, agent.topics, agent.node_facts, agent.emit, cfg.hardware
-    agent.safety = NodeSafety(
-        cfg.policy, open_fans(cfg.fan, backend, hw.root, hw.slot), boost_pct=cfg.jobs.fan_boost_pct
-    )
-    driver = drives_chassis_fan(cfg.policy.chassis, facts.board, hw.slot)
-    agent.chassis = ChassisView(node, cfg.policy.chassis) if driver else None
-
-    def publish(decision: ChassisPower) -> None:
-        agent.link.publish(topics.power(node), encode(decision), qos=1, retain=True)
-
-    marker = cfg.state_dir / "freq-cap"
-    agent.power = PowerBudget(node, cfg.policy, backend, driver=driver, emit=emit, publish=publish, marker=marker)
-    lines = partial(open_slot_lines, cfg.slot_power, hw.root, pin_factory, agent.sim)
-    slots = switches_slots(cfg.slot_power, facts.board, hw.slot)
-    agent.slot_power = SlotPower(node, hw.slot, lines, cfg.policy.auto_cycle, emit) if slots else None
-    governor = Governor(SysfsRoot(hw.root)) if backend.name == "real" else None
-    hooks = JobHooks(agent.safety, agent.power, governor, lambda: agent.runner.cfg)
-    control, agent.leaders = ControlDir(cfg.control_dir), Leaders(opener=lambda: agent.open_launch_socket())
-    # hpl on one node, or one role of a cluster run
-    hpl = ClusterHplKind(cfg.mpi, control=control, leaders=agent.leaders, signed_only=lambda: agent.cfg.signed_only)
-    agent.runner = Runner(
-        cfg.jobs, cfg.work_dir, cores=facts.cores, sim=agent.sim, emit=emit, kinds={**KINDS, "hpl": hpl}, hooks=hooks
-    )
-    agent.link = link = Link(
-        cfg.mqtt.client_id or f"picluster-agent-{node}",
-        cfg.broker,
-        credentials=mqtt_login(cfg),
-        will=Will(topics.status(node), OFFLINE),
-        keepalive_s=cfg.mqtt.keepalive_s,
-        reconnect_min_s=cfg.mqtt.reconnect_min_s,
-        reconnect_max_s=cfg.mqtt.reconnect_max_s,
-        on_connect=lambda session_present: agent.inbox.put(("connected",)),
-        on_message=lambda topic, payload, retained: agent.inbox.put(("message", topic, payload, retained)),
-        on_publish=agent.outbox.acked,
-        net=net,
-    )
-    roles = (agent.chassis, agent.slot_power)
-    # Who may ask what: operator keys for commands, the job's leader key for a member's launch.
-    agent.gate = CommandGate(
-        {}, signed_only=True, clock=clock, launch_signer=lambda: launch_signer(agent.runner.current, control)
-    )
-    configure_gate(agent.gate, cfg)
-    agent.commands = Commands(
-        cfg,
-        facts.hostname,
-        agent.runner,
-        hooks,
-        agent.spool,
-        roles,
-        emit,
-        link.subscribe,
-        clock,
-        agent.outbox.resend,
-        gate=agent.gate,
-    )
-    agent.relay = LaunchRelay(
-        node,
-        topics,
-        cfg.mpi,
-        agent.leaders,
-        agent.runner,
-        agent.node_key,
-        publish=lambda topic, payload: link.publish(topic, payload, qos=1),
-        subscribe=link.subscribe,
-        unsubscribe=link.unsubscribe,
-    )
-    for topic, qos in agent.commands.subscriptions():
-        link.subscribe(topic, qos)
-    # Home Assistant and Prometheus: where operators already look (nodeagent/ha, nodeagent/metrics).
-    agent.ha = HaBridge(
-        ha_config(cfg),
-        topics,
-        node,
-        link,
-        deliver=agent.commands.local_command,
-        note=lambda text: emit("log", message=text),
-        drives_chassis=driver,
-        busy=lambda: agent.runner.current is not None,
-    )
-    agent.metrics = MetricsExporter(
-        cfg.prometheus.for_sim(cfg.state_dir) if agent.sim else cfg.prometheus, cfg.agent.cluster
-    )
-    # Jobs the previous agent left without a verdict (killed, crashed): their processes, and every job it
-    # received and never ended (queued, starting, or finished a moment before it died).
-    agent.orphans = list(dict.fromkeys([*agent.spool.unended(), *agent.runner.reap_orphans()]))
-    # udev tells about drives and PCI devices coming and going the moment it happens (real hardware only).
-    hotplug = hw.hotplug and backend.name == "real"
-    agent.hotplug = HotplugMonitor(lambda event: agent.inbox.put(("hotplug", event))) if hotplug else None
-    return agent
-
-
-def node_key(cfg: AgentConfig) -> SigningKey | None:
-    """This node's own key (``security.node_key_file``, by default in the state directory), made on the first
-    start. Unusable: logged, and the node cannot sign its MPI launches (members that require signatures refuse
-    them, saying so); everything else works."""
-    path = cfg.node_key_path
-    try:
-        key, made = load_or_create(path, cfg.node_id)
-    except (KeyFileError, OSError) as exc:
-        log.error("event=node_key_unusable path=%s reason=%r fix='remove it to make a new one'", path, str(exc))
-        return None
-    log.info("event=node_key path=%s id=%s made=%s", path, key.public.id, made)
-    return key
-
-
-def configure_gate(gate: CommandGate, cfg: AgentConfig) -> None:
-    """[security] into the gate: at start and on every reload (the operator keys are read again)."""
-    keys = read_operator_keys(cfg.security.operator_keys_dir)
-    for problem in keys.problems:
-        log.warning("event=operator_keys_problem reason=%r", problem)
-    gate.configure(
-        keys.keys,
-        signed_only=cfg.signed_only,
-        max_skew_s=cfg.security.max_skew_s,
-        nonce_max=cfg.security.nonce_cache_max,
-    )
-    level = logging.WARNING if cfg.signed_only and not keys.keys else logging.INFO
-    log.log(level, "event=operator_keys require_signed=%s %s", cfg.signed_only, describe(keys))
-    if not cfg.signed_only:  # loudly: whoever can publish on the broker can command this node
-        why = "unset on a simulated node" if cfg.security.require_signed is None else "false in the config"
-        log.warning(
-            "event=unsigned_commands_obeyed reason='security.require_signed is %s' "
-            "fix='set security.require_signed = true (docs/security.md)'",
-            why,
-        )
-
-
-def ha_config(cfg: AgentConfig) -> HomeAssistantConfig:
-    """[homeassistant] as the node obeys it: on a node that requires signed commands, Home Assistant (which cannot
-    sign) may set the fan and identify, never restart or reboot the node."""
-    ha = cfg.homeassistant
-    if cfg.signed_only and (ha.allow_restart or ha.allow_reboot):
-        log.warning(
-            "event=ha_restart_refused reason='Home Assistant cannot sign, and this node obeys only signed commands' "
-            "fix='set security.require_signed = false to let it restart or reboot the node'"
-        )
-        return replace(ha, allow_restart=False, allow_reboot=False)
-    return ha

@@ -1,6 +1,6 @@
 """``picluster-agent sim-fleet``: many simulated nodes in one process. For tests and benchmarks only.
 
-Every node is the real agent, built by ``agent.build()``: its own configuration, state directory (its spool,
+Every node is the real agent, built by ``wiring.build()``: its own configuration, state directory (its spool,
 job ids seen and job directories), runner, command handling, and MQTT session with its own client id, will and
 retained status, facts and telemetry. It decodes, admits, runs and reports jobs exactly as ``picluster-agent run
 --sim`` does. Only the threads are shared, so a 2-core machine holds a thousand nodes:
@@ -30,15 +30,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from nodeagent.agent import Agent, JobLoad, build
+from nodeagent.agent import Agent
 from nodeagent.config import BUILTIN_KINDS, AgentConfig
 from nodeagent.errors import ConfigError
 from nodeagent.hw import make_backend
+from nodeagent.jobs.runner import JobLoad
 from nodeagent.jobs.template_config import JobTemplate, validate_templates
 from nodeagent.mqtt.netloop import NetLoop
 from nodeagent.protocol.topics import NAME_RE
 from nodeagent.protocol.typecheck import FieldError
 from nodeagent.state import SIM_SUBDIR, StateLock, state_root
+from nodeagent.wiring import build
 
 log = logging.getLogger("picluster.simfleet")
 

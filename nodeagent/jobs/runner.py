@@ -719,3 +719,13 @@ def _signal_session(sid: int, sig: int) -> None:
 
 def _session_cpu_seconds(sid: int) -> float:
     return sum(ticks for _, ticks in _session_procs(sid)) / CLK_TCK
+
+
+class JobLoad:
+    """Cores the node's jobs keep busy: what heats a simulated node. Bound to the runner once it exists."""
+
+    def __init__(self) -> None:
+        self.runner: Runner | None = None
+
+    def __call__(self) -> float:
+        return self.runner.busy_cores(time.monotonic()) if self.runner else 0.0

@@ -235,3 +235,22 @@ class LaunchSocket:
         conn.close()
         conn.sock.close()
         self.on_closed(conn)
+
+
+def open_launch_socket(allowed_uid: Callable[[], int], put: Callable[[tuple[Any, ...]], None]) -> LaunchSocket | None:
+    """The agent's launch socket, serving: requests and ended connections go to ``put`` (the agent's inbox) as
+    ``("launch", conn, request)`` and ``("launch_closed", conn)``. None when it cannot be made (logged)."""
+    try:
+        sock = LaunchSocket(
+            allowed_uid,
+            on_request=lambda conn, request: put(("launch", conn, request)),
+            on_closed=lambda conn: put(("launch_closed", conn)),
+        )
+    except OSError as exc:
+        log.error(
+            "event=launch_socket_failed reason=%r effect='this node cannot lead a cluster HPL job'",
+            exc.strerror or str(exc),
+        )
+        return None
+    sock.start()
+    return sock

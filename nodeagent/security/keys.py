@@ -16,6 +16,7 @@ import functools
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,20 +131,30 @@ class SigningKey:
     def load(cls, path: Path, name: str = "", *, private_mode: bool = True) -> SigningKey:
         """The key in ``path``; KeyFileError naming the file and the fix. ``private_mode``: refuse a file others may
         read (as ssh does), since whoever reads it signs as its owner."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as exc:
-            raise KeyFileError(f"cannot read the key {path}: {exc.strerror}") from None
-        with os.fdopen(fd, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise KeyFileError(f"the key {path} is not a regular file")
+
+        def others_read(st: os.stat_result) -> str | None:
             if private_mode and st.st_mode & 0o077:
-                raise KeyFileError(
-                    f"the key {path} may be read by others (mode {stat.S_IMODE(st.st_mode):04o}): chmod 600 {path}"
-                )
-            data = fh.read(MAX_KEY_FILE + 1)
+                return f"the key {path} may be read by others (mode {stat.S_IMODE(st.st_mode):04o}): chmod 600 {path}"
+            return None
+
+        data = read_key_file(path, MAX_KEY_FILE, others_read)
         return cls(_private_from_pem(data, path), name)
+
+
+def read_key_file(path: Path, limit: int, unsafe: Callable[[os.stat_result], str | None]) -> bytes:
+    """At most ``limit`` + 1 bytes of a key file (more means it is not one): opened without following a link or
+    blocking on a FIFO, a regular file, and nothing ``unsafe`` objects to (its words are the KeyFileError's)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise KeyFileError(f"cannot read the key {path}: {exc.strerror} (a symlink is not followed)") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyFileError(f"the key {path} is not a regular file")
+        if why := unsafe(st):
+            raise KeyFileError(why)
+        return fh.read(limit + 1)
 
 
 def _private_from_pem(data: bytes, path: Path) -> Any:

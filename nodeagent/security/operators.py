@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nodeagent.errors import echo
-from nodeagent.security.keys import KeyFileError, PublicKey
+from nodeagent.security.keys import KeyFileError, PublicKey, read_key_file
 
 SUFFIX = ".pub"
 MAX_FILES = 256
@@ -78,17 +78,7 @@ def read_operator_keys(directory: str | Path) -> OperatorKeys:
 
 
 def _read_one(path: Path, name: str) -> PublicKey:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as exc:
-        raise KeyFileError(f"{path}: {exc.strerror} (a symlink is not followed)") from None
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise KeyFileError(f"{path} is not a regular file")
-        if why := _unsafe(st, str(path)):
-            raise KeyFileError(why)
-        data = fh.read(MAX_FILE_BYTES + 1)
+    data = read_key_file(path, MAX_FILE_BYTES, lambda st: _unsafe(st, str(path)))
     if len(data) > MAX_FILE_BYTES:
         raise KeyFileError(f"{path} is over {MAX_FILE_BYTES} bytes: not a key file")
     try:

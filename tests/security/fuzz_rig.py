@@ -26,7 +26,6 @@ from typing import Any
 
 import msgpack
 
-from nodeagent.agent import build
 from nodeagent.config import from_mapping
 from nodeagent.hw import SimBackend, SimConfig
 from nodeagent.protocol import (
@@ -39,6 +38,7 @@ from nodeagent.protocol import (
     Telemetry,
     encode,
 )
+from nodeagent.wiring import build
 
 # The agent under fuzz holds every role, so it subscribes to every topic an agent can: the chassis fan and power
 # budget (everyone's telemetry, status, power), slot power (facts, status, power commands), Home Assistant.

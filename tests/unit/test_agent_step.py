@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.agent import build
 from nodeagent.config import from_mapping
 from nodeagent.hw import Sample, SimBackend, SimConfig
+from nodeagent.wiring import build
 
 
 class BrokenSim(SimBackend):
