@@ -9,7 +9,11 @@ times, round-robin so that load on the machine falls on all three alike:
 - ``PY -c pass``: the interpreter alone, the floor;
 - ``PY -m controller.cli --version``;
 - ``PY -m controller.cli --broker URL --cluster bench run light --nodes all``: connect, the retained snapshot,
-  one publish, every node's accepted/started/finished, the table, exit.
+  one publish, every node's accepted/started/finished, the table, exit;
+- the same signed (``PICLUSTER_KEY``), as a .deb fleet runs it: read the key, sign, and every agent verifies.
+
+The agents trust the benchmark's operator key with ``require_signed = false``, so they take both runs and verify
+the signature of the signed one (an agent verifies every signature it is given, required or not).
 
 Each figure is a whole process from spawn to exit (``time.perf_counter`` around ``subprocess.run``). It prints the
 median and p90 of each, the ratios to ``-c pass``, the machine, the date and the load average before and after.
@@ -33,6 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.fleetbench import operator_key  # noqa: E402
 from scripts.localcluster import free_port, start_mosquitto, stop  # noqa: E402
 
 LIGHT = '[[jobs.template]]\nname = "light"\nargv = ["true"]\nheavy = false\ntimeout_s = 60\n'
@@ -43,9 +48,11 @@ def p90(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
 
 
-def start_agents(python: str, url: str, work: Path, count: int, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+def start_agents(
+    python: str, url: str, work: Path, count: int, env: dict[str, str], security: str
+) -> list[subprocess.Popen[bytes]]:
     conf = work / "agent.toml"
-    conf.write_text(LIGHT)
+    conf.write_text(LIGHT + security)
     procs = []
     for i in range(1, count + 1):
         argv = [python, "-m", "nodeagent", "run", "--sim", "--node-id", f"sim{i}", "--broker", url]
@@ -65,6 +72,10 @@ def wait_online(ctl: list[str], count: int, env: dict[str, str], timeout_s: floa
 
 
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """One whole process; ``PICLUSTER_KEY=...`` before the argv adds to its environment."""
+    while argv and argv[0].startswith("PICLUSTER_KEY="):
+        name, _, value = argv[0].partition("=")
+        env, argv = {**env, name: value}, argv[1:]
     t0 = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO)
     return time.perf_counter() - t0, proc
@@ -83,6 +94,8 @@ def main() -> int:
     # The repository first on the path, as the .deb puts the packages on Debian's; agents keep state in `work`.
     env = {**os.environ, "PYTHONPATH": str(REPO), "STATE_DIRECTORY": str(work / "state")}
     env.pop("PICLUSTER_BROKER", None)
+    env.pop("PICLUSTER_KEY", None)
+    key_file, security = operator_key(work, require_signed=False)
     # Installed from the .deb, the modules come with their byte code compiled: let the warm-up run write it here.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     ctl = [args.python, "-m", "controller.cli", "--broker", url, "--cluster", "bench"]
@@ -90,12 +103,17 @@ def main() -> int:
         "python3 -c pass": [args.python, "-c", "pass"],
         "piclusterctl --version": [args.python, "-m", "controller.cli", "--version"],
         f"piclusterctl run light --nodes all ({args.nodes} nodes)": [*ctl, "run", "light", "--nodes", "all"],
+        f"piclusterctl run light --nodes all ({args.nodes} nodes), signed": [
+            f"PICLUSTER_KEY={key_file}",
+            *ctl,
+            *("run", "light", "--nodes", "all"),
+        ],
     }
     procs: list[subprocess.Popen[bytes]] = []
     load_before = os.getloadavg()
     try:
         procs.append(start_mosquitto(work, port))
-        procs += start_agents(args.python, url, work, args.nodes, env)
+        procs += start_agents(args.python, url, work, args.nodes, env, security)
         wait_online(ctl, args.nodes, env)
         for argv in commands.values():  # warm the page cache and the byte-code caches once
             timed(argv, env)

@@ -40,6 +40,7 @@ from fleetbench import (
     die_with_parent,
     fleets,
     machine,
+    operator_key,
     publish,
     raise_nofile,
     reaped_cpu_s,
@@ -70,7 +71,13 @@ def bench_picluster(
     n: int, runs: int, broker: Mosquitto, work: Path, args: argparse.Namespace, env: dict[str, str]
 ) -> dict[str, Any]:
     cluster = f"dispatch{n}p{args.fleets}"
-    procs = fleets(n, min(args.fleets, n), cluster, broker.url, work, tick_s=args.tick_s, threads=args.threads)
+    security = ""
+    if args.signed:
+        key_file, security = operator_key(work)
+        env = {**env, "PICLUSTER_KEY": str(key_file)}
+        os.environ["PICLUSTER_KEY"] = str(key_file)  # the in-process phases sign too (controller/session.py)
+    options = {"tick_s": args.tick_s, "threads": args.threads, "security": security}
+    procs = fleets(n, min(args.fleets, n), cluster, broker.url, work, **options)
     argv = [sys.executable, "-m", "controller.cli", "--broker", broker.url, "--cluster", cluster]
     argv += ["run", "noop", "--nodes", "all"]
     assert broker.proc is not None
@@ -321,6 +328,7 @@ def main() -> int:
     ap.add_argument("--fleets", type=int, default=1, help="sim-fleet processes the nodes are split over")
     ap.add_argument("--phase-runs", type=int, default=5, help="in-process runs timed step by step (0: none)")
     ap.add_argument("--controller-from", metavar="DIR", help="time the piclusterctl of this checkout (e.g. main)")
+    ap.add_argument("--signed", action="store_true", help="sign every run; the nodes require it (as the .deb)")
     ap.add_argument("--json", metavar="FILE", help="also write every figure here")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]

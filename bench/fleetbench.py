@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from controller.fleet_cli import snapshot  # noqa: E402
 from nodeagent.mqtt.settings import Broker  # noqa: E402
 from nodeagent.protocol import Topics  # noqa: E402
+from nodeagent.security.keys import SigningKey  # noqa: E402
 from scripts.localcluster import free_port, open_to_jobs, sim_jobs_config, stop, wait_port  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -122,6 +123,7 @@ class Fleet:
     template: str = "noop=true"
     python: str = sys.executable
     first: int = 1
+    security: str = ""  # an agent config's [security] table (operator_key's), else none: unsigned commands
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -129,7 +131,7 @@ class Fleet:
         state.mkdir(parents=True, exist_ok=True)
         open_to_jobs(state)  # the nodes' jobs run as SIM_JOBS_USER, never root
         conf = self.workdir / f"fleet-{self.cluster}-{self.first}.toml"
-        conf.write_text("[jobs]\n" + sim_jobs_config())
+        conf.write_text("[jobs]\n" + sim_jobs_config() + self.security)
         log = open(self.log, "wb")  # noqa: SIM115 (kept open for the child)
         argv = [
             *(self.python, "-m", "nodeagent", "sim-fleet", "--count", str(self.count), "--first", str(self.first)),
@@ -156,6 +158,18 @@ class Fleet:
         if self.proc is not None:
             stop(self.proc, timeout_s=60)
             self.proc = None
+
+
+def operator_key(work: Path, *, require_signed: bool = True) -> tuple[Path, str]:
+    """A throwaway operator key: the private key file piclusterctl signs with (``PICLUSTER_KEY``), and the agent
+    config's [security] table that trusts it (and requires every command signed, as the .deb does, by default)."""
+    key = SigningKey.generate("bench")
+    key.save(work / "bench.key")
+    keys_dir = work / "operators.d"
+    keys_dir.mkdir(exist_ok=True)
+    (keys_dir / "bench.pub").write_text(key.public.line("bench@fleetbench") + "\n")
+    flag = "true" if require_signed else "false"
+    return work / "bench.key", f'[security]\nrequire_signed = {flag}\noperator_keys_dir = "{keys_dir}"\n'
 
 
 def fleets(count: int, processes: int, cluster: str, url: str, workdir: Path, **options: Any) -> list[Fleet]:

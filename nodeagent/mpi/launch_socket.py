@@ -41,6 +41,7 @@ log = logging.getLogger("picluster.mpi")
 SOCKET_NAME = "launch.sock"
 MAX_LINE = 64 * 1024
 REQUEST_S = 10.0  # a connection that has not sent its request by then is closed
+NO_UID = -1  # matches no peer; os.chown leaves the owner as it is
 MAX_CONNECTIONS = 2048  # a cluster of 1,050 nodes has 1,049 launchers on its leader at once
 
 
@@ -51,7 +52,7 @@ def jobs_uid(user: str) -> int:
     try:
         return pwd.getpwnam(user).pw_uid
     except KeyError:
-        return 0  # no such user: only --sim runs jobs then, as root
+        return NO_UID  # no such user: the runner refuses every job, so no launcher may connect either
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import pytest
 
 from nodeagent.config import MpiSection
 from nodeagent.mpi import launcher
-from nodeagent.mpi.launch_socket import Conn, LaunchSocket, Peer
+from nodeagent.mpi.launch_socket import NO_UID, Conn, LaunchSocket, Peer, jobs_uid
 from nodeagent.mpi.leaders import Leaders
 from nodeagent.mpi.relay import ANSWER_TIMEOUT_S, LaunchRelay
 from nodeagent.mpi.unix_path import MAX_SUN_PATH, unix_address
@@ -249,6 +249,19 @@ def test_another_user_cannot_even_ask(tmp_path: Path) -> None:
     finally:
         sock.close()
     assert not sock.directory.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root agent looks the jobs user up")
+def test_without_a_jobs_user_no_one_may_launch_not_even_root(tmp_path: Path) -> None:
+    assert jobs_uid("picluster-no-such-user") == NO_UID
+    sock = LaunchSocket(lambda: jobs_uid("picluster-no-such-user"), on_request=lambda c, r: None, parent=tmp_path)
+    sock.start()
+    try:
+        assert sock.path.stat().st_uid == 0 and sock.path.stat().st_mode & 0o777 == 0o600
+        run = Launch({"PICLUSTER_LAUNCH_SOCKET": str(sock.path), "PICLUSTER_LAUNCH_TOKEN": "t", "PICLUSTER_JOB": "j1"})
+        assert run.wait() == 1 and "uid 0 may not launch" in run.error
+    finally:
+        sock.close()
 
 
 @pytest.mark.parametrize(
