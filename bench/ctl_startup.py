@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.fleetbench import operator_key  # noqa: E402
-from scripts.localcluster import free_port, start_mosquitto, stop  # noqa: E402
+from scripts.localcluster import free_port, open_to_jobs, sim_jobs_config, start_mosquitto, stop  # noqa: E402
 
 LIGHT = '[[jobs.template]]\nname = "light"\nargv = ["true"]\nheavy = false\ntimeout_s = 60\n'
 
@@ -52,7 +52,9 @@ def start_agents(
     python: str, url: str, work: Path, count: int, env: dict[str, str], security: str
 ) -> list[subprocess.Popen[bytes]]:
     conf = work / "agent.toml"
-    conf.write_text(LIGHT + security)
+    conf.write_text("[jobs]\n" + sim_jobs_config() + LIGHT + security)
+    (work / "state").mkdir(exist_ok=True)
+    open_to_jobs(work / "state")  # jobs never run as root: as SIM_JOBS_USER, who must reach their directories
     procs = []
     for i in range(1, count + 1):
         argv = [python, "-m", "nodeagent", "run", "--sim", "--node-id", f"sim{i}", "--broker", url]

@@ -76,6 +76,9 @@ def _got(value: Any) -> str:
     return type(value).__name__
 
 
+_SCALARS = frozenset((bool, int, str))  # a value of exactly one of these types fits that arm as it is (not float: NaN)
+
+
 def check(value: Any, tp: Any, path: str = "") -> Any:
     """Return ``value`` converted to ``tp`` (lists -> tuples, mappings -> dataclasses) or raise FieldError."""
     origin = get_origin(tp)
@@ -105,6 +108,8 @@ def check(value: Any, tp: Any, path: str = "") -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        if type(value) in args and type(value) in _SCALARS:
+            return value  # the arm of the value's own type, without failing the others first (Scalar's str)
         deeper: FieldError | None = None
         for arg in args:
             if arg is type(None):
