@@ -73,7 +73,8 @@ def bench_picluster(
     cluster = f"dispatch{n}p{args.fleets}"
     security = ""
     if args.signed:
-        key_file, security = operator_key(work)
+        (work / f"{cluster}-key").mkdir()
+        key_file, security = operator_key(work / f"{cluster}-key")  # one per fleet
         env = {**env, "PICLUSTER_KEY": str(key_file)}
         os.environ["PICLUSTER_KEY"] = str(key_file)  # the in-process phases sign too (controller/session.py)
     options = {"tick_s": args.tick_s, "threads": args.threads, "security": security}

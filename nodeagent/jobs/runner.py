@@ -423,7 +423,7 @@ class Runner:
             ids = _user_ids(user)
             wrapped = scope_argv(argv, running.spec.id, uid=ids[0], gid=ids[1], properties=self.cfg.scope_properties)
             return wrapped, {}  # systemd-run switches user itself, after creating the scope as root
-        return argv, _user_kwargs(user)
+        return _as_user(argv, user)
 
     def _run(self, running: _Running, user: str) -> None:
         spec, ctx = running.spec, running.ctx
@@ -599,11 +599,18 @@ def _user_ids(user: str) -> tuple[int | None, int | None]:
     return pw.pw_uid, pw.pw_gid
 
 
-def _user_kwargs(user: str) -> dict[str, Any]:
+def _as_user(argv: tuple[str, ...], user: str) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """``argv`` run as ``user``: through util-linux's setpriv where it is, else Popen's own switch.
+
+    Popen's ``user``/``group`` make CPython fork() instead of vfork(), and a fork copies the agent's page tables
+    while it holds the GIL: 3 ms a job at 40 MB, 11 ms at 300 MB (a simulated fleet), against 0.5 ms. setpriv
+    does the same setgroups/setregid/setreuid after the exec (real, effective and saved ids, no capabilities)."""
     if not user:
-        return {}
+        return argv, {}
     pw = pwd.getpwnam(user)
-    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+    if setpriv := shutil.which("setpriv"):
+        return (setpriv, f"--regid={pw.pw_gid}", f"--reuid={pw.pw_uid}", "--clear-groups", "--", *argv), {}
+    return argv, {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
 
 
 def jobs_user_problem(user: str) -> str:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import pwd
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from nodeagent.config import JobsSection, from_mapping
 from nodeagent.errors import ConfigError, JobRejected
+from nodeagent.jobs import runner as runner_module
 from nodeagent.jobs.runner import Runner
 from nodeagent.protocol import Command, Event, JobSpec, encode
 from tests.conftest import AgentFactory, Mosquitto
@@ -23,7 +25,12 @@ from tests.waits import wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="only an agent running as root switches to the jobs user")
 
-WHOAMI = '[[jobs.template]]\nname = "whoami"\nargv = ["/bin/sh", "-c", "id -u; id -g"]\nheavy = false\n'
+WHOAMI = """
+[[jobs.template]]
+name = "whoami"
+argv = ["/bin/sh", "-c", "id -u; id -g; grep -E '^(Uid|Gid|Groups|CapPrm|CapEff|CapAmb):' /proc/self/status"]
+heavy = false
+"""
 
 
 def run(w: Watcher, node: str, job_id: str) -> Event:
@@ -54,7 +61,13 @@ def test_an_unprivileged_jobs_user_runs_the_job_as_itself(
         w.wait("n1 online", lambda: w.online("n1"))
         end = run(w, "n1", "as-nobody")
     assert end.kind == "finished", end
-    assert end.result["output_tail"] == [str(nobody.pw_uid), str(nobody.pw_gid)]
+    uid, gid, *status = end.result["output_tail"]
+    assert [uid, gid] == [str(nobody.pw_uid), str(nobody.pw_gid)]
+    fields = {line.split(":")[0]: line.split(":", 1)[1].split() for line in status}
+    # Real, effective, saved and filesystem ids all the user's (no way back to root), no supplementary group,
+    # no capability left: whichever way the runner switched (setpriv, or Popen's own).
+    assert fields["Uid"] == [str(nobody.pw_uid)] * 4 and fields["Gid"] == [str(nobody.pw_gid)] * 4, fields
+    assert fields["Groups"] == [] and {int(fields[c][0], 16) for c in ("CapPrm", "CapEff", "CapAmb")} == {0}
 
 
 def test_root_as_the_jobs_user_is_a_configuration_error_and_the_agent_does_not_start(
@@ -84,3 +97,22 @@ def test_a_runner_handed_root_anyway_refuses_every_job(tmp_path: Path, sim: bool
         runner.submit(JobSpec(id="r1", kind="hpl"), {"n": 200, "nb": 32, "p": 1, "q": 1}, accepted=lambda d: None)
     assert err.value.field == "jobs.user" and events == [] and not (tmp_path / "r1").exists()
     wait_until("no job process", lambda: None, lambda: runner.running == (), 1)
+
+
+@pytest.mark.parametrize("setpriv", [True, False], ids=["setpriv", "popen-switch"])
+def test_both_ways_of_switching_leave_no_root_id_group_or_capability(
+    setpriv: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not setpriv:
+        monkeypatch.setattr(runner_module.shutil, "which", lambda name: None)  # a machine without util-linux's
+    argv, kwargs = runner_module._as_user(("grep", "-E", "^(Uid|Gid|Groups|CapEff):", "/proc/self/status"), "nobody")
+    assert (argv[0].endswith("/setpriv") and not kwargs) if setpriv else ("user" in kwargs and argv[0] == "grep")
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, **kwargs).stdout
+    fields = {line.split(":")[0]: line.split(":", 1)[1].split() for line in out.splitlines()}
+    nobody = pwd.getpwnam("nobody")
+    assert fields == {
+        "Uid": [str(nobody.pw_uid)] * 4,
+        "Gid": [str(nobody.pw_gid)] * 4,
+        "Groups": [],
+        "CapEff": ["0000000000000000"],
+    }
