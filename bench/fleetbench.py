@@ -131,7 +131,11 @@ class Fleet:
         state.mkdir(parents=True, exist_ok=True)
         open_to_jobs(state)  # the nodes' jobs run as SIM_JOBS_USER, never root
         conf = self.workdir / f"fleet-{self.cluster}-{self.first}.toml"
-        conf.write_text("[jobs]\n" + sim_jobs_config() + self.security)
+        # The power budget's driver named, as packaging/agent.toml advises: with "auto" every node follows every
+        # node's facts to find it, N² messages after each reconnect, which a 1,050-node fleet in one process
+        # cannot keep up with (BENCHMARKS.md, dispatch).
+        power = '[policy.power]\ndriver = "sim1"\n'
+        conf.write_text("[jobs]\n" + sim_jobs_config() + self.security + power)
         log = open(self.log, "wb")  # noqa: SIM115 (kept open for the child)
         argv = [
             *(self.python, "-m", "nodeagent", "sim-fleet", "--count", str(self.count), "--first", str(self.first)),
